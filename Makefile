@@ -1,0 +1,25 @@
+# latentgen: every target works on a fresh clone with nothing but Python 3.11.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test quickstart bench clean
+
+install: $(STAMP)
+
+# Re-install only when the project's metadata changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+quickstart: $(STAMP)
+	$(PY) -m capture quickstart
+	$(PY) -m analyze quickstart
+
+clean:
+	rm -rf runs/ .pytest_cache

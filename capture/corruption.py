@@ -1,0 +1,54 @@
+"""Seeded label corruption of the training split, recorded per sample.
+
+Each mode returns the observed labels and the mask of the examples it selected. A
+selected example's new label may equal its true one (`resample`, `fraction`), so the
+mask records what the corruption process touched, and `observed != true` what is wrong.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MODES = ("resample", "fraction", "shuffle")
+
+
+def corrupt(labels: np.ndarray, mode: str, rate: float, n_classes: int,
+            seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(observed labels, selected mask) for `labels` under `mode` at `rate`."""
+    if mode not in MODES:
+        raise ValueError(f"corruption.mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"corruption.rate: expected a number in [0, 1], got {rate!r}")
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels, dtype=np.int64)
+    return {"resample": _resample, "fraction": _fraction, "shuffle": _shuffle}[mode](
+        labels, rate, n_classes, rng
+    )
+
+
+def _resample(labels, rate, n_classes, rng):
+    """Each label, with probability `rate`, is redrawn uniformly from all classes."""
+    mask = rng.random(len(labels)) < rate
+    drawn = rng.integers(0, n_classes, size=len(labels))
+    return np.where(mask, drawn, labels), mask
+
+
+def _fraction(labels, rate, n_classes, rng):
+    """Exactly floor(rate * n) examples get uniform random labels."""
+    k = int(np.floor(rate * len(labels)))
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[rng.choice(len(labels), size=k, replace=False)] = True
+    observed = labels.copy()
+    observed[mask] = rng.integers(0, n_classes, size=k)
+    return observed, mask
+
+
+def _shuffle(labels, rate, n_classes, rng):
+    """Exactly floor(rate * n) examples have their labels permuted among themselves."""
+    k = int(np.floor(rate * len(labels)))
+    chosen = rng.choice(len(labels), size=k, replace=False)
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[chosen] = True
+    observed = labels.copy()
+    observed[chosen] = labels[rng.permutation(chosen)]
+    return observed, mask

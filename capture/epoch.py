@@ -1,0 +1,132 @@
+"""Capture of one scheduled epoch: hooks, reduction, host buffers, hand-off to the writer.
+
+The model runs in eval mode under `torch.inference_mode()` over the whole probe set in
+batches. Forward hooks on the capture points cast each output on the device, copy it
+into a reusable host buffer (pinned on CUDA, `non_blocking=True`), and hand each full
+chunk to the background writer; an event recorded after the copy is waited on by the
+writer, not by training. Hooks are removed in `finally`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from stores import RunWriter
+
+from .background import BackgroundWriter, BufferPool, as_numpy
+
+TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+class _Chunker:
+    """Assembles one capture point's rows into whole chunks of `block` samples."""
+
+    def __init__(self, name: str, pool: BufferPool, block: int, n_samples: int,
+                 submit: Callable[[str, int, torch.Tensor, int], None]):
+        self.name, self.pool, self.block, self.n_samples = name, pool, block, n_samples
+        self.submit = submit
+        self.buffer: torch.Tensor | None = None
+        self.start = self.fill = 0
+
+    def add(self, rows: torch.Tensor) -> None:
+        offset = 0
+        while offset < len(rows):
+            if self.buffer is None:
+                self.buffer = self.pool.take()
+            k = min(self.block - self.fill, len(rows) - offset)
+            self.buffer[self.fill : self.fill + k].copy_(rows[offset : offset + k], non_blocking=True)
+            self.fill += k
+            offset += k
+            if self.fill == self.block or self.start + self.fill == self.n_samples:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.buffer is not None and self.fill:
+            self.submit(self.name, self.start, self.buffer, self.fill)
+            self.start += self.fill
+        self.buffer, self.fill = None, 0
+
+
+class EpochCapture:
+    """Captures `points` of `model` on the probe set `x` into `store` at each call."""
+
+    def __init__(self, model: nn.Module, points: list[str], store: RunWriter,
+                 writer: BackgroundWriter, x: torch.Tensor, *, units: dict[str, int],
+                 dtype: str = "float16", batch_size: int = 1024):
+        self.model, self.points, self.store, self.writer = model, points, store, writer
+        self.x, self.batch_size = x, batch_size
+        self.dtype = TORCH_DTYPES[dtype]
+        self.cuda = x.device.type == "cuda"
+        self.pools = {
+            p: BufferPool((store.sample_block(p), units[p]), self.dtype, count=2, pin=self.cuda)
+            for p in points
+        }
+        self._slot = 0
+
+    @torch.inference_mode()
+    def __call__(self, slot: int) -> torch.Tensor:
+        """Capture every point at `slot`; return the logits of the probe set (float32)."""
+        self._slot = slot
+        n = len(self.x)
+        chunkers = {
+            p: _Chunker(p, self.pools[p], self.store.sample_block(p), n, self._submit)
+            for p in self.points
+        }
+        modules = dict(self.model.named_modules())
+        handles = [
+            modules[p].register_forward_hook(self._hook(chunkers[p]))
+            for p in self.points if p not in ("input", "logits")
+        ]
+        was_training = self.model.training
+        self.model.eval()
+        logits = []
+        try:
+            for start in range(0, n, self.batch_size):
+                xb = self.x[start : start + self.batch_size]
+                if "input" in chunkers:
+                    chunkers["input"].add(self._reduce(xb))
+                out = self.model(xb)
+                if "logits" in chunkers:
+                    chunkers["logits"].add(self._reduce(out))
+                logits.append(out.float())
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.model.train(was_training)
+        return torch.cat(logits)
+
+    def _reduce(self, out: torch.Tensor) -> torch.Tensor:
+        # Flatten and cast on the device, so only the reduced bytes cross to the host.
+        return out.flatten(1).to(self.dtype)
+
+    def _hook(self, chunker: _Chunker):
+        def hook(module, inputs, output):
+            chunker.add(self._reduce(output))
+
+        return hook
+
+    def _submit(self, layer: str, start: int, buffer: torch.Tensor, n: int) -> None:
+        event = None
+        if self.cuda:
+            event = torch.cuda.Event()
+            event.record()
+        slot, pool = self._slot, self.pools[layer]
+
+        def write() -> None:
+            if event is not None:
+                event.synchronize()  # the non-blocking copy into `buffer` has landed
+            self.store.write_activations(slot, layer, start, as_numpy(buffer, n))
+
+        self.writer.submit(write, release=lambda: pool.give(buffer))
+
+
+def state_arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    """Parameters and buffers as float32 host copies (training goes on mutating them)."""
+    return {
+        name: tensor.detach().to("cpu", torch.float32, copy=True).numpy()
+        for name, tensor in model.state_dict().items()
+    }

@@ -1,0 +1,69 @@
+"""The explicit training loop: optimizer, loss, one epoch, and the model's metrics."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stores.config import TrainConfig
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def loss_fn(name: str, n_classes: int):
+    """Cross-entropy on labels, or MSE against one-hot targets (mean over batch and classes)."""
+    if name == "cross_entropy":
+        return F.cross_entropy
+
+    def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(logits, F.one_hot(labels, n_classes).to(logits.dtype))
+
+    return mse
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss, x: torch.Tensor,
+                y: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+    """One pass over (x, y) in a seeded random order; `batch_size` 0 is full batch."""
+    model.train()
+    n = len(x)
+    batch_size = batch_size or n
+    order = torch.randperm(n, generator=generator).to(x.device)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        optimizer.zero_grad(set_to_none=True)
+        loss(model(x[idx]), y[idx]).backward()
+        optimizer.step()
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Logits in eval mode (for the stop rule between captures)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def metrics(logits: torch.Tensor, loss, split_train: torch.Tensor, observed: torch.Tensor,
+            true: torch.Tensor) -> dict[str, float]:
+    """The store's metrics from probe-set logits: losses and accuracies (fractions)."""
+    train, test = split_train, ~split_train
+    pred = logits.argmax(1)
+    out = {
+        "train_loss": loss(logits[train], observed[train]),
+        "train_acc_observed": (pred[train] == observed[train]).float().mean(),
+        "train_acc_true": (pred[train] == true[train]).float().mean(),
+        "test_loss": loss(logits[test], true[test]),
+        "test_acc": (pred[test] == true[test]).float().mean(),
+    }
+    return {k: float(v) for k, v in out.items()}

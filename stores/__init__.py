@@ -1,0 +1,26 @@
+"""The run-store format: schema, writer, reader (xarray) and the catalog of runs."""
+
+from .catalog import list_runs
+from .config import ConfigError, Pipeline, RunConfig, load_pipeline, load_pipelines
+from .reader import (
+    activations,
+    committed_slots,
+    layers,
+    metrics,
+    open_run,
+    penultimate_layer,
+    run_attrs,
+    sample_table,
+    slab,
+    weight_slab,
+    weights,
+)
+from .schema import SCHEMA_VERSION
+from .writer import LayerSpec, RunWriter, StoreError, consolidate
+
+__all__ = [
+    "SCHEMA_VERSION", "ConfigError", "LayerSpec", "Pipeline", "RunConfig", "RunWriter",
+    "StoreError", "activations", "committed_slots", "consolidate", "layers", "list_runs",
+    "load_pipeline", "load_pipelines", "metrics", "open_run", "penultimate_layer",
+    "run_attrs", "sample_table", "slab", "weight_slab", "weights",
+]

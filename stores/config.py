@@ -1,0 +1,349 @@
+"""Pipelines and run configs: frozen dataclasses parsed from YAML in one place.
+
+A run store embeds its resolved run config and identifies it by a hash, so capture
+(which writes stores) and analyze (which reads them) share this one definition.
+Every error names the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from . import schema
+
+
+class ConfigError(ValueError):
+    """A pipeline file or a run override is wrong; the message says where and why."""
+
+
+# ------------------------------------------------------------------ validators
+def _choice(*allowed: str) -> Callable[[Any], str | None]:
+    def check(v):
+        if v not in allowed:
+            return f"expected one of {', '.join(allowed)}"
+
+    return check
+
+
+def _number(lo: float | None = None, hi: float | None = None, *, integer: bool = False,
+            lo_open: bool = False, optional: bool = False) -> Callable[[Any], str | None]:
+    kind = "an integer" if integer else "a number"
+    rng = ""
+    if lo is not None or hi is not None:
+        left = "(" if lo_open else "["
+        rng = f" in {left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+
+    def check(v):
+        if optional and v is None:
+            return None
+        ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok_type:
+            return f"expected {kind}{rng}{' or null' if optional else ''}"
+        if (lo is not None and (v < lo or (lo_open and v == lo))) or (hi is not None and v > hi):
+            return f"expected {kind}{rng}"
+
+    return check
+
+
+def _int_list(lo: int = 0, *, increasing: bool = False, nonempty: bool = True):
+    def check(v):
+        what = "a list of integers >= %d" % lo + (", strictly increasing" if increasing else "")
+        if not isinstance(v, (list, tuple)) or (nonempty and not v):
+            return f"expected {'a non-empty ' if nonempty else ''}{what}"
+        if any(isinstance(x, bool) or not isinstance(x, int) or x < lo for x in v):
+            return f"expected {what}"
+        if increasing and any(b <= a for a, b in zip(v, v[1:])):
+            return f"expected {what}"
+
+    return check
+
+
+def _str_list(allowed: tuple[str, ...] | None = None):
+    def check(v):
+        if not isinstance(v, (list, tuple)) or not v or not all(isinstance(x, str) for x in v):
+            return "expected a non-empty list of names"
+        if allowed is not None and not set(v) <= set(allowed):
+            bad = [x for x in v if x not in allowed]
+            return f"unknown {bad[0]!r}: expected names from {', '.join(allowed)}"
+
+    return check
+
+
+def _check(fn: Callable[[Any], str | None]) -> Any:
+    return {"check": fn}
+
+
+PROBE_NAMES = ("masc", "velpic", "ncm", "knn", "logreg")
+
+
+# ------------------------------------------------------------------ the blocks
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = field(default="digits", metadata=_check(_choice("digits")))
+    test_fraction: float = field(default=0.2, metadata=_check(_number(0.0, 1.0, lo_open=True)))
+    split_seed: int = field(default=0, metadata=_check(_number(0, integer=True)))
+
+
+@dataclass(frozen=True)
+class CorruptionConfig:
+    mode: str = field(default="resample", metadata=_check(_choice("resample", "fraction", "shuffle")))
+    rate: float = field(default=0.0, metadata=_check(_number(0.0, 1.0)))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = field(default="mlp", metadata=_check(_choice("mlp")))
+    widths: tuple[int, ...] = field(default=(512, 512, 512), metadata=_check(_int_list(1)))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = field(default="sgd", metadata=_check(_choice("sgd", "adam", "adamw")))
+    lr: float = field(default=0.05, metadata=_check(_number(0.0, lo_open=True)))
+    momentum: float = field(default=0.9, metadata=_check(_number(0.0, 1.0)))
+    weight_decay: float = field(default=0.0, metadata=_check(_number(0.0)))
+    batch_size: int = field(default=32, metadata=_check(_number(0, integer=True)))  # 0: full batch
+    loss: str = field(default="cross_entropy", metadata=_check(_choice("cross_entropy", "mse")))
+    max_epochs: int = field(default=150, metadata=_check(_number(1, integer=True)))
+    stop_train_acc: float | None = field(
+        default=1.0, metadata=_check(_number(0.0, 1.0, lo_open=True, optional=True))
+    )
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The listed epochs, then every `every` epochs after the last one (if set)."""
+
+    epochs: tuple[int, ...] = field(default=(0,), metadata=_check(_int_list(0, increasing=True)))
+    every: int | None = field(default=None, metadata=_check(_number(1, integer=True, optional=True)))
+
+    def resolve(self, max_epochs: int) -> list[int]:
+        out = [e for e in self.epochs if e <= max_epochs]
+        if self.every:
+            start = self.epochs[-1] + self.every
+            out += list(range(start, max_epochs + 1, self.every))
+        return out
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    points: tuple[str, ...] = field(default=("input",), metadata=_check(_str_list()))
+    dtype: str = field(default="float16", metadata=_check(_choice(*schema.ACTIVATION_DTYPES)))
+    compressor: str = field(default="none", metadata=_check(_choice("none", "zstd")))
+    schedule: ScheduleConfig = ScheduleConfig()
+    batch_size: int = field(default=1024, metadata=_check(_number(1, integer=True)))
+    queue_chunks: int = field(default=8, metadata=_check(_number(1, integer=True)))
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    probes: tuple[str, ...] = field(default=PROBE_NAMES, metadata=_check(_str_list(PROBE_NAMES)))
+    masc_components: float = field(default=0.99, metadata=_check(_number(0.0, lo_open=True)))
+    knn_neighbors: int = field(default=5, metadata=_check(_number(1, integer=True)))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run: one model trained once. `params` are the swept values that name it."""
+
+    pipeline: str
+    params: tuple[tuple[str, Any], ...] = ()
+    seed: int = field(default=0, metadata=_check(_number(0, integer=True)))
+    data: DataConfig = DataConfig()
+    corruption: CorruptionConfig = CorruptionConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    capture: CaptureConfig = CaptureConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+
+    @property
+    def name(self) -> str:
+        """`corruption=0.6,seed=0`: deterministic from the swept parameters."""
+        return ",".join(f"{k}={v}" for k, v in self.params) or "default"
+
+    @property
+    def schedule(self) -> list[int]:
+        return self.capture.schedule.resolve(self.train.max_epochs)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["params"] = dict(self.params)
+        return out
+
+    def identity(self) -> dict:
+        """What a store's data depends on: everything but the analysis settings."""
+        return {k: v for k, v in self.to_dict().items() if k != "analysis"}
+
+    def hash(self) -> str:
+        return schema.config_hash(self.identity())
+
+    def store_path(self, root: str) -> str:
+        return f"{str(root).rstrip('/')}/{self.pipeline}/{self.name}.zarr"
+
+
+# Sweep names that stand for a deeper key; any other name is a dotted path.
+SWEEP_ALIASES = {"corruption": "corruption.rate"}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    description: str
+    base: dict
+    sweep: tuple[tuple[str, tuple], ...]
+
+    def runs(self) -> list[RunConfig]:
+        names = [n for n, _ in self.sweep]
+        grid = itertools.product(*(values for _, values in self.sweep))
+        return [self.run(dict(zip(names, point))) for point in grid]
+
+    def run(self, params: dict) -> RunConfig:
+        """The run with these swept values (names must be sweep names)."""
+        known = [n for n, _ in self.sweep]
+        for key in params:
+            if key not in known:
+                raise ConfigError(f"--run: unknown key {key!r}: expected one of {', '.join(known)}")
+        raw = _deepcopy(self.base)
+        paths = {key: SWEEP_ALIASES.get(key, key).split(".") for key in known}
+        for key in known:
+            _set_path(raw, paths[key], params.get(key, dict(self.sweep)[key][0]))
+        config = _build(RunConfig, {**raw, "pipeline": self.name}, self.name)
+        # Name the run by the parsed values, so `0` and `0.0` give one name.
+        resolved = tuple((key, _get_path(config, paths[key])) for key in known)
+        return dataclasses.replace(config, params=resolved)
+
+
+# ------------------------------------------------------------------ parsing
+def _deepcopy(d: Any) -> Any:
+    return {k: _deepcopy(v) for k, v in d.items()} if isinstance(d, dict) else d
+
+
+def _get_path(obj: Any, path: list[str]) -> Any:
+    for key in path:
+        obj = getattr(obj, key)
+    return obj
+
+
+def _set_path(raw: dict, path: list[str], value: Any) -> None:
+    for key in path[:-1]:
+        raw = raw.setdefault(key, {})
+    raw[path[-1]] = value
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass `cls` from mapping `raw`, validating every key and value."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    internal = {"pipeline", "params"}
+    for key in raw:
+        if key not in fields:
+            allowed = ", ".join(n for n in fields if n not in internal)
+            raise ConfigError(f"{where}: unknown key {key!r}: expected one of {allowed}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        value, here = raw[name], f"{where}.{name}"
+        if dataclasses.is_dataclass(f.default):
+            kwargs[name] = _build(type(f.default), _shorthand(type(f.default), value, here), here)
+            continue
+        check = f.metadata.get("check")
+        problem = check(value) if check else None
+        if problem:
+            raise ConfigError(f"{here}: {problem}, got {value!r}")
+        if f.type.startswith("float") and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # `lr: 1` and `lr: 1.0` are one config, with one hash
+        kwargs[name] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+def _shorthand(cls: type, value: Any, where: str) -> Any:
+    """`schedule: [0, 5, 10]` is short for `schedule: {epochs: [0, 5, 10]}`."""
+    if cls is ScheduleConfig and isinstance(value, list):
+        return {"epochs": value}
+    return value
+
+
+PIPELINE_KEYS = {"description", "sweep", "seed", "data", "corruption", "model", "train",
+                 "capture", "analysis"}
+
+
+def _parse_sweep(name: str, raw: Any) -> tuple[tuple[str, tuple], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}.sweep: expected a mapping of name -> list of values, got {raw!r}")
+    sweep = []
+    for key, values in raw.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{name}.sweep.{key}: expected a non-empty list, got {values!r}")
+        path = SWEEP_ALIASES.get(key, key).split(".")
+        _check_path(path, f"{name}.sweep.{key}")
+        sweep.append((key, tuple(values)))
+    return tuple(sweep)
+
+
+def _check_path(path: list[str], where: str) -> None:
+    cls: Any = RunConfig
+    for i, part in enumerate(path):
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("pipeline", "params")}
+        if part not in fields:
+            raise ConfigError(f"{where}: unknown key {'.'.join(path[: i + 1])!r}: "
+                              f"expected one of {', '.join(fields)}")
+        default = fields[part].default
+        cls = type(default) if dataclasses.is_dataclass(default) else None
+        if cls is None and i < len(path) - 1:
+            raise ConfigError(f"{where}: {'.'.join(path[: i + 1])!r} has no sub-keys")
+    if cls is not None:
+        raise ConfigError(f"{where}: {'.'.join(path)!r} is a block; sweep one of its keys")
+
+
+def parse_pipeline(name: str, raw: Any) -> Pipeline:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a mapping, got {raw!r}")
+    unknown = set(raw) - PIPELINE_KEYS
+    if unknown:
+        raise ConfigError(f"{name}: unknown key {sorted(unknown)[0]!r}: expected one of "
+                          f"{', '.join(sorted(PIPELINE_KEYS))}")
+    base = {k: _deepcopy(v) for k, v in raw.items() if k not in ("description", "sweep")}
+    pipeline = Pipeline(name, str(raw.get("description", "")), base, _parse_sweep(name, raw.get("sweep")))
+    pipeline.runs()  # validate every run of the sweep now, not halfway through a job
+    return pipeline
+
+
+def load_pipelines(path: str | Path) -> dict[str, Pipeline]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"pipelines file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of pipeline names, got {type(raw).__name__}")
+    return {name: parse_pipeline(name, body) for name, body in raw.items()}
+
+
+def load_pipeline(name: str, path: str | Path = "pipelines.yaml") -> Pipeline:
+    pipelines = load_pipelines(path)
+    if name not in pipelines:
+        raise ConfigError(f"pipeline: expected one of {', '.join(pipelines)}, got {name!r}")
+    return pipelines[name]
+
+
+def parse_run_overrides(text: str) -> dict:
+    """`corruption=0.6,seed=0` -> {"corruption": 0.6, "seed": 0} (values as YAML scalars)."""
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--run: expected KEY=VALUE[,KEY=VALUE...], got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out

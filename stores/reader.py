@@ -1,0 +1,139 @@
+"""Read run stores as xarray objects, showing committed epochs only.
+
+`open_run` gives the whole run as a lazy `xarray.DataTree`; the functions below it give
+the pieces people ask for most (a layer's activations, the metrics, the weights) with
+the sample coordinates attached. `slab` and `sample_table` are the narrow, eager reads
+that analysis tasks use: one (epoch, layer) slab and the small per-sample arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from . import schema
+from .writer import StoreError
+
+
+def _open_group(path: str) -> zarr.Group:
+    try:
+        group = zarr.open_group(path, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise StoreError(f"no run store at {path}")
+    version = group.attrs.get("schema_version")
+    if version != schema.SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: expected schema_version {schema.SCHEMA_VERSION}, got {version!r}"
+        )
+    return group
+
+
+def committed_slots(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(slots, epochs) of the committed epochs, in training order."""
+    group = _open_group(path)
+    committed = group[f"{schema.EPOCHS}/committed"][:]
+    slots = np.flatnonzero(committed)
+    epochs = group[f"{schema.EPOCHS}/epoch"][:][slots]
+    order = np.argsort(epochs, kind="stable")
+    return slots[order], epochs[order]
+
+
+def sample_table(path: str) -> dict[str, np.ndarray]:
+    """The probe set's per-sample arrays (small), as NumPy."""
+    group = _open_group(path)[schema.SAMPLES]
+    table = {name: group[name][:] for name in schema.SAMPLE_FIELDS}
+    table["split"] = np.array(table["split"].tolist(), dtype=str)  # StringDType -> <U
+    return table
+
+
+def slab(path: str, layer: str, slot: int) -> np.ndarray:
+    """One epoch slot of one layer's activations, (sample, unit), read once."""
+    group = _open_group(path)
+    return group[f"{schema.ACTIVATIONS}/{layer}/{schema.VALUES}"][slot]
+
+
+def weight_slab(path: str, param: str, slot: int) -> np.ndarray:
+    """One epoch slot of one parameter (float32)."""
+    group = _open_group(path)
+    return group[f"{schema.WEIGHTS}/{param}/{schema.VALUES}"][slot]
+
+
+def run_attrs(path: str) -> dict:
+    """The root attributes: schema version, config, its hash, params, status, ..."""
+    return dict(_open_group(path).attrs)
+
+
+def open_run(path: str) -> xr.DataTree:
+    """The run as a lazy DataTree with committed epochs only.
+
+    The root holds the `epoch` coordinate (inherited by every node); nodes with a
+    `sample` dim carry the sample coordinates `sample` (0..n-1), `split`,
+    `label_true`, `label_observed` and `corrupted`.
+    """
+    _open_group(path)  # clear errors for a missing or foreign store
+    raw = xr.open_datatree(path, engine="zarr", chunks={})
+    slots, epochs = committed_slots(path)
+    table = sample_table(path)
+    sample_coords = {name: ("sample", values) for name, values in table.items() if name != "index"}
+    sample_coords["sample"] = np.arange(len(table["split"]))
+    root = xr.Dataset(coords={"epoch": epochs}, attrs=raw.attrs)
+    nodes: dict[str, xr.Dataset] = {"/": root}
+    for node in raw.subtree:
+        if node.path == "/":
+            continue
+        ds = node.to_dataset(inherit=False)
+        if "epoch" in ds.dims:
+            ds = ds.isel(epoch=slots)
+        ds = ds.drop_vars([c for c in ("epoch", "sample") if c in ds.coords])
+        if "sample" in ds.dims and node.path != f"/{schema.SAMPLES}":
+            ds = ds.assign_coords(sample_coords)
+        nodes[node.path] = ds
+    return xr.DataTree.from_dict(nodes)
+
+
+def _as_tree(run: xr.DataTree | str) -> xr.DataTree:
+    return open_run(run) if isinstance(run, str) else run
+
+
+def layers(run: xr.DataTree | str) -> list[str]:
+    """Capture point names, in the order they were laid out."""
+    tree = _as_tree(run)
+    return list(tree[schema.ACTIVATIONS].children) if schema.ACTIVATIONS in tree else []
+
+
+def penultimate_layer(run: xr.DataTree | str) -> str:
+    """The capture point that feeds the final linear layer."""
+    tree = _as_tree(run)
+    for name, node in tree[schema.ACTIVATIONS].children.items():
+        if node.attrs.get("penultimate"):
+            return name
+    raise StoreError("store has no capture point marked penultimate")
+
+
+def activations(run: xr.DataTree | str, layer: str) -> xr.DataArray:
+    """A layer's activations, (epoch, sample, unit), lazy, with sample coordinates."""
+    tree = _as_tree(run)
+    names = layers(tree)
+    if layer not in names:
+        raise StoreError(f"layer: expected one of {', '.join(names)}, got {layer!r}")
+    node = tree[f"{schema.ACTIVATIONS}/{layer}"]
+    array = node[schema.VALUES].rename(layer)
+    array.attrs.update(node.attrs)
+    return array
+
+
+def metrics(run: xr.DataTree | str) -> xr.Dataset:
+    """The model's own losses and accuracies per committed epoch."""
+    return _as_tree(run)[schema.METRICS].to_dataset()
+
+
+def weights(run: xr.DataTree | str, param: str | None = None) -> xr.DataArray | dict:
+    """One parameter over epochs, or all of them as a dict name -> DataArray."""
+    tree = _as_tree(run)
+    group = tree[schema.WEIGHTS]
+    if param is None:
+        return {name: node[schema.VALUES].rename(name) for name, node in group.children.items()}
+    if param not in group.children:
+        raise StoreError(f"param: expected one of {', '.join(group.children)}, got {param!r}")
+    return group[f"{param}/{schema.VALUES}"].rename(param)

@@ -1,0 +1,70 @@
+"""The run-store schema, version 1 (DESIGN.md §2): node names, dims and dtypes.
+
+Everything that names a node of a store lives here, so the writer, the reader and
+`python -m stores validate` cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+# Groups directly under the root.
+SAMPLES = "samples"
+EPOCHS = "epochs"
+ACTIVATIONS = "activations"
+WEIGHTS = "weights"
+METRICS = "metrics"
+ANALYSIS = "analysis"
+
+# Every capture point and every parameter is a group holding one array of this name,
+# so that a dim name has one size within a group (layers differ in width).
+VALUES = "values"
+
+# samples/<name>: (sample,), the probe set.
+SAMPLE_FIELDS = {
+    "split": "str",  # "train" or "test"
+    "index": "int64",  # row in the source dataset
+    "label_true": "int64",
+    "label_observed": "int64",  # what the model was trained on; = label_true on test
+    "corrupted": "bool",
+}
+
+# metrics/<name>: (epoch,), measured on the probe set in eval mode at each capture.
+METRIC_NAMES = ("train_loss", "train_acc_observed", "train_acc_true", "test_loss", "test_acc")
+
+ACTIVATION_DTYPES = ("float16", "float32")
+WEIGHT_DTYPE = "float32"
+
+# Chunks of activations are one epoch by a block of samples of at least this size.
+MIN_CHUNK_BYTES = 1 << 20
+
+# Status values of the root attribute `status`.
+STATUS_RUNNING = "running"
+STATUS_COMPLETE = "complete"
+
+
+def weight_dims(ndim: int) -> tuple[str, ...]:
+    """Dim names after `epoch` for a parameter of `ndim` axes, named by role."""
+    roles = {0: (), 1: ("out",), 2: ("out", "in"), 4: ("out", "in", "kh", "kw")}
+    return roles.get(ndim, tuple(f"axis_{i}" for i in range(ndim)))
+
+
+def sample_block(n_samples: int, n_units: int, itemsize: int) -> int:
+    """Samples per chunk: the fewest whose chunk reaches MIN_CHUNK_BYTES (or all)."""
+    per_sample = max(1, n_units * itemsize)
+    block = -(-MIN_CHUNK_BYTES // per_sample)  # ceil division
+    return int(min(n_samples, max(1, block)))
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace, the form that is hashed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(config: dict) -> str:
+    """The identity of a run: sha256 of its resolved config in canonical JSON."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()
