@@ -128,7 +128,7 @@ def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
         attrs={
             "pipeline": config.pipeline, "run_name": config.name, "params": dict(config.params),
             "config": config.to_dict(), "config_hash": config.hash(),
-            "versions": _versions(), "device": str(dev),
+            "versions": _versions(), "device": str(dev), "head": model.head_name,
         },
         schedule=schedule,
         samples=probe.record,

@@ -8,6 +8,7 @@ from .reader import (
     layers,
     metrics,
     open_run,
+    param_names,
     penultimate_layer,
     run_attrs,
     sample_table,
@@ -21,6 +22,6 @@ from .writer import LayerSpec, RunWriter, StoreError, consolidate
 __all__ = [
     "SCHEMA_VERSION", "ConfigError", "LayerSpec", "Pipeline", "RunConfig", "RunWriter",
     "StoreError", "activations", "committed_slots", "consolidate", "layers", "list_runs",
-    "load_pipeline", "load_pipelines", "metrics", "open_run", "penultimate_layer",
+    "load_pipeline", "load_pipelines", "metrics", "open_run", "param_names", "penultimate_layer",
     "run_attrs", "sample_table", "slab", "weight_slab", "weights",
 ]

@@ -338,6 +338,14 @@ def load_pipeline(name: str, path: str | Path = "pipelines.yaml") -> Pipeline:
     return pipelines[name]
 
 
+def run_config_from_dict(raw: dict) -> RunConfig:
+    """The RunConfig a store recorded (its root attribute `config`)."""
+    raw = _deepcopy(raw)
+    params = tuple(raw.pop("params", {}).items())
+    config = _build(RunConfig, raw, str(raw.get("pipeline", "config")))
+    return dataclasses.replace(config, params=params)
+
+
 def parse_run_overrides(text: str) -> dict:
     """`corruption=0.6,seed=0` -> {"corruption": 0.6, "seed": 0} (values as YAML scalars)."""
     out = {}

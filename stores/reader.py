@@ -97,18 +97,28 @@ def _as_tree(run: xr.DataTree | str) -> xr.DataTree:
 
 
 def layers(run: xr.DataTree | str) -> list[str]:
-    """Capture point names, in the order they were laid out."""
-    tree = _as_tree(run)
-    return list(tree[schema.ACTIVATIONS].children) if schema.ACTIVATIONS in tree else []
+    """Capture point names, in forward order."""
+    if isinstance(run, str):
+        return list(_open_group(run)[schema.ACTIVATIONS].attrs["order"])
+    return list(run[schema.ACTIVATIONS].attrs.get("order", run[schema.ACTIVATIONS].children))
 
 
 def penultimate_layer(run: xr.DataTree | str) -> str:
     """The capture point that feeds the final linear layer."""
-    tree = _as_tree(run)
-    for name, node in tree[schema.ACTIVATIONS].children.items():
-        if node.attrs.get("penultimate"):
-            return name
-    raise StoreError("store has no capture point marked penultimate")
+    if isinstance(run, str):
+        group = _open_group(run)[schema.ACTIVATIONS]
+        marked = [name for name, node in group.groups() if node.attrs.get("penultimate")]
+    else:
+        marked = [n for n, node in run[schema.ACTIVATIONS].children.items()
+                  if node.attrs.get("penultimate")]
+    if not marked:
+        raise StoreError("store has no capture point marked penultimate")
+    return marked[0]
+
+
+def param_names(path: str) -> list[str]:
+    """Names of the stored parameters and buffers (`fc1.weight`, ...), sorted."""
+    return sorted(name for name, _ in _open_group(path)[schema.WEIGHTS].groups())
 
 
 def activations(run: xr.DataTree | str, layer: str) -> xr.DataArray:

@@ -101,6 +101,8 @@ class RunWriter:
         writer._create_samples(samples)
         writer._create_epochs(schedule, n_slots, codecs)
         n_samples = len(samples["split"])
+        # Groups list in no particular order; record the forward order of capture points.
+        root.create_group(schema.ACTIVATIONS, attributes={"order": [l.name for l in layers]})
         for layer in layers:
             writer._create_layer(layer, n_slots, n_samples, activation_dtype, codecs)
         for name, shape in params.items():

@@ -1,0 +1,50 @@
+"""Check the store-based edit against the real model, rebuilt from stored weights.
+
+This is the one place analyze imports capture: to rebuild a model (DESIGN.md §1).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+import stores
+from capture.models import build_model, load_weights
+from stores.config import run_config_from_dict
+
+from .edit import edit_state_dict
+
+log = logging.getLogger(__name__)
+
+
+def rebuild(path: str, slot: int, state: dict[str, np.ndarray]) -> torch.nn.Module:
+    """The run's model with `state` loaded (shapes from the store's own record)."""
+    config = run_config_from_dict(stores.run_attrs(path)["config"])
+    head = stores.run_attrs(path).get("head", "head")
+    n_classes, _ = state[f"{head}.weight"].shape
+    in_features = stores.slab(path, "input", slot).shape[1]
+    return load_weights(build_model(config.model, in_features, n_classes), state)
+
+
+def crosscheck_edit(path: str, slot: int, weight: np.ndarray,
+                    store_predictions: np.ndarray) -> dict:
+    """Run the zero-bias edited model on the stored inputs; compare with the store path.
+
+    Returns the fraction of probe-set samples whose predictions agree and the largest
+    logit gap between the two (nonzero only through float16 rounding of the stored
+    penultimate activations).
+    """
+    if "input" not in stores.layers(path):
+        log.warning("%s: no `input` capture point; edit cross-check skipped", path)
+        return {}
+    head = stores.run_attrs(path).get("head", "head")
+    state = {name: stores.weight_slab(path, name, slot) for name in stores.param_names(path)}
+    model = rebuild(path, slot, edit_state_dict(state, head, weight, keep_bias=False))
+    model.eval()
+    with torch.inference_mode():
+        x = torch.as_tensor(stores.slab(path, "input", slot).astype(np.float32))
+        predictions = model(x).argmax(1).numpy()
+    agreement = float(np.mean(predictions == store_predictions))
+    return {"crosscheck_slot": int(slot), "crosscheck_agreement": agreement}

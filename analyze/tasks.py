@@ -1,0 +1,111 @@
+"""One analysis task: one (run, epoch, layer) slab, every requested probe.
+
+A task receives a path, never an array: it opens the store itself, reads its slab
+once, fits the probes and returns small results. The same function runs eagerly or on
+a Dask worker, so the two paths cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import stores
+
+from . import edit
+from .probes import fit_spectral_probes, make_probe
+
+SCORES = ("train_observed", "train_true", "test")
+
+
+@dataclass(frozen=True)
+class Task:
+    store: str
+    run: str
+    slot: int
+    epoch: int
+    layer: str
+    penultimate: bool = False
+    head: str = "head"
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    probes: tuple[str, ...] = ("masc", "velpic", "ncm", "knn", "logreg")
+    masc_components: float = 0.99
+    knn_neighbors: int = 5
+    blas_threads: int | None = None  # cap BLAS threads inside the task (1 on workers)
+
+
+@dataclass
+class TaskResult:
+    task: Task
+    accuracy: dict[str, dict[str, float]]  # probe -> score -> accuracy
+    masc_k: np.ndarray | None = None  # components kept per class
+    edit_accuracy: dict[str, dict[str, float]] | None = None  # variant -> score -> accuracy
+    edit_weight: np.ndarray | None = None  # (n_classes, units)
+    edit_predictions: np.ndarray | None = None  # zero-bias edited predictions, all samples
+
+
+def _scores(pred: np.ndarray, train: np.ndarray, y_obs: np.ndarray,
+            y_true: np.ndarray) -> dict[str, float]:
+    """Accuracies of probe-set predictions: train split against observed and true
+    labels, test split against true labels."""
+    mean = lambda a: float(np.mean(a)) if len(a) else float("nan")  # noqa: E731
+    return {
+        "train_observed": mean(pred[train] == y_obs[train]),
+        "train_true": mean(pred[train] == y_true[train]),
+        "test": mean(pred[~train] == y_true[~train]),
+    }
+
+
+def _fit_probe(name: str, x_train, y_train, settings: ProbeSettings, spectral):
+    if name in ("masc", "velpic"):
+        return spectral[name]
+    params = {"knn": {"k": settings.knn_neighbors}}.get(name, {})
+    return make_probe(name, **params).fit(x_train, y_train)
+
+
+def run_task(task: Task, settings: ProbeSettings) -> TaskResult:
+    with threadpool_limits(settings.blas_threads):
+        return _run_task(task, settings)
+
+
+def _run_task(task: Task, settings: ProbeSettings) -> TaskResult:
+    table = stores.sample_table(task.store)
+    x = stores.slab(task.store, task.layer, task.slot).astype(np.float32)
+    train = table["split"] == "train"
+    y_obs, y_true = table["label_observed"], table["label_true"]
+    x_train = x[train]
+    spectral = {}
+    if {"masc", "velpic"} & set(settings.probes) or task.penultimate:
+        masc, velpic = fit_spectral_probes(x_train, y_obs[train], settings.masc_components)
+        spectral = {"masc": masc, "velpic": velpic}
+    accuracy = {}
+    for name in settings.probes:
+        probe = _fit_probe(name, x_train, y_obs[train], settings, spectral)
+        accuracy[name] = _scores(probe.predict(x), train, y_obs, y_true)
+    result = TaskResult(task, accuracy)
+    if spectral:
+        result.masc_k = np.asarray(spectral["masc"].n_components_)
+    if task.penultimate:
+        _edit(task, result, x, train, y_obs, y_true, spectral["velpic"])
+    return result
+
+
+def _edit(task: Task, result: TaskResult, x, train, y_obs, y_true, velpic) -> None:
+    """Edited-model accuracies from the stored penultimate slab and head weights."""
+    head_w = stores.weight_slab(task.store, f"{task.head}.weight", task.slot)
+    try:
+        head_b = stores.weight_slab(task.store, f"{task.head}.bias", task.slot)
+    except KeyError:
+        head_b = None
+    weight = edit.velpic_weight(velpic, head_w.shape[0])
+    logits = edit.variant_logits(x, head_w, head_b, weight)
+    result.edit_accuracy = {
+        variant: _scores(z.argmax(1), train, y_obs, y_true) for variant, z in logits.items()
+    }
+    result.edit_weight = weight.astype(np.float32)
+    result.edit_predictions = logits["edit_zero_bias"].argmax(1)
