@@ -50,8 +50,7 @@ def run_dask(tasks: list[Task], settings: ProbeSettings, client, progress: bool 
     """Every task on the Dask cluster behind `client`; results in task order."""
     from distributed import as_completed
 
-    worker_settings = ProbeSettings(**{**settings.__dict__, "blas_threads": 1})
-    futures = client.map(run_task, tasks, settings=worker_settings, pure=False)
+    futures = client.map(run_task, tasks, settings=settings, pure=False)
     index = {f.key: i for i, f in enumerate(futures)}
     results: list[TaskResult | None] = [None] * len(tasks)
     bar = tqdm(total=len(tasks), desc="analysis", disable=not progress, unit="task")

@@ -36,7 +36,9 @@ class ProbeSettings:
     probes: tuple[str, ...] = ("masc", "velpic", "ncm", "knn", "logreg")
     masc_components: float = 0.99
     knn_neighbors: int = 5
-    blas_threads: int | None = None  # cap BLAS threads inside the task (1 on workers)
+    # BLAS threads inside a task. One: parallelism comes from tasks, and a fixed thread
+    # count keeps floating-point sums (so lbfgs paths) identical on every path.
+    blas_threads: int | None = 1
 
 
 @dataclass

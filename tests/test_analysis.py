@@ -1,0 +1,130 @@
+"""The analysis grid: Dask equals eager, the edit equals VeLPIC, results land in stores."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import stores
+from analyze import grid
+from analyze.crosscheck import crosscheck_edit
+from analyze.edit import edit_state_dict, velpic_weight
+from analyze.pipeline import analyse
+from analyze.probes import VeLPIC
+from analyze.tasks import ProbeSettings, run_task
+from stores import load_pipeline
+
+from .conftest import REPO, tiny_pipeline_yaml
+
+SETTINGS = ProbeSettings(probes=("masc", "velpic", "ncm", "knn", "logreg"))
+
+
+def _same(a, b):
+    assert a.task == b.task
+    assert a.accuracy == b.accuracy
+    np.testing.assert_array_equal(a.masc_k, b.masc_k)
+    assert a.edit_accuracy == b.edit_accuracy
+    if a.edit_weight is not None:
+        np.testing.assert_array_equal(a.edit_weight, b.edit_weight)
+
+
+def test_dask_path_equals_eager_path(tiny_store):
+    from distributed import Client, LocalCluster
+
+    tasks = grid.plan([tiny_store])
+    assert len(tasks) == 3 * 4  # layers x committed epochs
+    eager = grid.run_eager(tasks, SETTINGS)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        parallel = grid.run_dask(tasks, SETTINGS, client)
+    for a, b in zip(eager, parallel):
+        _same(a, b)
+
+
+def test_zero_bias_edit_predicts_exactly_as_velpic(tiny_store):
+    task = next(t for t in grid.plan([tiny_store]) if t.penultimate and t.epoch == 4)
+    result = run_task(task, SETTINGS)
+    table = stores.sample_table(tiny_store)
+    x = stores.slab(tiny_store, task.layer, task.slot).astype(np.float32)
+    train = table["split"] == "train"
+    probe = VeLPIC().fit(x[train], table["label_observed"][train])
+    np.testing.assert_array_equal(result.edit_predictions, probe.predict(x))
+    assert result.edit_accuracy["edit_zero_bias"] == result.accuracy["velpic"]
+    # The unedited variant reproduces the model's own stored test accuracy.
+    metrics = stores.metrics(stores.open_run(tiny_store))
+    assert result.edit_accuracy["unedited"]["test"] == pytest.approx(
+        float(metrics["test_acc"].sel(epoch=4)), abs=1 / 360 + 1e-9)
+    # The model rebuilt from stored weights with the edit applied agrees.
+    check = crosscheck_edit(tiny_store, task.slot, result.edit_weight, result.edit_predictions)
+    assert check["crosscheck_agreement"] >= 0.99
+
+
+def test_edit_is_out_of_place():
+    state = {"head.weight": np.ones((3, 2)), "head.bias": np.ones(3), "fc.weight": np.ones((2, 2))}
+    new = edit_state_dict(state, "head", np.full((3, 2), 5.0))
+    assert (state["head.weight"] == 1).all() and (state["head.bias"] == 1).all()
+    assert (new["head.weight"] == 5).all() and (new["head.bias"] == 0).all()
+    assert (edit_state_dict(state, "head", np.zeros((3, 2)), keep_bias=True)["head.bias"] == 1).all()
+    with pytest.raises(ValueError, match="expected shape"):
+        edit_state_dict(state, "head", np.zeros((2, 2)))
+
+
+def test_velpic_weight_puts_rows_at_class_indices():
+    x = np.abs(np.random.default_rng(0).normal(size=(40, 5)))
+    y = np.repeat([0, 2, 3, 5], 10)
+    w = velpic_weight(VeLPIC().fit(x, y), 7)
+    assert w.shape == (7, 5)
+    assert not w[[1, 4, 6]].any() and np.allclose(np.linalg.norm(w[[0, 2, 3, 5]], axis=1), 1)
+
+
+def test_analyse_writes_results_readable_by_plain_xarray(tiny_root):
+    pipelines, root = tiny_root
+    report = analyse(load_pipeline("quickstart", pipelines), str(root), client=None, progress=False)
+    assert report.exists() and (report.parent / "figures" / "dynamics.png").stat().st_size > 10_000
+    text = report.read_text()
+    assert "| corruption = 0.6, seed = 0 |" in text and "figures/dynamics.png" in text
+    path = str(root / "quickstart" / "corruption=0.6,seed=0.zarr")
+    tree = xr.open_datatree(path, engine="zarr")
+    acc = tree["analysis/dynamics"]["accuracy"]
+    assert acc.dims == ("probe", "layer", "epoch", "score")
+    assert list(acc.layer.values) == ["input", "relu1", "relu2"]
+    assert ((acc >= 0) & (acc <= 1)).all()
+    assert tree["analysis/edit"]["weight"].dims == ("epoch", "out", "in")
+    assert tree["analysis/edit"].attrs["crosscheck_agreement"] >= 0.99
+    run = stores.open_run(path)  # the analysis groups line up with the committed epochs
+    assert run["analysis/dynamics"]["accuracy"].sizes["epoch"] == 4
+    import pandas as pd
+    table = pd.read_csv(report.parent / "analysis.csv")
+    assert {"run", "corruption", "seed", "probe", "layer", "epoch", "score", "accuracy"} <= set(table)
+    assert set(table["probe"]) >= {"masc", "velpic", "edit_zero_bias"}
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end_cli(tmp_path):
+    """`python -m capture` then `python -m analyze` on quickstart cut to a few epochs."""
+    pipelines = tiny_pipeline_yaml(tmp_path / "p.yaml", max_epochs=3)
+    root = tmp_path / "runs"
+    common = ["quickstart", "--pipelines", str(pipelines), "--root", str(root), "--quiet"]
+    for module, extra in (("capture", []), ("analyze", ["--workers", "2"])):
+        done = subprocess.run([sys.executable, "-m", module, *common, *extra], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert (root / "quickstart" / "report.md").is_file()
+    listing = subprocess.run([sys.executable, "-m", "stores", "ls", str(root)], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout
+    assert "corruption=0.0,seed=0.zarr" in listing and "complete" in listing
+    show = subprocess.run([sys.executable, "-m", "stores", "show",
+                           str(root / "quickstart" / "corruption=0.6,seed=0.zarr")],
+                          cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "relu2" in show and "(penultimate)" in show and "analysis   dynamics, edit" in show
+
+
+def test_analyze_reports_missing_stores(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "analyze", "quickstart", "--root",
+                           str(tmp_path), "--eager"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: run corruption=0.0,seed=0 has no store")
