@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import zarr
 from tqdm.auto import tqdm
 
 import stores
@@ -137,10 +136,8 @@ def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
         activation_dtype=config.capture.dtype,
         compressor=config.capture.compressor,
         overwrite=overwrite,
-    )
-    zarr.open_group(path, mode="r+")[stores.schema.SAMPLES].attrs.update(
-        {"corruption_mode": config.corruption.mode, "corruption_rate": config.corruption.rate,
-         "corruption_seed": config.seed}
+        samples_attrs={"corruption_mode": config.corruption.mode,
+                       "corruption_rate": config.corruption.rate, "corruption_seed": config.seed},
     )
     _train_and_capture(config, model, probe, store, points, units, schedule, progress)
     return path

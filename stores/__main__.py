@@ -10,7 +10,7 @@ import zarr
 
 from . import schema
 from .catalog import list_runs, summary
-from .reader import committed_slots, metrics, open_run, run_attrs
+from .reader import committed_slots, layers, metrics, open_run, run_attrs
 from .writer import StoreError
 
 
@@ -39,7 +39,8 @@ def cmd_show(args: argparse.Namespace) -> None:
           f"{', '.join(map(str, epochs))}")
     group = zarr.open_group(path, mode="r")
     print("activations")
-    for name, node in group[schema.ACTIVATIONS].groups():
+    for name in layers(path):
+        node = group[f"{schema.ACTIVATIONS}/{name}"]
         a = node[schema.VALUES]
         mark = "  (penultimate)" if node.attrs.get("penultimate") else ""
         print(f"  {name:20s} {str(a.shape):22s} {a.dtype!s:8s} chunks {a.chunks}{mark}")

@@ -83,8 +83,10 @@ def open_run(path: str) -> xr.DataTree:
         if node.path == "/":
             continue
         ds = node.to_dataset(inherit=False)
-        if "epoch" in ds.dims:
-            ds = ds.isel(epoch=slots)
+        if "epoch" in ds.dims and "epoch" in ds.coords:
+            ds = ds.reindex(epoch=epochs)  # analysis results carry the epochs they cover
+        elif "epoch" in ds.dims:
+            ds = ds.isel(epoch=slots)  # captured arrays are indexed by slot
         ds = ds.drop_vars([c for c in ("epoch", "sample") if c in ds.coords])
         if "sample" in ds.dims and node.path != f"/{schema.SAMPLES}":
             ds = ds.assign_coords(sample_coords)

@@ -73,6 +73,7 @@ class RunWriter:
         activation_dtype: str = "float16",
         compressor: str | None = None,
         overwrite: bool = False,
+        samples_attrs: Mapping | None = None,
     ) -> "RunWriter":
         """Lay out an empty store: the epoch axis is preallocated from the schedule
         plus one spare slot for the epoch at which a stop rule ends training."""
@@ -98,7 +99,7 @@ class RunWriter:
             }
         )
         writer = cls(root, path)
-        writer._create_samples(samples)
+        writer._create_samples(samples, samples_attrs or {})
         writer._create_epochs(schedule, n_slots, codecs)
         n_samples = len(samples["split"])
         # Groups list in no particular order; record the forward order of capture points.
@@ -115,11 +116,11 @@ class RunWriter:
             )
         return writer
 
-    def _create_samples(self, samples: Mapping[str, np.ndarray]) -> None:
+    def _create_samples(self, samples: Mapping[str, np.ndarray], attrs: Mapping) -> None:
         missing = set(schema.SAMPLE_FIELDS) - set(samples)
         if missing:
             raise StoreError(f"samples: missing fields {sorted(missing)}")
-        group = self.group.create_group(schema.SAMPLES)
+        group = self.group.create_group(schema.SAMPLES, attributes=dict(attrs))
         n = len(samples["split"])
         for name, kind in schema.SAMPLE_FIELDS.items():
             values = np.asarray(samples[name])

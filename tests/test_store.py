@@ -102,3 +102,17 @@ def test_missing_and_foreign_stores_give_clear_errors(tmp_path):
 def test_chunks_are_one_epoch_and_at_least_a_mebibyte_or_whole():
     assert stores.schema.sample_block(100_000, 512, 2) * 512 * 2 >= 1 << 20
     assert stores.schema.sample_block(1797, 64, 2) == 1797  # a whole epoch is < 1 MiB
+
+
+def test_analysis_groups_align_with_committed_epochs(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    writer, _ = _make_store(tmp_path / "s.zarr", np.random.default_rng(3))
+    for slot, epoch in enumerate([0, 1, 5]):
+        writer.commit(slot, epoch)
+    writer.finish()
+    xr.Dataset({"acc": ("epoch", [0.5])}, coords={"epoch": [5]}).to_zarr(
+        path, group="analysis/x", mode="w", zarr_format=3, consolidated=False)
+    stores.consolidate(path)
+    acc = stores.open_run(path)["analysis/x"]["acc"]
+    assert list(acc.epoch.values) == [0, 1, 5]
+    np.testing.assert_array_equal(acc.values, [np.nan, np.nan, 0.5])
