@@ -29,7 +29,7 @@ class Dataset:
 
 
 def load_dataset(config: DataConfig) -> Dataset:
-    loaders = {"digits": _digits}
+    loaders = {"digits": _digits, "modular": _modular}
     return loaders[config.name](config)
 
 
@@ -48,3 +48,28 @@ def _digits(config: DataConfig) -> Dataset:
     )
     train, test = np.sort(train), np.sort(test)
     return Dataset(x[train], y[train], train, x[test], y[test], test, n_classes=10)
+
+
+OPERATIONS = {
+    "add": lambda m, n, p: (m + n) % p,
+    "sub": lambda m, n, p: (m - n) % p,
+    "mul": lambda m, n, p: (m * n) % p,
+}
+
+
+def _modular(config: DataConfig) -> Dataset:
+    """All p² pairs (m, n) labelled `m op n mod p`, input one-hot(m) ‖ one-hot(n).
+
+    A seeded shuffle of the pairs; the first ⌊α·p²⌋ are the training data. `index` is
+    the pair's row m·p + n in the full table.
+    """
+    p = config.p
+    m, n = np.divmod(np.arange(p * p), p)
+    labels = OPERATIONS[config.operation](m, n, p).astype(np.int64)
+    x = np.zeros((p * p, 2 * p), dtype=np.float32)
+    x[np.arange(p * p), m] = 1.0
+    x[np.arange(p * p), p + n] = 1.0
+    order = np.random.default_rng(config.split_seed).permutation(p * p)
+    n_train = int(np.floor(config.alpha * p * p))
+    train, test = order[:n_train], order[n_train:]
+    return Dataset(x[train], labels[train], train, x[test], labels[test], test, n_classes=p)

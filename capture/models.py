@@ -36,9 +36,49 @@ class MLP(nn.Sequential):
         self.penultimate = f"relu{len(widths)}" if widths else "input"
 
 
+class Square(nn.Module):
+    """x ↦ x², the activation of the modular-arithmetic network."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
+class ModularMLP(nn.Sequential):
+    """one-hot(m) ‖ one-hot(n) -> embed (no bias) -> [dropout] -> x² -> [BatchNorm] -> head.
+
+    Both linear layers have no bias and start from N(0, σ²) with σ² = (16N)^(-2/3)
+    (Doshi et al. 2023). Dropout acts on the first layer's output, before the square;
+    the penultimate capture point is the hidden representation after the square (and
+    after BatchNorm when present): the input of the head.
+    """
+
+    head_name = "head"
+
+    def __init__(self, in_features: int, width: int, n_classes: int, *,
+                 batchnorm: bool = False, dropout: float = 0.0):
+        modules: OrderedDict[str, nn.Module] = OrderedDict()
+        modules["embed"] = nn.Linear(in_features, width, bias=False)
+        if dropout > 0:
+            modules["dropout"] = nn.Dropout(dropout)
+        modules["square"] = Square()
+        if batchnorm:
+            modules["bn"] = nn.BatchNorm1d(width)
+        modules[self.head_name] = nn.Linear(width, n_classes, bias=False)
+        super().__init__(modules)
+        self.penultimate = "bn" if batchnorm else "square"
+        std = (16 * width) ** (-1 / 3)
+        with torch.no_grad():
+            self.embed.weight.normal_(0.0, std)
+            self.head.weight.normal_(0.0, std)
+
+
 def build_model(config: ModelConfig, in_features: int, n_classes: int) -> nn.Module:
-    builders = {"mlp": lambda: MLP(in_features, tuple(config.widths), n_classes)}
-    return builders[config.name]()
+    if config.name == "modular_mlp":
+        if len(config.widths) != 1:
+            raise ValueError(f"model.widths: expected one width for modular_mlp, got {list(config.widths)}")
+        return ModularMLP(in_features, config.widths[0], n_classes,
+                          batchnorm=config.batchnorm, dropout=config.dropout)
+    return MLP(in_features, tuple(config.widths), n_classes)
 
 
 def capture_point_names(model: nn.Module) -> list[str]:

@@ -64,6 +64,47 @@ def _int_list(lo: int = 0, *, increasing: bool = False, nonempty: bool = True):
     return check
 
 
+def _bool(v):
+    if not isinstance(v, bool):
+        return "expected true or false"
+
+
+def _pair(lo: float, hi: float):
+    def check(v):
+        if (not isinstance(v, (list, tuple)) or len(v) != 2
+                or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not lo <= x < hi for x in v)):
+            return f"expected two numbers in [{lo}, {hi})"
+
+    return check
+
+
+def expand_epochs(items) -> list[int]:
+    """Epoch list items are integers or inclusive ranges `start:stop:step` ("0:500:10")."""
+    out: list[int] = []
+    for item in items:
+        if isinstance(item, str):
+            start, stop, step = (int(part) for part in item.split(":"))
+            out.extend(range(start, stop + 1, step))
+        else:
+            out.append(item)
+    return out
+
+
+def _epochs(v):
+    what = "a non-empty list of epochs >= 0 (integers or 'start:stop:step'), strictly increasing"
+    if not isinstance(v, (list, tuple)) or not v:
+        return f"expected {what}"
+    try:
+        epochs = expand_epochs(v)
+        if any(isinstance(x, str) and len(x.split(":")) != 3 for x in v):
+            raise ValueError
+    except (ValueError, TypeError):
+        return f"expected {what}"
+    if any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs) or any(
+            b <= a for a, b in zip(epochs, epochs[1:])):
+        return f"expected {what}"
+
+
 def _str_list(allowed: tuple[str, ...] | None = None):
     def check(v):
         if not isinstance(v, (list, tuple)) or not v or not all(isinstance(x, str) for x in v):
@@ -85,9 +126,14 @@ PROBE_NAMES = ("masc", "velpic", "ncm", "knn", "logreg")
 # ------------------------------------------------------------------ the blocks
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = field(default="digits", metadata=_check(_choice("digits")))
+    """`digits` uses test_fraction; `modular` uses p, operation and alpha."""
+
+    name: str = field(default="digits", metadata=_check(_choice("digits", "modular")))
     test_fraction: float = field(default=0.2, metadata=_check(_number(0.0, 1.0, lo_open=True)))
     split_seed: int = field(default=0, metadata=_check(_number(0, integer=True)))
+    p: int = field(default=97, metadata=_check(_number(2, integer=True)))
+    operation: str = field(default="add", metadata=_check(_choice("add", "sub", "mul")))
+    alpha: float = field(default=0.5, metadata=_check(_number(0.0, 1.0, lo_open=True)))
 
 
 @dataclass(frozen=True)
@@ -98,8 +144,10 @@ class CorruptionConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = field(default="mlp", metadata=_check(_choice("mlp")))
+    name: str = field(default="mlp", metadata=_check(_choice("mlp", "modular_mlp")))
     widths: tuple[int, ...] = field(default=(512, 512, 512), metadata=_check(_int_list(1)))
+    batchnorm: bool = field(default=False, metadata=_check(_bool))  # modular_mlp
+    dropout: float = field(default=0.0, metadata=_check(_number(0.0, 1.0)))  # modular_mlp
 
 
 @dataclass(frozen=True)
@@ -107,6 +155,7 @@ class TrainConfig:
     optimizer: str = field(default="sgd", metadata=_check(_choice("sgd", "adam", "adamw")))
     lr: float = field(default=0.05, metadata=_check(_number(0.0, lo_open=True)))
     momentum: float = field(default=0.9, metadata=_check(_number(0.0, 1.0)))
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_check(_pair(0.0, 1.0)))
     weight_decay: float = field(default=0.0, metadata=_check(_number(0.0)))
     batch_size: int = field(default=32, metadata=_check(_number(0, integer=True)))  # 0: full batch
     loss: str = field(default="cross_entropy", metadata=_check(_choice("cross_entropy", "mse")))
@@ -120,13 +169,14 @@ class TrainConfig:
 class ScheduleConfig:
     """The listed epochs, then every `every` epochs after the last one (if set)."""
 
-    epochs: tuple[int, ...] = field(default=(0,), metadata=_check(_int_list(0, increasing=True)))
+    epochs: tuple[int | str, ...] = field(default=(0,), metadata=_check(_epochs))
     every: int | None = field(default=None, metadata=_check(_number(1, integer=True, optional=True)))
 
     def resolve(self, max_epochs: int) -> list[int]:
-        out = [e for e in self.epochs if e <= max_epochs]
+        listed = expand_epochs(self.epochs)
+        out = [e for e in listed if e <= max_epochs]
         if self.every:
-            start = self.epochs[-1] + self.every
+            start = listed[-1] + self.every
             out += list(range(start, max_epochs + 1, self.every))
         return out
 
@@ -188,7 +238,14 @@ class RunConfig:
 
 
 # Sweep names that stand for a deeper key; any other name is a dotted path.
-SWEEP_ALIASES = {"corruption": "corruption.rate"}
+SWEEP_ALIASES = {
+    "corruption": "corruption.rate",
+    "xi": "corruption.rate",  # the modular-arithmetic paper's name for it
+    "alpha": "data.alpha",
+    "p": "data.p",
+    "weight_decay": "train.weight_decay",
+    "dropout": "model.dropout",
+}
 
 
 @dataclass(frozen=True)
