@@ -308,7 +308,11 @@ def two_stage(epochs: np.ndarray, train_acc: np.ndarray, xi: float, p: int,
 
 def bn_effective_gain(weight: np.ndarray, running_var: np.ndarray,
                       eps: float = 1e-5) -> np.ndarray:
-    """Eval-mode BatchNorm scale per neuron: g_k = γ_k / sqrt(var_k + ε), shape (N,) or (..., N)."""
+    """Eval-mode BatchNorm scale per neuron: g_k = γ_k / sqrt(var_k + ε).
+
+    weight (γ) and running_var, shape (N,) or (..., N) → same shape.  In eval
+    mode BatchNorm is h ↦ g·(h − μ) + β, so g is how much it amplifies neuron k.
+    """
     weight = np.asarray(weight, dtype=np.float64)
     running_var = np.asarray(running_var, dtype=np.float64)
     if weight.shape != running_var.shape:
@@ -345,13 +349,15 @@ def gain_ratio(gain: np.ndarray, ipr: np.ndarray, threshold: float = 0.5) -> dic
 
     gain, ipr (N,).  Returns {"high_mean_gain": mean |g| over ipr ≥ threshold,
     "low_mean_gain": mean |g| over ipr < threshold, "ratio": high / low
-    (NaN if either group is empty), "n_high", "n_low",
+    (NaN if either group is empty, inf if only the low mean is 0), "n_high", "n_low",
     "spearman": Spearman ρ(|g|, ipr)}.
     """
     g = np.abs(np.asarray(gain, dtype=np.float64))
     ipr = np.asarray(ipr, dtype=np.float64)
     if g.ndim != 1 or g.shape != ipr.shape:
-        raise ValueError(f"expected gain and ipr of equal shape (N,), got {g.shape} and {ipr.shape}")
+        raise ValueError(
+            f"expected gain and ipr of equal shape (N,), got {g.shape} and {ipr.shape}"
+        )
     high = ipr >= threshold
     n_high, n_low = int(high.sum()), int((~high).sum())
     # Explicit NaN for an empty group: np.mean of nothing would warn.

@@ -10,7 +10,7 @@ import numpy as np
 import stores
 from stores import Pipeline, StoreError
 
-from . import grid, report
+from . import grid, modular, report, report_modular
 from .crosscheck import crosscheck_edit
 from .tasks import ProbeSettings, TaskResult
 
@@ -50,12 +50,24 @@ def analyse(pipeline: Pipeline, root: str, client=None, progress: bool = True) -
     per_store = grid.collect(results, settings)
     for path, datasets in per_store.items():
         datasets["edit"].attrs.update(_crosscheck(path, results))
+    modular_paths = [path for path in paths if modular.is_modular(path)]
+    for path, datasets in zip(modular_paths, _neuron_results(modular_paths, client)):
+        per_store[path].update(datasets)
+    for path, datasets in per_store.items():
         grid.write(path, datasets)
     out_dir = Path(root) / pipeline.name
     csv = out_dir / "analysis.csv"
     grid.tidy(per_store).to_csv(csv, index=False)
     runs = [(path, per_store[path]) for path in paths]
-    return report.write_report(pipeline.name, out_dir, runs, csv.name)
+    extra = report_modular.section(runs, out_dir) if modular_paths else ""
+    return report.write_report(pipeline.name, out_dir, runs, csv.name, extra)
+
+
+def _neuron_results(paths: list[str], client) -> list[dict]:
+    """Neuron diagnostics, one task per modular run (on the cluster when there is one)."""
+    if client is None:
+        return [modular.neuron_task(path) for path in paths]
+    return client.gather(client.map(modular.neuron_task, paths, pure=False))
 
 
 def _crosscheck(path: str, results: list[TaskResult]) -> dict:

@@ -123,7 +123,7 @@ def _peaks_table(runs: list[tuple[str, dict[str, xr.Dataset]]]) -> str:
 
 
 def write_report(pipeline: str, out_dir: Path, runs: list[tuple[str, dict[str, xr.Dataset]]],
-                 csv_name: str) -> Path:
+                 csv_name: str, extra: str = "") -> Path:
     """`report.md` with the dynamics figure and the tables, next to the stores."""
     figures = out_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -163,8 +163,10 @@ layer, the epoch of peak test accuracy and the drop from there to the final epoc
 
 {_peaks_table(runs)}
 
+{extra}
+
 The tidy table of every number is in `{csv_name}`; the same results are stored in each
-run's store under `analysis/dynamics` and `analysis/edit`.
+run's store under `analysis/`.
 """
     path = out_dir / "report.md"
     path.write_text(text.replace("]\n(figures", "](figures"))

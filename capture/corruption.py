@@ -26,6 +26,11 @@ def corrupt(labels: np.ndarray, mode: str, rate: float, n_classes: int,
     )
 
 
+def _count(rate: float, n: int) -> int:
+    """floor(rate * n), robust to binary floating point (0.29 * 100 = 28.999...96)."""
+    return int(np.floor(round(rate * n, 9)))
+
+
 def _resample(labels, rate, n_classes, rng):
     """Each label, with probability `rate`, is redrawn uniformly from all classes."""
     mask = rng.random(len(labels)) < rate
@@ -35,7 +40,7 @@ def _resample(labels, rate, n_classes, rng):
 
 def _fraction(labels, rate, n_classes, rng):
     """Exactly floor(rate * n) examples get uniform random labels."""
-    k = int(np.floor(rate * len(labels)))
+    k = _count(rate, len(labels))
     mask = np.zeros(len(labels), dtype=bool)
     mask[rng.choice(len(labels), size=k, replace=False)] = True
     observed = labels.copy()
@@ -45,7 +50,7 @@ def _fraction(labels, rate, n_classes, rng):
 
 def _shuffle(labels, rate, n_classes, rng):
     """Exactly floor(rate * n) examples have their labels permuted among themselves."""
-    k = int(np.floor(rate * len(labels)))
+    k = _count(rate, len(labels))
     chosen = rng.choice(len(labels), size=k, replace=False)
     mask = np.zeros(len(labels), dtype=bool)
     mask[chosen] = True

@@ -70,6 +70,6 @@ def _modular(config: DataConfig) -> Dataset:
     x[np.arange(p * p), m] = 1.0
     x[np.arange(p * p), p + n] = 1.0
     order = np.random.default_rng(config.split_seed).permutation(p * p)
-    n_train = int(np.floor(config.alpha * p * p))
+    n_train = int(np.floor(round(config.alpha * p * p, 9)))  # 0.29 * 100 is 28.999...
     train, test = order[:n_train], order[n_train:]
     return Dataset(x[train], labels[train], train, x[test], labels[test], test, n_classes=p)

@@ -149,10 +149,13 @@ def _units(model: torch.nn.Module, points: list[str], x: torch.Tensor) -> dict[s
     modules = dict(model.named_modules())
     hooks = [modules[p].register_forward_hook(
         lambda m, i, o, p=p: widths.__setitem__(p, o[0].numel())) for p in points if p in modules]
+    was_training = model.training
+    model.eval()  # BatchNorm cannot run one sample in training mode
     try:
         with torch.inference_mode():
             logits = model(x)
     finally:
+        model.train(was_training)
         for h in hooks:
             h.remove()
     widths["input"] = x[0].numel()

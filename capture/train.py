@@ -30,13 +30,18 @@ def loss_fn(name: str, n_classes: int):
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss, x: torch.Tensor,
                 y: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
-    """One pass over (x, y) in a seeded random order; `batch_size` 0 is full batch."""
+    """One pass over (x, y) in a seeded random order; `batch_size` 0 is full batch.
+
+    A trailing batch of a single sample is skipped: BatchNorm cannot train on it.
+    """
     model.train()
     n = len(x)
     batch_size = batch_size or n
     order = torch.randperm(n, generator=generator).to(x.device)
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
+        if len(idx) < 2 and n > 1:
+            continue
         optimizer.zero_grad(set_to_none=True)
         loss(model(x[idx]), y[idx]).backward()
         optimizer.step()

@@ -43,7 +43,7 @@ def _number(lo: float | None = None, hi: float | None = None, *, integer: bool =
         if optional and v is None:
             return None
         ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
-        if isinstance(v, bool) or not ok_type:
+        if isinstance(v, bool) or not ok_type or v != v:  # v != v: NaN
             return f"expected {kind}{rng}{' or null' if optional else ''}"
         if (lo is not None and (v < lo or (lo_open and v == lo))) or (hi is not None and v > hi):
             return f"expected {kind}{rng}"
@@ -100,6 +100,8 @@ def _epochs(v):
             raise ValueError
     except (ValueError, TypeError):
         return f"expected {what}"
+    if not epochs or any(isinstance(x, str) and not expand_epochs([x]) for x in v):
+        return f"expected {what} (a range here is empty)"
     if any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs) or any(
             b <= a for a, b in zip(epochs, epochs[1:])):
         return f"expected {what}"
@@ -293,6 +295,16 @@ def _set_path(raw: dict, path: list[str], value: Any) -> None:
     raw[path[-1]] = value
 
 
+def _as_floats(annotation: str, value: Any) -> Any:
+    """Whole numbers given for float fields (or float tuples) become floats."""
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    if annotation.startswith("float") and whole(value):
+        return float(value)
+    if annotation.startswith("tuple[float") and isinstance(value, (list, tuple)):
+        return [float(v) if whole(v) else v for v in value]
+    return value
+
+
 def _build(cls: type, raw: Any, where: str) -> Any:
     """Build dataclass `cls` from mapping `raw`, validating every key and value."""
     if not isinstance(raw, dict):
@@ -315,8 +327,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         problem = check(value) if check else None
         if problem:
             raise ConfigError(f"{here}: {problem}, got {value!r}")
-        if f.type.startswith("float") and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)  # `lr: 1` and `lr: 1.0` are one config, with one hash
+        value = _as_floats(f.type, value)  # `lr: 1` and `lr: 1.0` are one config, one hash
         kwargs[name] = tuple(value) if isinstance(value, list) else value
     return cls(**kwargs)
 
@@ -341,8 +352,11 @@ def _parse_sweep(name: str, raw: Any) -> tuple[tuple[str, tuple], ...]:
     for key, values in raw.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{name}.sweep.{key}: expected a non-empty list, got {values!r}")
+        if len({repr(_as_floats("float", v)) for v in values}) != len(values):
+            raise ConfigError(f"{name}.sweep.{key}: expected distinct values, got {values!r}")
         path = SWEEP_ALIASES.get(key, key).split(".")
         _check_path(path, f"{name}.sweep.{key}")
+
         sweep.append((key, tuple(values)))
     return tuple(sweep)
 
@@ -370,6 +384,7 @@ def parse_pipeline(name: str, raw: Any) -> Pipeline:
         raise ConfigError(f"{name}: unknown key {sorted(unknown)[0]!r}: expected one of "
                           f"{', '.join(sorted(PIPELINE_KEYS))}")
     base = {k: _deepcopy(v) for k, v in raw.items() if k not in ("description", "sweep")}
+    _build(RunConfig, {**base, "pipeline": name}, name)  # base values too, even where swept
     pipeline = Pipeline(name, str(raw.get("description", "")), base, _parse_sweep(name, raw.get("sweep")))
     pipeline.runs()  # validate every run of the sweep now, not halfway through a job
     return pipeline
@@ -410,5 +425,8 @@ def parse_run_overrides(text: str) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--run: expected KEY=VALUE[,KEY=VALUE...], got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--run: {key.strip()}: expected a number or a name, got {value!r}")
     return out

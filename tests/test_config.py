@@ -136,6 +136,58 @@ def test_missing_blocks_take_the_defaults(tmp_path):
     assert [(r.name, r.seed) for r in no_sweep] == [("default", 3)]
 
 
+def test_every_repository_pipeline_parses_with_distinct_runs():
+    for name, pipeline in load_pipelines(PIPELINES).items():
+        runs = pipeline.runs()
+        assert runs, name
+        assert len({r.name for r in runs}) == len(runs), name
+        assert len({r.hash() for r in runs}) == len(runs), name
+        assert all(r.pipeline == name and r.schedule for r in runs), name
+
+
+def test_schedule_range_items(tmp_path):
+    raw = quickstart(train={"max_epochs": 50}, capture={"schedule": {"epochs": ["0:20:10", 25], "every": 10}})
+    config = load_pipelines(write(tmp_path, raw))["quickstart"].runs()[0]
+    assert config.schedule == [0, 10, 20, 25, 35, 45]
+    assert run_config_from_dict(json.loads(json.dumps(config.to_dict()))).schedule == config.schedule
+
+
+@pytest.mark.parametrize("epochs", [["0:10"], ["a:b:c"], ["0:10:0"], ["0:10:5", 5], [-1], ["0:10:5", 1.5]])
+def test_bad_schedule_range_items(tmp_path, epochs):
+    message = config_error(tmp_path, quickstart(capture={"schedule": {"epochs": epochs}}))
+    assert message.startswith("quickstart.capture.schedule.epochs: expected"), message
+    assert "start:stop:step" in message
+    assert message.endswith(f"got {epochs!r}"), message
+
+
+def test_empty_schedule_range_is_rejected(tmp_path):
+    message = config_error(tmp_path, quickstart(capture={"schedule": {"epochs": ["10:0:1"], "every": 10}}))
+    assert message.startswith("quickstart.capture.schedule.epochs:")
+
+
+def test_betas(tmp_path):
+    config = load_pipelines(write(tmp_path, quickstart(train={"betas": [0.9, 0.98]})))["quickstart"].runs()[0]
+    assert config.train.betas == (0.9, 0.98)
+    for bad in ([0.9], [0.9, 1.0], [0.9, "x"], 0.9):
+        message = config_error(tmp_path, quickstart(train={"betas": bad}))
+        assert message.startswith("quickstart.train.betas: expected two numbers"), message
+        assert message.endswith(f"got {bad!r}"), message
+
+
+def test_betas_int_and_float_spellings_share_a_hash(tmp_path):
+    a = load_pipelines(write(tmp_path, quickstart(train={"betas": [0, 0.98]}), file="a.yaml"))
+    b = load_pipelines(write(tmp_path, quickstart(train={"betas": [0.0, 0.98]}), file="b.yaml"))
+    assert a["quickstart"].runs()[0].hash() == b["quickstart"].runs()[0].hash()
+
+
+def test_sweep_aliases(tmp_path):
+    raw = quickstart(sweep={"xi": [0.35], "weight_decay": [0, 5]})
+    runs = load_pipelines(write(tmp_path, raw))["quickstart"].runs()
+    assert [r.name for r in runs] == ["xi=0.35,weight_decay=0.0", "xi=0.35,weight_decay=5.0"]
+    assert [(r.corruption.rate, r.train.weight_decay) for r in runs] == [(0.35, 0.0), (0.35, 5.0)]
+    assert [r.params for r in runs][1] == (("xi", 0.35), ("weight_decay", 5.0))
+
+
 # ------------------------------------------------------------------ frozen
 def test_configs_are_frozen():
     config = load_pipeline("quickstart", PIPELINES).runs()[0]
@@ -232,7 +284,6 @@ def test_bad_value_message_says_what_is_allowed(tmp_path):
     assert "a number" in config_error(tmp_path, quickstart(train={"lr": "fast"}))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: _number accepts NaN (every comparison with NaN is False)")
 @pytest.mark.parametrize("blocks", [{"train": {"lr": float("nan")}},
                                     {"sweep": {"corruption": [float("nan")], "seed": [0]}}],
                          ids=["train.lr", "corruption.rate"])
@@ -281,6 +332,13 @@ def test_swept_values_are_named_by_their_parsed_value(tmp_path):
     raw = quickstart(sweep={"corruption": [0, 1], "seed": [0]})
     runs = load_pipelines(write(tmp_path, raw))["quickstart"].runs()
     assert [r.name for r in runs] == ["corruption=0.0,seed=0", "corruption=1.0,seed=0"]
+
+
+def test_a_swept_value_overrides_the_block_value_which_is_still_checked(tmp_path):
+    raw = quickstart(sweep={"train.lr": [0.1]})  # quickstart's train block has lr: 0.05
+    assert load_pipelines(write(tmp_path, raw))["quickstart"].runs()[0].train.lr == 0.1
+    message = config_error(tmp_path, quickstart(seed=-1))  # seed is swept: [0]
+    assert message.startswith("quickstart.seed: ") and message.endswith("got -1")
 
 
 # ------------------------------------------------------------------ hash
@@ -384,11 +442,10 @@ def test_parse_run_overrides_rejects_malformed_items(text):
         parse_run_overrides(text)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a value that is not valid YAML raises yaml.YAMLError, "
-                                       "not ConfigError (the CLI then exits 1 with a traceback)")
 def test_parse_run_overrides_rejects_invalid_yaml_values():
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as err:
         parse_run_overrides("corruption=[")
+    assert "--run" in str(err.value) and "corruption" in str(err.value) and "'['" in str(err.value)
 
 
 # ------------------------------------------------------------------ round trip
@@ -522,3 +579,14 @@ def test_cli_bad_run_override(tmp_path, capsys):
     captured = capsys.readouterr()
     line = _check_cli_error(rc, captured.out, captured.err, root)
     assert "'lr'" in line and "corruption" in line and "seed" in line
+
+
+def test_cli_run_override_that_is_not_yaml(tmp_path, capsys):
+    from capture.__main__ import main
+
+    root = tmp_path / "runs"
+    rc = main(["quickstart", "--pipelines", str(PIPELINES), "--root", str(root), "--quiet",
+               "--run", "corruption=["])
+    captured = capsys.readouterr()
+    line = _check_cli_error(rc, captured.out, captured.err, root)
+    assert "corruption" in line

@@ -432,6 +432,17 @@ def test_gain_ratio():
         gain_ratio(gain, ipr[:3])
 
 
+def test_spearman_numpy_fallback_matches_scipy(monkeypatch):
+    import analyze.neurons as neurons
+
+    rng = np.random.default_rng(3)
+    gain, ipr = rng.normal(size=30), np.round(rng.random(30), 1)  # ties in ipr
+    with_scipy = gain_ratio(gain, ipr)["spearman"]
+    monkeypatch.setattr(neurons, "_scipy_spearmanr", None)
+    assert gain_ratio(gain, ipr)["spearman"] == pytest.approx(with_scipy, abs=1e-12)
+    assert np.isnan(gain_ratio(np.ones(4), np.arange(4.0))["spearman"])  # constant gain
+
+
 def test_ranks_average_ties():
     np.testing.assert_array_equal(_ranks(np.array([3.0, 1.0, 3.0, 2.0, 1.0])),
                                   [4.5, 1.5, 4.5, 3.0, 1.5])
