@@ -18,6 +18,10 @@ def make_client(workers: int | None = None, scheduler: str | None = None):
     """A `distributed.Client` on `scheduler`, or on a new LocalCluster of `workers` processes."""
     from distributed import Client, LocalCluster
 
+    # distributed sets INFO on its own loggers; its chatter is not ours to show.
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     if scheduler:
         client = Client(scheduler)
     else:
@@ -26,9 +30,5 @@ def make_client(workers: int | None = None, scheduler: str | None = None):
             env=BLAS_ENV, dashboard_address=":0", silence_logs=logging.ERROR,
         )
         client = Client(cluster)
-    # distributed sets INFO on its own loggers; its chatter is not ours to show.
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("distributed"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     log.info("dask dashboard: %s", client.dashboard_link)
     return client

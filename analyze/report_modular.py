@@ -80,7 +80,7 @@ def pruning_figure(runs: Runs, out: Path) -> str:
                 acc = pr["accuracy"].sel(order=order, group=group)
                 ax.plot(100 * pr.fraction, 100 * acc, color=color, label=name)
             first = "low-IPR (memorizing) first" if order == "ascending" else "high-IPR first"
-            ax.set_title(f"{_label(path)}: pruning {first}", fontsize=9)
+            ax.set_title(f"{_label(path)}\npruning {first}", fontsize=9)
             ax.set_xlabel("neurons pruned (%)")
             ax.grid(alpha=0.3)
         axes[row, 0].set_ylabel("accuracy (%)")
@@ -99,7 +99,7 @@ def bn_figure(runs: Runs, out: Path) -> str | None:
         ax.scatter(n["ipr"].isel(epoch=-1), np.abs(n["bn_gain"]), s=8, alpha=0.6)
         ax.set_xlabel("neuron IPR (final epoch)")
         ax.set_ylabel("|γ| / sqrt(running var + ε)")
-        ax.set_title(f"{_label(path)}: high/low-IPR gain ratio {n.attrs['bn_ratio']:.2f}", fontsize=9)
+        ax.set_title(f"{_label(path)}\nhigh/low-IPR gain ratio {n.attrs['bn_ratio']:.2f}", fontsize=9)
         ax.grid(alpha=0.3)
     return _save(fig, out / "batchnorm_gain.png")
 

@@ -1,0 +1,135 @@
+"""Corrupted modular arithmetic: dataset, network, and diagnostics read from a store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import stores
+from analyze import modular, neurons
+from analyze.pipeline import analyse
+from capture.data import load_dataset
+from capture.models import ModularMLP, build_model, load_weights
+from capture.run import capture_run
+from stores import load_pipeline
+from stores.config import DataConfig, ModelConfig, run_config_from_dict
+
+from .conftest import REPO
+
+
+@pytest.mark.parametrize("op, rule", [("add", lambda m, n, p: (m + n) % p),
+                                      ("sub", lambda m, n, p: (m - n) % p),
+                                      ("mul", lambda m, n, p: (m * n) % p)])
+def test_modular_dataset(op, rule):
+    p, alpha = 13, 0.37
+    d = load_dataset(DataConfig(name="modular", p=p, alpha=alpha, operation=op))
+    assert len(d.y_train) == int(np.floor(alpha * p * p)) and len(d.y_train) + len(d.y_test) == p * p
+    assert sorted(np.r_[d.index_train, d.index_test]) == list(range(p * p))  # every pair once
+    x = np.r_[d.x_train, d.x_test]
+    m, n = x[:, :p].argmax(1), x[:, p:].argmax(1)
+    assert (x.sum(1) == 2).all() and (m * p + n == np.r_[d.index_train, d.index_test]).all()
+    np.testing.assert_array_equal(np.r_[d.y_train, d.y_test], rule(m, n, p))
+
+
+def test_modular_network_layout_and_init():
+    torch.manual_seed(0)
+    model = ModularMLP(2 * 97, 500, 97, batchnorm=True, dropout=0.3)
+    assert [name for name, _ in model.named_children()] == ["embed", "dropout", "square", "bn", "head"]
+    assert model.embed.bias is None and model.head.bias is None and model.penultimate == "bn"
+    std = model.embed.weight.std().item()
+    assert std == pytest.approx((16 * 500) ** (-1 / 3), rel=0.02)  # variance (16N)^(-2/3)
+    x = torch.randn(4, 194)
+    model.eval()
+    np.testing.assert_allclose(model.square(model.embed(x)).detach(),
+                               model.embed(x).detach() ** 2, rtol=1e-6)
+    with pytest.raises(ValueError, match="one width"):
+        build_model(ModelConfig(name="modular_mlp", widths=(8, 8)), 10, 5)
+
+
+@pytest.fixture(scope="module")
+def modular_root(tmp_path_factory):
+    """A tiny corrupted-modular pipeline (p = 11), captured in float32 for exact checks."""
+    raw = yaml.safe_load((REPO / "pipelines.yaml").read_text())["modular-coexist"]
+    raw["sweep"]["p"] = [11]
+    raw["model"]["widths"] = [48]
+    raw["train"]["max_epochs"] = 60
+    raw["capture"] = {"points": ["square"], "dtype": "float32", "schedule": {"epochs": ["0:60:20"]}}
+    base = tmp_path_factory.mktemp("modular")
+    pipelines = base / "p.yaml"
+    pipelines.write_text(yaml.safe_dump({"modular-coexist": raw}))
+    for config in load_pipeline("modular-coexist", pipelines).runs():
+        capture_run(config, str(base / "runs"), progress=False)
+    return pipelines, base / "runs"
+
+
+def test_corruption_count_is_exact_in_the_store(modular_root):
+    pipelines, root = modular_root
+    config = load_pipeline("modular-coexist", pipelines).runs()[0]
+    table = stores.sample_table(config.store_path(str(root)))
+    train = table["split"] == "train"
+    assert train.sum() == int(np.floor(0.5 * 121))
+    assert table["corrupted"].sum() == int(np.floor(0.35 * train.sum()))
+    assert not table["corrupted"][~train].any()
+    assert {"p", "xi", "alpha", "weight_decay"} <= set(stores.run_attrs(config.store_path(str(root)))["params"])
+
+
+def test_pruning_from_the_store_equals_pruning_the_model(modular_root):
+    pipelines, root = modular_root
+    path = load_pipeline("modular-coexist", pipelines).runs()[0].store_path(str(root))
+    result = modular.neuron_task(path)
+    curves = result["pruning"]
+    slots, _ = stores.committed_slots(path)
+    state = {n: stores.weight_slab(path, n, int(slots[-1])) for n in stores.param_names(path)}
+    config = run_config_from_dict(stores.run_attrs(path)["config"])
+    data = load_dataset(config.data)
+    x = torch.as_tensor(np.r_[data.x_train, data.x_test])
+    table = stores.sample_table(path)
+    train = table["split"] == "train"
+    groups = {"corrupted": train & table["corrupted"], "clean": train & ~table["corrupted"], "test": ~train}
+    for order in ("ascending", "descending"):
+        ranked = curves["neuron_order"].sel(order=order).values
+        for n in (0, 5, 24, 40, 48):
+            pruned = dict(state)
+            pruned["head.weight"] = state["head.weight"].copy()
+            pruned["head.weight"][:, ranked[:n]] = 0  # zero the neurons' outgoing weights
+            model = load_weights(build_model(config.model, 22, 11), pruned).eval()
+            with torch.no_grad():
+                pred = model(x).argmax(1).numpy()
+            for group, mask in groups.items():
+                want = np.mean(pred[mask] == table["label_observed"][mask])
+                got = float(curves["accuracy"].sel(order=order, group=group, pruned=n))
+                assert got == pytest.approx(want, abs=1e-12), (order, n, group)
+
+
+def test_neuron_task_matches_independent_ipr(modular_root):
+    pipelines, root = modular_root
+    path = load_pipeline("modular-coexist", pipelines).runs()[0].store_path(str(root))
+    ds = modular.neuron_task(path)["neurons"]
+    slots, epochs = stores.committed_slots(path)
+    w1 = stores.weight_slab(path, "embed.weight", int(slots[-1])).astype(np.float64)
+    w2 = stores.weight_slab(path, "head.weight", int(slots[-1])).astype(np.float64)
+
+    def ipr(row):  # the formula, written out
+        f = np.abs(np.fft.rfft(row)) ** 2
+        return (f ** 2).sum() / f.sum() ** 2
+
+    want = [np.mean([ipr(w1[k, :11]), ipr(w1[k, 11:]), ipr(w2[:, k])]) for k in range(48)]
+    np.testing.assert_allclose(ds["ipr"].isel(epoch=-1), want, rtol=1e-10)
+    assert list(ds.epoch.values) == list(epochs)
+    metrics = stores.metrics(stores.open_run(path))
+    assert ds.attrs["phase"] == neurons.phase(float(metrics.train_acc_observed[-1]),
+                                              float(metrics.test_acc[-1]), 0.35)
+
+
+def test_probes_and_report_run_unchanged_on_modular_stores(modular_root):
+    pipelines, root = modular_root
+    report = analyse(load_pipeline("modular-coexist", pipelines), str(root), progress=False)
+    text = report.read_text()
+    assert "## Neurons (modular arithmetic)" in text and "figures/pruning.png" in text
+    path = load_pipeline("modular-coexist", pipelines).runs()[0].store_path(str(root))
+    run = stores.open_run(path)
+    assert run["analysis/dynamics"]["accuracy"].sizes["layer"] == 1
+    assert run["analysis/pruning"]["accuracy"].dims == ("order", "group", "pruned")
+    assert run["analysis/neurons"]["ipr"].dims == ("epoch", "neuron")
