@@ -48,9 +48,14 @@ def neuron_task(path: str) -> dict[str, xr.Dataset]:
     )
     ds.attrs.update(_summaries(path, epochs, p, xi))
     if "bn.weight" in stores.param_names(path):
+        # Both readings of "BatchNorm amplifies": the effective gain γ/sqrt(var + ε) of
+        # the normalised output, and the learned scale γ alone.
+        gamma = stores.weight_slab(path, "bn.weight", int(slots[-1]))
         ds["bn_gain"] = ("neuron", _bn_gain(path, int(slots[-1])))
-        ds.attrs.update({f"bn_{k}": _plain(v) for k, v in
-                         neurons.gain_ratio(ds["bn_gain"].values, ipr[-1]).items()})
+        ds["bn_gamma"] = ("neuron", gamma)
+        for name in ("bn_gain", "bn_gamma"):
+            ds.attrs.update({f"{name}_{k}": _plain(v) for k, v in
+                             neurons.gain_ratio(ds[name].values, ipr[-1]).items()})
     return {"neurons": ds, "pruning": _pruning(path, int(slots[-1]), int(epochs[-1]), w2[-1], ipr[-1])}
 
 

@@ -93,14 +93,17 @@ def bn_figure(runs: Runs, out: Path) -> str | None:
     bn = [(path, ds) for path, ds in runs if "bn_gain" in ds["neurons"]]
     if not bn:
         return None
-    fig, axes = plt.subplots(1, len(bn), figsize=(4.5 * len(bn), 3.6), squeeze=False)
-    for ax, (path, ds) in zip(axes[0], bn):
+    fig, axes = plt.subplots(len(bn), 2, figsize=(9, 3.6 * len(bn)), squeeze=False)
+    for row, (path, ds) in enumerate(bn):
         n = ds["neurons"]
-        ax.scatter(n["ipr"].isel(epoch=-1), np.abs(n["bn_gain"]), s=8, alpha=0.6)
-        ax.set_xlabel("neuron IPR (final epoch)")
-        ax.set_ylabel("|γ| / sqrt(running var + ε)")
-        ax.set_title(f"{_label(path)}\nhigh/low-IPR gain ratio {n.attrs['bn_ratio']:.2f}", fontsize=9)
-        ax.grid(alpha=0.3)
+        for ax, name, ylabel in zip(axes[row], ("bn_gain", "bn_gamma"),
+                                    ("|γ| / sqrt(running var + ε)", "|γ| (BatchNorm weight)")):
+            ax.scatter(n["ipr"].isel(epoch=-1), np.abs(n[name]), s=8, alpha=0.6)
+            ax.set_xlabel("neuron IPR (final epoch)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{_label(path)}\nmean over IPR ≥ 0.5 / IPR < 0.5: "
+                         f"{n.attrs[name + '_ratio']:.2f}", fontsize=9)
+            ax.grid(alpha=0.3)
     return _save(fig, out / "batchnorm_gain.png")
 
 
@@ -157,15 +160,24 @@ def section(runs: Runs, out: Path) -> str:
              "Accuracies in percent; train is against the observed (possibly corrupted) labels. "
              "Pruning zeroes neurons in the stored last layer, ordered by Fourier IPR.", "",
              table(runs), ""]
+    for path, ds in runs:
+        a = ds["neurons"].attrs
+        if "bn_gain_ratio" in a:
+            parts += [f"BatchNorm ({_label(path)}): mean over high-IPR (≥ 0.5, {a['bn_gain_n_high']}) "
+                      f"over low-IPR ({a['bn_gain_n_low']}) neurons of the effective gain "
+                      f"|γ|/sqrt(var + ε) is {a['bn_gain_ratio']:.2f} (Spearman ρ with IPR "
+                      f"{a['bn_gain_spearman']:+.2f}); of the learned scale |γ| alone "
+                      f"{a['bn_gamma_ratio']:.2f} (ρ {a['bn_gamma_spearman']:+.2f}).", ""]
     shown = [
-        (training_figure(runs, figures), "Train and test accuracy over training with the "
-         "level train accuracy settles at once the corrupted labels are unlearned (top), and "
-         "the mean neuron IPR (bottom)."),
+        (training_figure(runs, figures), "Train (observed labels) and test accuracy over "
+         "training, with the dotted level 100(1 − ξ) + 100ξ/p % that train accuracy falls to "
+         "once the corrupted labels are unlearned (top), and the mean neuron IPR (bottom)."),
         (ipr_histogram_figure(runs, figures), "Neuron IPRs at the final epoch: generalizing "
          "(periodic) neurons sit near 1, memorizing ones near 0."),
         (pruning_figure(runs, figures), "Accuracy as neurons are pruned, low-IPR first "
          "(left) and high-IPR first (right)."),
-        (bn_figure(runs, figures), "BatchNorm's effective gain per neuron against its IPR."),
+        (bn_figure(runs, figures), "BatchNorm's effective gain γ/sqrt(var + ε) (left) and its "
+         "learned scale γ (right) per neuron against its IPR."),
         (phase_figure(runs, figures), "The phase of each run over training fraction and "
          "corruption."),
     ]

@@ -133,3 +133,23 @@ def test_probes_and_report_run_unchanged_on_modular_stores(modular_root):
     assert run["analysis/dynamics"]["accuracy"].sizes["layer"] == 1
     assert run["analysis/pruning"]["accuracy"].dims == ("order", "group", "pruned")
     assert run["analysis/neurons"]["ipr"].dims == ("epoch", "neuron")
+
+
+def test_batchnorm_gains_from_the_store(tmp_path):
+    raw = yaml.safe_load((REPO / "pipelines.yaml").read_text())["modular-batchnorm"]
+    raw["sweep"]["p"] = [11]
+    raw["model"]["widths"] = [24]
+    raw["train"].update({"max_epochs": 3, "batch_size": 16})
+    raw["capture"]["schedule"] = {"epochs": [0, 3]}
+    pipelines = tmp_path / "p.yaml"
+    pipelines.write_text(yaml.safe_dump({"modular-batchnorm": raw}))
+    config = load_pipeline("modular-batchnorm", pipelines).runs()[0]
+    path = capture_run(config, str(tmp_path / "runs"), progress=False)
+    assert stores.penultimate_layer(path) == "bn"
+    ds = modular.neuron_task(path)["neurons"]
+    gamma = stores.weight_slab(path, "bn.weight", 1)
+    var = stores.weight_slab(path, "bn.running_var", 1)
+    np.testing.assert_allclose(ds["bn_gain"], gamma / np.sqrt(var + 1e-5), rtol=1e-6)
+    np.testing.assert_array_equal(ds["bn_gamma"], gamma)
+    for name in ("bn_gain", "bn_gamma"):
+        assert {f"{name}_ratio", f"{name}_spearman", f"{name}_n_high"} <= set(ds.attrs)
