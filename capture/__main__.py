@@ -29,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("distributed").setLevel(logging.WARNING)
     try:
         pipeline = load_pipeline(args.pipeline, args.pipelines)
         runs = [pipeline.run(parse_run_overrides(args.run))] if args.run else pipeline.runs()
