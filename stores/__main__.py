@@ -19,10 +19,10 @@ def cmd_ls(args: argparse.Namespace) -> None:
     if not runs:
         print(f"no run stores under {args.dir}")
         return
-    print(f"{'store':60s} {'status':9s} {'epochs':>9s} {'last':>5s} {'MiB':>8s}")
+    print(f"{'store':60s} {'status':9s} {'epochs':>9s} {'last':>5s} {'MiB':>8s}")  # epochs: committed
     for path in runs:
         s = summary(path)
-        epochs = f"{s['committed']}/{s['scheduled']}"
+        epochs = str(s["committed"])  # the stop epoch may add one to the schedule
         last = "-" if s["last_epoch"] is None else str(s["last_epoch"])
         print(f"{s['path']:60s} {s['status']:9s} {epochs:>9s} {last:>5s} {s['size_mib']:8.1f}")
 
