@@ -166,8 +166,7 @@ def _units(model: torch.nn.Module, points: list[str], x: torch.Tensor) -> dict[s
 def _train_and_capture(config: RunConfig, model, probe: ProbeSet, store: RunWriter,
                        points, units, schedule, progress: bool) -> None:
     tc = config.train
-    n_classes = int(probe.true.max()) + 1
-    loss = train.loss_fn(tc.loss, n_classes)
+    loss = train.loss_fn(tc.loss, getattr(model, model.head_name).out_features)
     optimizer = train.make_optimizer(model.parameters(), tc)
     generator = torch.Generator().manual_seed(config.seed)
     x_train, y_train = probe.x[probe.is_train], probe.observed[probe.is_train]
