@@ -126,16 +126,29 @@ PROBE_NAMES = ("masc", "velpic", "ncm", "knn", "logreg")
 
 
 # ------------------------------------------------------------------ the blocks
+VISION_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "tinyimagenet")
+
+
+def _optional_str(v):
+    if v is not None and (not isinstance(v, str) or not v):
+        return "expected a path or null"
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """`digits` uses test_fraction; `modular` uses p, operation and alpha."""
+    """`digits` uses test_fraction; `modular` uses p, operation and alpha; the torchvision
+    datasets use root, download, n_train and n_test (probe-set sizes, null = all)."""
 
-    name: str = field(default="digits", metadata=_check(_choice("digits", "modular")))
+    name: str = field(default="digits", metadata=_check(_choice("digits", "modular", *VISION_DATASETS)))
     test_fraction: float = field(default=0.2, metadata=_check(_number(0.0, 1.0, lo_open=True)))
     split_seed: int = field(default=0, metadata=_check(_number(0, integer=True)))
     p: int = field(default=97, metadata=_check(_number(2, integer=True)))
     operation: str = field(default="add", metadata=_check(_choice("add", "sub", "mul")))
     alpha: float = field(default=0.5, metadata=_check(_number(0.0, 1.0, lo_open=True)))
+    root: str | None = field(default=None, metadata=_check(_optional_str))
+    download: bool = field(default=False, metadata=_check(_bool))
+    n_train: int | None = field(default=None, metadata=_check(_number(1, integer=True, optional=True)))
+    n_test: int | None = field(default=None, metadata=_check(_number(1, integer=True, optional=True)))
 
 
 @dataclass(frozen=True)

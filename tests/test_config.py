@@ -255,7 +255,7 @@ BAD_VALUES = [
      "got 0"),
     ({"capture": {"points": []}}, "quickstart.capture.points", "got []"),
     ({"data": {"test_fraction": 0}}, "quickstart.data.test_fraction", "got 0"),
-    ({"data": {"name": "mnist"}}, "quickstart.data.name", "got 'mnist'"),
+    ({"data": {"name": "imagenet21k"}}, "quickstart.data.name", "got 'imagenet21k'"),
     ({"analysis": {"probes": ["masc", "bogus"]}}, "quickstart.analysis.probes", "got ['masc', 'bogus']"),
     ({"sweep": {"corruption": [0.0]}, "seed": -1}, "quickstart.seed", "got -1"),
     ({"train": 5}, "quickstart.train", "got 5"),
