@@ -24,8 +24,8 @@ def rebuild(path: str, slot: int, state: dict[str, np.ndarray]) -> torch.nn.Modu
     config = run_config_from_dict(stores.run_attrs(path)["config"])
     head = stores.run_attrs(path).get("head", "head")
     n_classes, _ = state[f"{head}.weight"].shape
-    in_features = stores.slab(path, "input", slot).shape[1]
-    return load_weights(build_model(config.model, in_features, n_classes), state)
+    in_shape = tuple(stores.open_run(path)["activations/input"].attrs["original_shape"])
+    return load_weights(build_model(config.model, in_shape, n_classes), state)
 
 
 def crosscheck_edit(path: str, slot: int, weight: np.ndarray,
@@ -45,6 +45,7 @@ def crosscheck_edit(path: str, slot: int, weight: np.ndarray,
     model.eval()
     with torch.inference_mode():
         x = torch.as_tensor(stores.slab(path, "input", slot).astype(np.float32))
-        predictions = model(x).argmax(1).numpy()
+        in_shape = stores.open_run(path)["activations/input"].attrs["original_shape"]
+        predictions = model(x.reshape(len(x), *in_shape)).argmax(1).numpy()
     agreement = float(np.mean(predictions == store_predictions))
     return {"crosscheck_slot": int(slot), "crosscheck_agreement": agreement}

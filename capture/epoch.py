@@ -56,8 +56,10 @@ class EpochCapture:
 
     def __init__(self, model: nn.Module, points: list[str], store: RunWriter,
                  writer: BackgroundWriter, x: torch.Tensor, *, units: dict[str, int],
-                 dtype: str = "float16", batch_size: int = 1024):
+                 dtype: str = "float16", batch_size: int = 1024,
+                 reducers: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None):
         self.model, self.points, self.store, self.writer = model, points, store, writer
+        self.reducers = reducers or {}
         self.x, self.batch_size = x, batch_size
         self.dtype = TORCH_DTYPES[dtype]
         self.cuda = x.device.type == "cuda"
@@ -88,10 +90,10 @@ class EpochCapture:
             for start in range(0, n, self.batch_size):
                 xb = self.x[start : start + self.batch_size]
                 if "input" in chunkers:
-                    chunkers["input"].add(self._reduce(xb))
+                    chunkers["input"].add(self._reduce("input", xb))
                 out = self.model(xb)
                 if "logits" in chunkers:
-                    chunkers["logits"].add(self._reduce(out))
+                    chunkers["logits"].add(self._reduce("logits", out))
                 logits.append(out.float())
         finally:
             for handle in handles:
@@ -99,13 +101,14 @@ class EpochCapture:
             self.model.train(was_training)
         return torch.cat(logits)
 
-    def _reduce(self, out: torch.Tensor) -> torch.Tensor:
-        # Flatten and cast on the device, so only the reduced bytes cross to the host.
-        return out.flatten(1).to(self.dtype)
+    def _reduce(self, point: str, out: torch.Tensor) -> torch.Tensor:
+        # Reduce and cast on the device, so only the reduced bytes cross to the host.
+        reducer = self.reducers.get(point)
+        return (reducer(out) if reducer else out.flatten(1)).to(self.dtype)
 
     def _hook(self, chunker: _Chunker):
         def hook(module, inputs, output):
-            chunker.add(self._reduce(output))
+            chunker.add(self._reduce(chunker.name, output))
 
         return hook
 

@@ -7,6 +7,7 @@ points are module paths, plus `input` and `logits`.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -16,17 +17,17 @@ from stores.config import ModelConfig
 
 
 class MLP(nn.Sequential):
-    """in -> [Linear -> ReLU] * len(widths) -> Linear (the head).
+    """flatten -> [Linear -> ReLU] * len(widths) -> Linear (the head).
 
-    Modules are named `fc1, relu1, fc2, relu2, ..., head`, so capture points read
-    `relu2` rather than `layers.3`. Each ReLU is its own module (not in place) so a
+    Modules are named `flatten, fc1, relu1, fc2, relu2, ..., head`, so capture points
+    read `relu2` rather than `layers.3`. Each ReLU is its own module (not in place) so a
     forward hook sees exactly that layer's output.
     """
 
     head_name = "head"
 
     def __init__(self, in_features: int, widths: tuple[int, ...], n_classes: int):
-        modules: OrderedDict[str, nn.Module] = OrderedDict()
+        modules: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
         dims = [in_features, *widths]
         for i, (n_in, n_out) in enumerate(zip(dims, dims[1:]), start=1):
             modules[f"fc{i}"] = nn.Linear(n_in, n_out)
@@ -72,13 +73,22 @@ class ModularMLP(nn.Sequential):
             self.head.weight.normal_(0.0, std)
 
 
-def build_model(config: ModelConfig, in_features: int, n_classes: int) -> nn.Module:
+def build_model(config: ModelConfig, in_shape: tuple[int, ...] | int, n_classes: int) -> nn.Module:
+    """The model `config` names, for inputs of shape `in_shape` (one sample)."""
+    in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
+    in_features = int(math.prod(in_shape))
     if config.name == "modular_mlp":
         if len(config.widths) != 1:
             raise ValueError(f"model.widths: expected one width for modular_mlp, got {list(config.widths)}")
         return ModularMLP(in_features, config.widths[0], n_classes,
                           batchnorm=config.batchnorm, dropout=config.dropout)
-    return MLP(in_features, tuple(config.widths), n_classes)
+    if config.name == "mlp":
+        return MLP(in_features, tuple(config.widths), n_classes)
+    if len(in_shape) != 3:
+        raise ValueError(f"model.name: {config.name} expects images (C, H, W), got inputs of shape {in_shape}")
+    from . import convnets  # the image models, kept apart from the small ones
+
+    return convnets.build(config, in_shape, n_classes)
 
 
 def capture_point_names(model: nn.Module) -> list[str]:

@@ -20,7 +20,9 @@ from .background import BackgroundWriter
 from .corruption import corrupt
 from .data import Dataset, load_dataset
 from .epoch import EpochCapture, state_arrays
+from .convnets import output_shapes
 from .models import build_model, resolve_points
+from .reduce import Reducer, parse
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +119,10 @@ def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
     torch.manual_seed(config.seed)
     data = load_dataset(config.data)
     probe = probe_set(data, config, dev)
-    model = build_model(config.model, data.in_features, data.n_classes).to(dev)
+    model = build_model(config.model, data.x_train.shape[1:], data.n_classes).to(dev)
     points = resolve_points(model, config.capture.points)
-    units = _units(model, points, probe.x[:1])
+    layers, reducers = capture_layers(model, points, data.x_train.shape[1:], config, dev)
+    units = {layer.name: layer.units for layer in layers}
     schedule = config.schedule
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     store = RunWriter.create(
@@ -131,7 +134,7 @@ def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
         },
         schedule=schedule,
         samples=probe.record,
-        layers=[LayerSpec(p, units[p], (units[p],), "flatten", p == model.penultimate) for p in points],
+        layers=layers,
         params={name: tuple(t.shape) for name, t in model.state_dict().items()},
         activation_dtype=config.capture.dtype,
         compressor=config.capture.compressor,
@@ -139,32 +142,30 @@ def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
         samples_attrs={"corruption_mode": config.corruption.mode,
                        "corruption_rate": config.corruption.rate, "corruption_seed": config.seed},
     )
-    _train_and_capture(config, model, probe, store, points, units, schedule, progress)
+    _train_and_capture(config, model, probe, store, points, units, reducers, schedule, progress)
     return path
 
 
-def _units(model: torch.nn.Module, points: list[str], x: torch.Tensor) -> dict[str, int]:
-    """Width of each capture point, from one forward pass on one sample."""
-    widths: dict[str, int] = {}
-    modules = dict(model.named_modules())
-    hooks = [modules[p].register_forward_hook(
-        lambda m, i, o, p=p: widths.__setitem__(p, o[0].numel())) for p in points if p in modules]
-    was_training = model.training
-    model.eval()  # BatchNorm cannot run one sample in training mode
-    try:
-        with torch.inference_mode():
-            logits = model(x)
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    widths["input"] = x[0].numel()
-    widths["logits"] = logits[0].numel()
-    return widths
+def capture_layers(model: torch.nn.Module, points: list[str], in_shape: tuple[int, ...],
+                   config: RunConfig, device: torch.device) -> tuple[list[LayerSpec], dict]:
+    """Each capture point's reduction, original shape and stored width."""
+    shapes = output_shapes(model, tuple(in_shape))
+    layers, reducers = [], {}
+    for point in points:
+        spec = config.capture.reductions.get(point, "flatten")
+        if point == model.penultimate and spec != "flatten":
+            raise ValueError(f"capture.reductions.{point}: the penultimate point feeds the "
+                             f"last layer and must stay flatten, got {spec!r}")
+        reduction = parse(spec, point, config.capture.projection_seed)
+        reducers[point] = Reducer(reduction, shapes[point], device)
+        units = reducers[point](torch.zeros(1, *shapes[point], device=device)).shape[1]
+        layers.append(LayerSpec(point, int(units), shapes[point], reduction.spec,
+                                point == model.penultimate, reduction.seed))
+    return layers, reducers
 
 
 def _train_and_capture(config: RunConfig, model, probe: ProbeSet, store: RunWriter,
-                       points, units, schedule, progress: bool) -> None:
+                       points, units, reducers, schedule, progress: bool) -> None:
     tc = config.train
     loss = train.loss_fn(tc.loss, getattr(model, model.head_name).out_features)
     optimizer = train.make_optimizer(model.parameters(), tc)
@@ -172,7 +173,8 @@ def _train_and_capture(config: RunConfig, model, probe: ProbeSet, store: RunWrit
     x_train, y_train = probe.x[probe.is_train], probe.observed[probe.is_train]
     writer = BackgroundWriter(config.capture.queue_chunks)
     capture = EpochCapture(model, points, store, writer, probe.x, units=units,
-                           dtype=config.capture.dtype, batch_size=config.capture.batch_size)
+                           dtype=config.capture.dtype, batch_size=config.capture.batch_size,
+                           reducers=reducers)
     scheduled = set(schedule)
     slot = 0
 

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 def _choice(*allowed: str) -> Callable[[Any], str | None]:
     def check(v):
         if v not in allowed:
-            return f"expected one of {', '.join(allowed)}"
+            return f"expected one of {', '.join(map(str, allowed))}"
 
     return check
 
@@ -159,10 +159,11 @@ class CorruptionConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = field(default="mlp", metadata=_check(_choice("mlp", "modular_mlp")))
+    name: str = field(default="mlp", metadata=_check(_choice("mlp", "modular_mlp", "cnn", "alexnet", "resnet18")))
     widths: tuple[int, ...] = field(default=(512, 512, 512), metadata=_check(_int_list(1)))
     batchnorm: bool = field(default=False, metadata=_check(_bool))  # modular_mlp
     dropout: float = field(default=0.0, metadata=_check(_number(0.0, 1.0)))  # modular_mlp
+    cifar_stem: bool = field(default=True, metadata=_check(_bool))  # resnet18
 
 
 @dataclass(frozen=True)
@@ -186,8 +187,12 @@ class ScheduleConfig:
 
     epochs: tuple[int | str, ...] = field(default=(0,), metadata=_check(_epochs))
     every: int | None = field(default=None, metadata=_check(_number(1, integer=True, optional=True)))
+    # `ketha2026`: the 2026 paper's 0, 1, 2, 4, 6, ..., 20, then every 5 (overrides the rest)
+    rule: str | None = field(default=None, metadata=_check(_choice("ketha2026", None)))
 
     def resolve(self, max_epochs: int) -> list[int]:
+        if self.rule == "ketha2026":
+            return ScheduleConfig((0, 1, "2:20:2"), every=5).resolve(max_epochs)
         listed = expand_epochs(self.epochs)
         out = [e for e in listed if e <= max_epochs]
         if self.every:
@@ -196,9 +201,21 @@ class ScheduleConfig:
         return out
 
 
+def _reductions(v):
+    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+        return "expected a mapping of capture point -> flatten, avgpool, pool:K or project:D"
+    for point, spec in v.items():
+        kind, _, size = spec.partition(":")
+        if not ((kind in ("flatten", "avgpool") and not size)
+                or (kind in ("pool", "project") and size.isdigit() and int(size) > 0)):
+            return f"{point}: expected flatten, avgpool, pool:K or project:D"
+
+
 @dataclass(frozen=True)
 class CaptureConfig:
     points: tuple[str, ...] = field(default=("input",), metadata=_check(_str_list()))
+    reductions: dict = field(default_factory=dict, metadata=_check(_reductions))  # default flatten
+    projection_seed: int = field(default=0, metadata=_check(_number(0, integer=True)))
     dtype: str = field(default="float16", metadata=_check(_choice(*schema.ACTIVATION_DTYPES)))
     compressor: str = field(default="none", metadata=_check(_choice("none", "zstd")))
     schedule: ScheduleConfig = ScheduleConfig()

@@ -32,6 +32,7 @@ class LayerSpec:
     original_shape: tuple[int, ...]
     reduction: str = "flatten"
     penultimate: bool = False
+    projection_seed: int | None = None  # `project:D` only
 
 
 def _codecs(compressor: str | None) -> list:
@@ -152,6 +153,7 @@ class RunWriter:
                 "reduction": layer.reduction,
                 "original_shape": list(layer.original_shape),
                 "penultimate": bool(layer.penultimate),
+                **({"projection_seed": layer.projection_seed} if layer.projection_seed is not None else {}),
             }
         )
         block = schema.sample_block(n_samples, layer.units, np.dtype(dtype).itemsize)

@@ -1,0 +1,69 @@
+"""Reductions of a capture point's output, applied on the device before the copy.
+
+`flatten` keeps everything; `avgpool` averages each channel over space; `pool:K`
+averages to K x K cells (adaptive); `project:D` is a seeded Gaussian random projection
+of the flattened output to D units, R with entries N(0, 1/D), which keeps inner
+products and angles within the Johnson-Lindenstrauss distortion sqrt(8 ln n / D).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+class ReductionError(ValueError):
+    pass
+
+
+ALLOWED = "flatten, avgpool, pool:K or project:D"
+
+
+@dataclass(frozen=True)
+class Reduction:
+    kind: str
+    size: int = 0  # K for pool, D for project
+    seed: int | None = None  # project only: the projection's seed, stored with the layer
+
+    @property
+    def spec(self) -> str:
+        return self.kind if not self.size else f"{self.kind}:{self.size}"
+
+
+def parse(spec: str, layer: str = "", seed: int = 0) -> Reduction:
+    """`pool:4` -> Reduction("pool", 4); a projection's seed is derived from the run's
+    projection seed and the layer name, so every layer gets its own matrix."""
+    kind, _, size = str(spec).partition(":")
+    if kind in ("flatten", "avgpool") and not size:
+        return Reduction(kind)
+    if kind in ("pool", "project") and size.isdigit() and int(size) > 0:
+        layer_seed = (seed * 1_000_003 + zlib.crc32(layer.encode())) % 2**31 if kind == "project" else None
+        return Reduction(kind, int(size), layer_seed)
+    raise ReductionError(f"capture.reductions.{layer}: expected {ALLOWED}, got {spec!r}")
+
+
+class Reducer:
+    """Applies one Reduction; a projection matrix is drawn once and kept on the device."""
+
+    def __init__(self, reduction: Reduction, sample_shape: tuple[int, ...], device: torch.device):
+        self.reduction = reduction
+        self.matrix = None
+        if reduction.kind in ("avgpool", "pool") and len(sample_shape) != 3:
+            raise ReductionError(f"{reduction.spec}: expected a (C, H, W) map, got shape {sample_shape}")
+        if reduction.kind == "project":
+            n_in = int(torch.tensor(sample_shape).prod())
+            gen = torch.Generator().manual_seed(reduction.seed)
+            matrix = torch.randn(n_in, reduction.size, generator=gen) / reduction.size ** 0.5
+            self.matrix = matrix.to(device)
+
+    def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        kind = self.reduction.kind
+        if kind == "avgpool":
+            return out.mean(dim=(2, 3))
+        if kind == "pool":
+            return F.adaptive_avg_pool2d(out, self.reduction.size).flatten(1)
+        flat = out.flatten(1)
+        return flat @ self.matrix.to(flat.dtype) if kind == "project" else flat
