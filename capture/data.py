@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from stores.config import DataConfig
+from stores.config import VISION_DATASETS, DataConfig
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,24 @@ class Dataset:
         return int(np.prod(self.x_train.shape[1:]))
 
 
+INPUT_SHAPES = {"digits": (64,), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
+                "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "tinyimagenet": (3, 64, 64)}
+N_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
+             "tinyimagenet": 200}
+
+
+def input_shape(config: DataConfig) -> tuple[tuple[int, ...], int]:
+    """(shape of one input, number of classes), known without reading the data."""
+    if config.name == "modular":
+        return (2 * config.p,), config.p
+    return INPUT_SHAPES[config.name], N_CLASSES[config.name]
+
+
 def load_dataset(config: DataConfig) -> Dataset:
+    if config.name in VISION_DATASETS:
+        from .vision import load_vision  # torchvision's readers, only when asked for
+
+        return load_vision(config)
     loaders = {"digits": _digits, "modular": _modular}
     return loaders[config.name](config)
 

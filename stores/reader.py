@@ -71,8 +71,10 @@ def open_run(path: str) -> xr.DataTree:
     `sample` dim carry the sample coordinates `sample` (0..n-1), `split`,
     `label_true`, `label_observed` and `corrupted`.
     """
-    _open_group(path)  # clear errors for a missing or foreign store
-    raw = xr.open_datatree(path, engine="zarr", chunks={})
+    group = _open_group(path)  # clear errors for a missing or foreign store
+    # A finished store has consolidated metadata; a running one is read without it.
+    consolidated = group.metadata.consolidated_metadata is not None
+    raw = xr.open_datatree(path, engine="zarr", chunks={}, consolidated=consolidated)
     slots, epochs = committed_slots(path)
     table = sample_table(path)
     sample_coords = {name: ("sample", values) for name, values in table.items() if name != "index"}

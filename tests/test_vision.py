@@ -123,7 +123,9 @@ def dump_py2(path: Path, mapping: dict) -> None:
 
 
 def cifar_rows(rng, n: int, n_classes: int) -> tuple[np.ndarray, list[int]]:
-    return rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), list(rng.permutation(np.arange(n) % n_classes))
+    """Random uint8 rows of 3072 and Python-int labels (as in the official pickles), every class present."""
+    labels = [int(v) for v in rng.permutation(np.arange(n) % n_classes)]
+    return rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), labels
 
 
 def write_cifar10(root: Path, per_batch: int = 4, n_test: int = 10) -> dict:

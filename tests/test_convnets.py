@@ -1,0 +1,158 @@
+"""Image models build, run and capture on CPU; reductions keep what they promise."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+import stores
+from analyze.probes import MASC
+from capture.background import BackgroundWriter
+from capture.convnets import output_shapes
+from capture.epoch import EpochCapture
+from capture.models import build_model, resolve_points
+from capture.reduce import Reducer, ReductionError, parse
+from capture.run import capture_layers
+from stores import RunWriter
+from stores.config import ModelConfig, RunConfig, ScheduleConfig, _build
+
+CASES = [
+    ("mlp", (1, 28, 28), {"widths": (128, 512, 64)}),
+    ("cnn", (1, 28, 28), {}),
+    ("cnn", (3, 32, 32), {}),
+    ("alexnet", (3, 32, 32), {}),
+    ("alexnet", (3, 64, 64), {}),
+    ("resnet18", (3, 32, 32), {"cifar_stem": True}),
+    ("resnet18", (3, 64, 64), {"cifar_stem": False}),
+]
+
+
+@pytest.mark.parametrize("name, in_shape, extra", CASES)
+def test_every_model_builds_runs_and_captures(tmp_path, name, in_shape, extra):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name=name, **extra), in_shape, 10).eval()
+    x = torch.randn(6, *in_shape)
+    assert model(x).shape == (6, 10)
+    head = getattr(model, model.head_name)
+    assert isinstance(head, torch.nn.Linear)
+    shapes = output_shapes(model, in_shape)
+    assert math.prod(shapes[model.penultimate]) == head.in_features  # what the edit needs
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)][:1]
+    points = resolve_points(model, ("input", *convs))
+    reductions = {convs[0]: "pool:2"} if convs else {}
+    config = _build(RunConfig, {"pipeline": "t", "capture": {"reductions": reductions}}, "t")
+    layers, reducers = capture_layers(model, points, in_shape, config, torch.device("cpu"))
+    store = RunWriter.create(
+        str(tmp_path / "s.zarr"), attrs={}, schedule=[0], layers=layers,
+        samples={"split": np.array(["train"] * 6), "index": np.arange(6), "label_true": np.zeros(6, int),
+                 "label_observed": np.zeros(6, int), "corrupted": np.zeros(6, bool)},
+        params={k: tuple(v.shape) for k, v in model.state_dict().items()}, activation_dtype="float32")
+    writer = BackgroundWriter(4)
+    logits = EpochCapture(model, points, store, writer, x, units={l.name: l.units for l in layers},
+                          dtype="float32", batch_size=4, reducers=reducers)(0)
+    writer.close()
+    store.commit(0, 0)
+    run = stores.open_run(str(tmp_path / "s.zarr"))
+    feats = {}
+    hook = getattr(model, model.penultimate).register_forward_hook(lambda m, i, o: feats.update(p=o))
+    with torch.no_grad():
+        np.testing.assert_allclose(logits.numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+    hook.remove()
+    got = stores.activations(run, model.penultimate).isel(epoch=0).values
+    np.testing.assert_allclose(got, feats["p"].flatten(1).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(stores.activations(run, "input").isel(epoch=0).values, x.flatten(1).numpy())
+    assert stores.activations(run, "input").attrs["original_shape"] == list(in_shape)
+    if convs:
+        node = run[f"activations/{convs[0]}"]
+        assert node.attrs["reduction"] == "pool:2" and len(node.attrs["original_shape"]) == 3
+        assert node["values"].sizes["unit"] == node.attrs["original_shape"][0] * 4
+
+
+def test_reductions_against_direct_formulas():
+    out = torch.randn(5, 4, 6, 6)
+    cpu = torch.device("cpu")
+    np.testing.assert_allclose(Reducer(parse("avgpool"), (4, 6, 6), cpu)(out), out.mean(dim=(2, 3)), atol=1e-6)
+    pooled = Reducer(parse("pool:3"), (4, 6, 6), cpu)(out).reshape(5, 4, 3, 3)
+    np.testing.assert_allclose(pooled[:, :, 0, 0], out[:, :, :2, :2].mean(dim=(2, 3)), atol=1e-6)
+    a, b = parse("project:16", "conv1", seed=3), parse("project:16", "conv1", seed=3)
+    assert a.seed == b.seed != parse("project:16", "conv2", seed=3).seed
+    for bad in ("pool", "project:0", "max", "pool:x"):
+        with pytest.raises(ReductionError, match="expected flatten, avgpool, pool:K or project:D"):
+            parse(bad, "conv1")
+    with pytest.raises(ReductionError, match=r"expected a \(C, H, W\) map"):
+        Reducer(parse("avgpool"), (10,), cpu)
+
+
+def test_random_projection_keeps_cosines_within_the_jl_distortion():
+    rng = np.random.default_rng(0)
+    n, d, dim = 60, 4096, 1024
+    x = torch.as_tensor(np.maximum(rng.normal(size=(n, d)), 0) + rng.normal(size=(n, d)) * 0.3,
+                        dtype=torch.float32)
+    y = Reducer(parse("project:%d" % dim, "layer", seed=1), (d,), torch.device("cpu"))(x).double().numpy()
+    x = x.double().numpy()
+
+    def cosines(a):
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        return (a @ a.T)[np.triu_indices(len(a), 1)]
+
+    eps = math.sqrt(8 * math.log(n) / dim)  # Johnson-Lindenstrauss: norms within 1 ± eps
+    bound = 3 * eps / (1 - eps) ** 2  # |cos' - cos| for unit vectors, by polarization
+    assert np.abs(cosines(y) - cosines(x)).max() <= bound
+    assert np.abs(np.linalg.norm(y, axis=1) / np.linalg.norm(x, axis=1) - 1).max() <= eps
+
+
+def test_masc_on_projected_features_agrees_with_flatten():
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(64, 2048)) / 8
+    feats = torch.as_tensor(np.maximum(digits.data / 16 @ w, 0), dtype=torch.float32)  # "conv map"
+    proj = Reducer(parse("project:512", "c", seed=0), (2048,), torch.device("cpu"))(feats).numpy()
+    flat = feats.numpy()
+    train = np.arange(len(flat)) % 5 != 0
+    y = digits.target
+    p_flat = MASC().fit(flat[train], y[train]).predict(flat[~train])
+    p_proj = MASC().fit(proj[train], y[train]).predict(proj[~train])
+    assert np.mean(p_flat == p_proj) >= 0.95
+
+
+def test_ketha2026_schedule_rule():
+    assert ScheduleConfig(rule="ketha2026").resolve(35) == [0, 1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 25, 30, 35]
+
+
+def test_penultimate_cannot_be_reduced():
+    model = build_model(ModelConfig(name="cnn"), (1, 28, 28), 10)
+    config = _build(RunConfig, {"pipeline": "t", "capture": {"reductions": {"relu7": "project:8"}}}, "t")
+    with pytest.raises(ValueError, match="must stay flatten"):
+        capture_layers(model, ["relu7"], (1, 28, 28), config, torch.device("cpu"))
+
+
+def test_capture_from_tiny_cifar_files_into_a_store(tmp_path):
+    """Tiny CIFAR-10 pickles -> torchvision's reader -> the CNN -> a store with reductions."""
+    from capture.run import capture_run
+    from stores.config import parse_pipeline
+
+    from .test_vision import write_cifar10
+
+    write_cifar10(tmp_path / "data", per_batch=6, n_test=10)
+    pipeline = parse_pipeline("tiny-cifar", {
+        "sweep": {"corruption": [0.4], "seed": [0]},
+        "data": {"name": "cifar10", "root": str(tmp_path / "data")},
+        "model": {"name": "cnn"},
+        "train": {"max_epochs": 2, "batch_size": 8, "lr": 0.01, "stop_train_acc": None},
+        "capture": {"points": ["input", "relu2", "relu4"], "dtype": "float16",
+                    "reductions": {"relu2": "project:64", "relu4": "avgpool"},
+                    "schedule": {"rule": "ketha2026"}},
+    })
+    path = capture_run(pipeline.runs()[0], str(tmp_path / "runs"), progress=False)
+    run = stores.open_run(path)
+    assert list(run["epochs"].epoch.values) == [0, 1, 2]
+    assert run["activations/relu2/values"].sizes["unit"] == 64
+    assert run["activations/relu2"].attrs["projection_seed"] >= 0
+    assert run["activations/relu4/values"].sizes["unit"] == 64  # avgpool keeps the channels
+    assert run["activations/relu4"].attrs["original_shape"] == [64, 16, 16]
+    assert run["activations/relu7"].attrs["penultimate"]
+    assert stores.activations(run, "input").sizes["sample"] == 40
