@@ -21,7 +21,8 @@ from .corruption import corrupt
 from .data import Dataset, load_dataset
 from .epoch import EpochCapture, state_arrays
 from .convnets import output_shapes
-from .models import build_model, resolve_points
+from .init import initial_state, source_path
+from .models import build_model, load_weights, resolve_points
 from .reduce import Reducer, parse
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,10 @@ def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
     torch.manual_seed(config.seed)
     data = load_dataset(config.data)
     probe = probe_set(data, config, dev)
-    model = build_model(config.model, data.x_train.shape[1:], data.n_classes).to(dev)
+    model = build_model(config.model, data.x_train.shape[1:], data.n_classes)
+    if config.init.source:  # edit, then train on: start from a stored (edited) checkpoint
+        load_weights(model, initial_state(config, root, probe.record))
+    model = model.to(dev)
     points = resolve_points(model, config.capture.points)
     layers, reducers = capture_layers(model, points, data.x_train.shape[1:], config, dev)
     units = {layer.name: layer.units for layer in layers}
@@ -131,6 +135,8 @@ def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
             "pipeline": config.pipeline, "run_name": config.name, "params": dict(config.params),
             "config": config.to_dict(), "config_hash": config.hash(),
             "versions": _versions(), "device": str(dev), "head": model.head_name,
+            **({"init": {"source": source_path(config, root), "epoch": config.init.epoch,
+                         "edit": config.init.edit}} if config.init.source else {}),
         },
         schedule=schedule,
         samples=probe.record,

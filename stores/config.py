@@ -231,6 +231,16 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True)
+class InitConfig:
+    """Edit, then train: start from a source store's epoch with its last layer replaced
+    by the VeLPIC vectors that `analyze` stored there (bias 0), with a fresh optimizer."""
+
+    source: str | None = field(default=None, metadata=_check(_optional_str))  # PIPELINE/RUN or a .zarr path
+    epoch: int = field(default=0, metadata=_check(_number(0, integer=True)))
+    edit: str = field(default="velpic", metadata=_check(_choice("velpic", "none")))
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One run: one model trained once. `params` are the swept values that name it."""
 
@@ -243,6 +253,7 @@ class RunConfig:
     train: TrainConfig = TrainConfig()
     capture: CaptureConfig = CaptureConfig()
     analysis: AnalysisConfig = AnalysisConfig()
+    init: InitConfig = InitConfig()
 
     @property
     def name(self) -> str:
@@ -370,7 +381,7 @@ def _shorthand(cls: type, value: Any, where: str) -> Any:
 
 
 PIPELINE_KEYS = {"description", "sweep", "seed", "data", "corruption", "model", "train",
-                 "capture", "analysis"}
+                 "capture", "analysis", "init"}
 
 
 def _parse_sweep(name: str, raw: Any) -> tuple[tuple[str, tuple], ...]:

@@ -128,3 +128,49 @@ def test_analyze_reports_missing_stores(tmp_path):
                            str(tmp_path), "--eager"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.startswith("error: run corruption=0.0,seed=0 has no store")
+
+
+def test_edit_then_train_starts_from_the_edited_checkpoint(tiny_root, tmp_path):
+    import yaml
+
+    from capture.run import capture_run
+
+    pipelines, root = tiny_root
+    analyse(load_pipeline("quickstart", pipelines), str(root), client=None, progress=False)
+    raw = yaml.safe_load(pipelines.read_text())["quickstart"]
+    raw["sweep"] = {"corruption": [0.6], "seed": [0]}
+    raw["init"] = {"source": "quickstart/corruption=0.6,seed=0", "epoch": 2}
+    raw["train"].update({"max_epochs": 2, "stop_train_acc": None})
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"edit-train": raw}))
+    path = capture_run(load_pipeline("edit-train", tmp_path / "p.yaml").runs()[0], str(root), progress=False)
+
+    source = str(root / "quickstart" / "corruption=0.6,seed=0.zarr")
+    src = stores.open_run(source)
+    new = stores.open_run(path)
+    assert new.attrs["init"] == {"source": source, "epoch": 2, "edit": "velpic"}
+    for name in stores.param_names(source):
+        got = stores.weights(new, name).sel(epoch=0).values
+        if name == "head.weight":
+            want = src["analysis/edit"]["weight"].sel(epoch=2).values
+        elif name == "head.bias":
+            want = np.zeros_like(got)
+        else:
+            want = stores.weights(src, name).sel(epoch=2).values
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    edited = float(src["analysis/edit"]["accuracy"].sel(variant="edit_zero_bias", epoch=2, score="test"))
+    assert float(stores.metrics(new)["test_acc"].sel(epoch=0)) == pytest.approx(edited, abs=2 / 360)
+    assert list(new.epoch.values) == [0, 1, 2]  # then it trains on
+
+
+def test_edit_then_train_refuses_an_uncommitted_epoch(tiny_root):
+    import dataclasses
+
+    from capture.init import initial_state
+    from stores.config import InitConfig
+
+    pipelines, root = tiny_root
+    config = load_pipeline("quickstart", pipelines).run({"corruption": 0.6})
+    bad = dataclasses.replace(config, init=InitConfig(source="quickstart/corruption=0.6,seed=0", epoch=3))
+    samples = stores.sample_table(str(root / "quickstart" / "corruption=0.6,seed=0.zarr"))
+    with pytest.raises(stores.StoreError, match=r"init.epoch: expected one of the committed epochs"):
+        initial_state(bad, str(root), samples)
