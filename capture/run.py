@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from tqdm.auto import tqdm
 
 import stores
 from stores import LayerSpec, RunConfig, RunWriter, StoreError
+from stores.config import run_config_from_dict
 
 from . import train
 from .background import BackgroundWriter
@@ -92,9 +94,9 @@ def existing_store(path: str, config: RunConfig) -> str | None:
         return None
     attrs = stores.run_attrs(path)
     if attrs.get("config_hash") != config.hash():
-        stored = _flatten({k: v for k, v in attrs.get("config", {}).items() if k != "analysis"})
-        wanted = _flatten(config.identity())
-        wanted = {k: list(v) if isinstance(v, tuple) else v for k, v in wanted.items()}
+        as_json = lambda d: json.loads(json.dumps(_flatten(d)))  # noqa: E731  (tuples -> lists)
+        stored = as_json(run_config_from_dict(attrs.get("config", {"pipeline": "?"})).identity())
+        wanted = as_json(config.identity())
         differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
         raise StoreError(
             f"{path} holds a run with a different config (differs in: {', '.join(differ) or '?'});"

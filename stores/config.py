@@ -270,8 +270,14 @@ class RunConfig:
         return out
 
     def identity(self) -> dict:
-        """What a store's data depends on: everything but the analysis settings."""
-        return {k: v for k, v in self.to_dict().items() if k != "analysis"}
+        """What a store's data depends on: everything but the analysis settings, as the
+        values that differ from the defaults, so that a key added later with a default
+        leaves the identity (and the hash) of existing runs as it was."""
+        default = RunConfig(pipeline=self.pipeline).to_dict()
+        out = _sparse(self.to_dict(), default)
+        out.pop("analysis", None)
+        out.update(pipeline=self.pipeline, params=dict(self.params))
+        return out
 
     def hash(self) -> str:
         return schema.config_hash(self.identity())
@@ -320,6 +326,20 @@ class Pipeline:
 
 
 # ------------------------------------------------------------------ parsing
+def _sparse(values: dict, defaults: dict) -> dict:
+    """The entries of `values` that differ from `defaults`, recursively."""
+    out = {}
+    for key, value in values.items():
+        default = defaults.get(key)
+        if isinstance(value, dict) and isinstance(default, dict) and value and default:
+            nested = _sparse(value, default)
+            if nested:
+                out[key] = nested
+        elif value != default:
+            out[key] = value
+    return out
+
+
 def _deepcopy(d: Any) -> Any:
     return {k: _deepcopy(v) for k, v in d.items()} if isinstance(d, dict) else d
 

@@ -590,3 +590,13 @@ def test_cli_run_override_that_is_not_yaml(tmp_path, capsys):
     captured = capsys.readouterr()
     line = _check_cli_error(rc, captured.out, captured.err, root)
     assert "corruption" in line
+
+
+def test_identity_keeps_only_values_that_differ_from_defaults():
+    """A key added to the schema later, with a default, must not change old runs' hashes."""
+    from stores.config import RunConfig, TrainConfig
+
+    assert RunConfig(pipeline="x").identity() == {"pipeline": "x", "params": {}}
+    changed = RunConfig(pipeline="x", train=TrainConfig(lr=0.5))
+    assert changed.identity() == {"pipeline": "x", "params": {}, "train": {"lr": 0.5}}
+    assert changed.hash() != RunConfig(pipeline="x").hash()
