@@ -208,22 +208,22 @@ def phase(train_acc: float, test_acc: float, xi: float) -> str:
 
     With t_gen = 0.90 and t_full = 1.05 − ξ, applied in this order:
       test < t_gen:  train ≥ 0.90 → "memorization", else "forgetting";
-      test ≥ t_gen:  train < t_full → "full_inversion"
-                     (this includes 0.90 ≤ train < t_full, possible for ξ < 0.15),
-                     else train < 0.90 → "partial_inversion",
-                     else → "coexistence" (train ≥ max(0.90, t_full)).
+      test ≥ t_gen:  train ≥ 0.90 → "coexistence",
+                     else train < t_full → "full_inversion",
+                     else → "partial_inversion" (t_full ≤ train < 0.90).
+    Coexistence is checked first: for ξ < 0.15, t_full > 0.90 and a full inversion
+    cannot be told from coexistence by train accuracy (at ξ = 0 they are the same
+    network), and calling every ξ = 0 run an inversion would misread the diagram.
     A value equal to a threshold (within 1e-9) counts as reaching it.
     """
     train, test, xi = (float(_check_unit(k, v)) for k, v in
                        (("train_acc", train_acc), ("test_acc", test_acc), ("xi", xi)))
-    t_full = 1.05 - xi
+    fits = train >= _T_GEN - _TOL
     if test < _T_GEN - _TOL:
-        return "memorization" if train >= _T_GEN - _TOL else "forgetting"
-    if train < t_full - _TOL:
-        return "full_inversion"
-    if train < _T_GEN - _TOL:
-        return "partial_inversion"
-    return "coexistence"
+        return "memorization" if fits else "forgetting"
+    if fits:
+        return "coexistence"
+    return "full_inversion" if train < 1.05 - xi - _TOL else "partial_inversion"
 
 
 def phase_codes(train: np.ndarray, test: np.ndarray, xi: np.ndarray | float) -> np.ndarray:
@@ -239,12 +239,12 @@ def phase_codes(train: np.ndarray, test: np.ndarray, xi: np.ndarray | float) -> 
     conditions = [
         ~generalises & fits,
         ~generalises,
+        fits,
         train < 1.05 - xi - _TOL,
-        ~fits,
     ]
     choices = [PHASES.index(k) for k in
-               ("memorization", "forgetting", "full_inversion", "partial_inversion")]
-    return np.select(conditions, choices, default=PHASES.index("coexistence")).astype(np.int64)
+               ("memorization", "forgetting", "coexistence", "full_inversion")]
+    return np.select(conditions, choices, default=PHASES.index("partial_inversion")).astype(np.int64)
 
 
 # --------------------------------------------------------------------------

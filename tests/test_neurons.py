@@ -314,11 +314,11 @@ PHASE_CASES = [
     (0.98, 0.8999, 0.35, "memorization"),
     (0.90, 0.10, 0.35, "memorization"),
     (0.8999, 0.10, 0.35, "forgetting"),
-    # ξ < 0.15: t_full > 0.90, so 0.90 ≤ train < t_full is full inversion
-    (0.92, 0.99, 0.10, "full_inversion"),
+    # ξ < 0.15: t_full > 0.90; coexistence is checked first, so train ≥ 0.90 is coexistence
+    (0.92, 0.99, 0.10, "coexistence"),
     (0.95, 0.99, 0.10, "coexistence"),         # train = t_full
     (0.85, 0.99, 0.10, "full_inversion"),
-    (1.00, 1.00, 0.0, "full_inversion"),       # t_full = 1.05 is unreachable
+    (1.00, 1.00, 0.0, "coexistence"),          # ξ = 0: nothing to invert
     (0.05, 0.95, 1.0, "partial_inversion"),    # t_full = 0.05
     (0.0, 0.0, 0.0, "forgetting"),
 ]
