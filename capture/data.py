@@ -23,10 +23,6 @@ class Dataset:
     index_test: np.ndarray
     n_classes: int
 
-    @property
-    def in_features(self) -> int:
-        return int(np.prod(self.x_train.shape[1:]))
-
 
 INPUT_SHAPES = {"digits": (64,), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
                 "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "tinyimagenet": (3, 64, 64)}

@@ -28,7 +28,6 @@ def summary(path: str | Path) -> dict:
         "run": attrs.get("run_name", "?"),
         "status": attrs.get("status", "?"),
         "committed": len(slots),
-        "scheduled": len(attrs.get("schedule", [])),
         "last_epoch": int(epochs[-1]) if len(epochs) else None,
         "size_mib": _size_mib(Path(path)),
     }
