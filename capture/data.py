@@ -13,7 +13,8 @@ from stores.config import VISION_DATASETS, DataConfig
 
 @dataclass(frozen=True)
 class Dataset:
-    """Inputs as float32 (n, features), integer labels, and rows in the source dataset."""
+    """Inputs as float32 (n, *sample_shape): (n, features) or images (n, C, H, W); integer
+    labels; and each row's index in the source dataset."""
 
     x_train: np.ndarray
     y_train: np.ndarray
