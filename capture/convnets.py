@@ -101,7 +101,8 @@ def output_shapes(model: nn.Module, in_shape: tuple[int, ...]) -> dict[str, tupl
     was_training = model.training
     model.eval()
     try:
-        shapes["logits"] = tuple(model(torch.zeros(1, *in_shape)).shape[1:])
+        device = next(model.parameters()).device  # on CUDA the dry run must be there too
+        shapes["logits"] = tuple(model(torch.zeros(1, *in_shape, device=device)).shape[1:])
     finally:
         model.train(was_training)
         for h in hooks:
