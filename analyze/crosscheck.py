@@ -19,33 +19,30 @@ from .edit import edit_state_dict
 log = logging.getLogger(__name__)
 
 
-def rebuild(path: str, slot: int, state: dict[str, np.ndarray]) -> torch.nn.Module:
-    """The run's model with `state` loaded (shapes from the store's own record)."""
-    config = run_config_from_dict(stores.run_attrs(path)["config"])
-    head = stores.run_attrs(path).get("head", "head")
-    n_classes, _ = state[f"{head}.weight"].shape
-    in_shape = tuple(stores.open_run(path)["activations/input"].attrs["original_shape"])
-    return load_weights(build_model(config.model, in_shape, n_classes), state)
+def rebuild(path: str, state: dict[str, np.ndarray], in_shape: tuple[int, ...]) -> torch.nn.Module:
+    """The run's model for inputs of `in_shape`, with `state` loaded."""
+    attrs = stores.run_attrs(path)
+    model = build_model(run_config_from_dict(attrs["config"]).model, in_shape,
+                        state[f"{attrs.get('head', 'head')}.weight"].shape[0])
+    return load_weights(model, state)
 
 
 def crosscheck_edit(path: str, slot: int, weight: np.ndarray,
                     store_predictions: np.ndarray) -> dict:
     """Run the zero-bias edited model on the stored inputs; compare with the store path.
 
-    Returns the fraction of probe-set samples whose predictions agree and the largest
-    logit gap between the two (nonzero only through float16 rounding of the stored
-    penultimate activations).
+    Returns the fraction of probe-set samples whose predictions agree (below 1 only
+    through float16 rounding of the stored penultimate activations).
     """
     if "input" not in stores.layers(path):
         log.warning("%s: no `input` capture point; edit cross-check skipped", path)
         return {}
     head = stores.run_attrs(path).get("head", "head")
+    in_shape = tuple(stores.layer_attrs(path, "input")["original_shape"])
     state = {name: stores.weight_slab(path, name, slot) for name in stores.param_names(path)}
-    model = rebuild(path, slot, edit_state_dict(state, head, weight, keep_bias=False))
-    model.eval()
+    model = rebuild(path, edit_state_dict(state, head, weight, keep_bias=False), in_shape).eval()
     with torch.inference_mode():
         x = torch.as_tensor(stores.slab(path, "input", slot).astype(np.float32))
-        in_shape = stores.open_run(path)["activations/input"].attrs["original_shape"]
         predictions = model(x.reshape(len(x), *in_shape)).argmax(1).numpy()
     agreement = float(np.mean(predictions == store_predictions))
     return {"crosscheck_slot": int(slot), "crosscheck_agreement": agreement}

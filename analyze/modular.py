@@ -26,10 +26,6 @@ def is_modular(path: str) -> bool:
     return stores.run_attrs(path)["config"]["data"]["name"] == "modular"
 
 
-def _stacked(path: str, param: str, slots: np.ndarray) -> np.ndarray:
-    return np.stack([stores.weight_slab(path, param, int(s)) for s in slots]).astype(np.float64)
-
-
 def neuron_task(path: str) -> dict[str, xr.Dataset]:
     """{"neurons": IPR over epochs, "pruning": curves at the final epoch}, with the
     phase, two-stage and BatchNorm summaries in the attrs of "neurons"."""
@@ -37,7 +33,8 @@ def neuron_task(path: str) -> dict[str, xr.Dataset]:
     p, xi = config.data.p, config.corruption.rate
     slots, epochs = stores.committed_slots(path)
     head = stores.run_attrs(path).get("head", "head")
-    w1, w2 = _stacked(path, "embed.weight", slots), _stacked(path, f"{head}.weight", slots)
+    w1, w2 = (stores.weight_slabs(path, name, slots).astype(np.float64)
+              for name in ("embed.weight", f"{head}.weight"))
     ipr = neurons.neuron_ipr(w1, w2)  # (epoch, neuron)
     counts, edges = zip(*(neurons.ipr_histogram(row) for row in ipr))
     ds = xr.Dataset(

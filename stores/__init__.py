@@ -5,6 +5,7 @@ from .config import ConfigError, Pipeline, RunConfig, load_pipeline, load_pipeli
 from .reader import (
     activations,
     committed_slots,
+    layer_attrs,
     layers,
     metrics,
     open_run,
@@ -14,6 +15,7 @@ from .reader import (
     sample_table,
     slab,
     weight_slab,
+    weight_slabs,
     weights,
 )
 from .schema import SCHEMA_VERSION
@@ -21,7 +23,7 @@ from .writer import LayerSpec, RunWriter, StoreError, consolidate
 
 __all__ = [
     "SCHEMA_VERSION", "ConfigError", "LayerSpec", "Pipeline", "RunConfig", "RunWriter",
-    "StoreError", "activations", "committed_slots", "consolidate", "layers", "list_runs",
+    "StoreError", "activations", "committed_slots", "consolidate", "layer_attrs", "layers", "list_runs",
     "load_pipeline", "load_pipelines", "metrics", "open_run", "param_names", "penultimate_layer",
-    "run_attrs", "sample_table", "slab", "weight_slab", "weights",
+    "run_attrs", "sample_table", "slab", "weight_slab", "weight_slabs", "weights",
 ]

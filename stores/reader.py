@@ -59,6 +59,17 @@ def weight_slab(path: str, param: str, slot: int) -> np.ndarray:
     return group[f"{schema.WEIGHTS}/{param}/{schema.VALUES}"][slot]
 
 
+def weight_slabs(path: str, param: str, slots) -> np.ndarray:
+    """Several epoch slots of one parameter, stacked along a leading axis (one open)."""
+    array = _open_group(path)[f"{schema.WEIGHTS}/{param}/{schema.VALUES}"]
+    return np.stack([array[int(slot)] for slot in slots])
+
+
+def layer_attrs(path: str, layer: str) -> dict:
+    """A capture point's attributes: reduction, original_shape, penultimate, ..."""
+    return dict(_open_group(path)[f"{schema.ACTIVATIONS}/{layer}"].attrs)
+
+
 def run_attrs(path: str) -> dict:
     """The root attributes: schema version, config, its hash, params, status, ..."""
     return dict(_open_group(path).attrs)
