@@ -11,19 +11,33 @@ from stores import ConfigError, StoreError, load_pipeline
 from stores.config import parse_run_overrides
 
 from .background import WriterError
-from .convnets import output_shapes
-from .data import input_shape
-from .models import build_model
+from .plan import GPU_FLOPS, STEP_OVERHEAD_S, plan
 from .run import capture_run
 
 
-def list_layers(config) -> None:
-    """Capture points by module path, with each one's output shape for one sample."""
-    in_shape, n_classes = input_shape(config.data)
-    model = build_model(config.model, in_shape, n_classes)
-    for name, shape in output_shapes(model, in_shape).items():
-        mark = "  (penultimate)" if name == model.penultimate else ""
-        print(f"{name:24s} {'x'.join(map(str, shape))}{mark}")
+def list_layers(config, n_runs: int = 1) -> None:
+    """Every module's output shape for one sample, the capture points with their stored
+    widths, and what the run will cost (bytes per captured epoch, compute)."""
+    p = plan(config)
+    captured = {layer.name: layer for layer in p.layers}
+    print(f"{'module':24s} {'output':14s} captured")
+    for name, shape in p.shapes.items():
+        layer = captured.get(name)
+        note = f"{layer.reduction} -> {layer.units} units" if layer else ""
+        mark = "  (penultimate)" if layer and layer.penultimate else ""
+        print(f"{name:24s} {'x'.join(map(str, shape)):14s} {note}{mark}")
+    mib = 2**20
+    print(f"\nprobe set: {p.n_train} train + {p.n_test} test samples, "
+          f"{sum(l.units for l in p.layers)} stored units ({config.capture.dtype})")
+    print(f"per captured epoch: {p.activation_bytes / mib:,.1f} MiB activations + "
+          f"{p.weight_bytes / mib:,.1f} MiB weights = {p.bytes_per_epoch / mib:,.1f} MiB")
+    per_run = p.captured_epochs * p.bytes_per_epoch / 2**30
+    print(f"at most {p.captured_epochs} captured epochs (max_epochs {p.max_epochs}): "
+          f"{per_run:,.1f} GiB per run, {n_runs * per_run:,.1f} GiB for {n_runs} runs")
+    print(f"compute: {p.forward_flops / 1e6:,.2f} MFLOP per sample forward; at most "
+          f"{p.train_flops / 1e15:,.2f} PFLOP per run; estimated "
+          f"{p.gpu_hours(config.train.batch_size):.2f} GPU hours per run "
+          f"(at {GPU_FLOPS / 1e12:.0f} TFLOP/s + {STEP_OVERHEAD_S * 1e3:.0f} ms per step)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = load_pipeline(args.pipeline, args.pipelines)
         runs = [pipeline.run(parse_run_overrides(args.run))] if args.run else pipeline.runs()
         if args.list_layers:
-            list_layers(runs[0])
+            list_layers(runs[0], len(runs))
             return 0
         for config in runs:
             start = time.perf_counter()

@@ -27,6 +27,10 @@ class Dataset:
 
 INPUT_SHAPES = {"digits": (64,), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
                 "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "tinyimagenet": (3, 64, 64)}
+# (train, test) sizes of the torchvision datasets' full splits.
+SPLIT_SIZES = {"mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000),
+               "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
+               "tinyimagenet": (100_000, 10_000)}
 N_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
              "tinyimagenet": 200}
 
@@ -36,6 +40,15 @@ def input_shape(config: DataConfig) -> tuple[tuple[int, ...], int]:
     if config.name == "modular":
         return (2 * config.p,), config.p
     return INPUT_SHAPES[config.name], N_CLASSES[config.name]
+
+
+def split_sizes(config: DataConfig) -> tuple[int, int]:
+    """(n_train, n_test) of the probe set, known without reading image files."""
+    if config.name not in SPLIT_SIZES:  # digits and modular are generated: cheap to build
+        data = load_dataset(config)
+        return len(data.y_train), len(data.y_test)
+    full_train, full_test = SPLIT_SIZES[config.name]
+    return min(config.n_train or full_train, full_train), min(config.n_test or full_test, full_test)
 
 
 def load_dataset(config: DataConfig) -> Dataset:

@@ -1,0 +1,76 @@
+"""What a run will cost before it starts: stored widths, bytes per captured epoch, and
+the compute of training, counted from the model itself.
+
+`python -m capture PIPELINE --list-layers` prints this for the pipeline's first run.
+Compute is counted (forward FLOPs of one sample, by torch's FLOP counter); time is an
+estimate from it: `GPU_FLOPS` of sustained throughput plus `STEP_OVERHEAD_S` per
+optimizer step (kernel launches, which dominate small models), both stated assumptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from stores import LayerSpec, RunConfig, schema
+
+from .convnets import output_shapes
+from .data import input_shape, split_sizes
+from .models import build_model, resolve_points
+
+GPU_FLOPS = 10e12  # sustained FP32 throughput assumed for an estimate (about 1/6 of an H100's peak)
+STEP_OVERHEAD_S = 1e-3  # per optimizer step: launches of the forward, backward and update kernels
+
+
+@dataclass(frozen=True)
+class Plan:
+    layers: list[LayerSpec]
+    shapes: dict[str, tuple[int, ...]]
+    n_train: int
+    n_test: int
+    activation_bytes: int  # per captured epoch
+    weight_bytes: int  # per captured epoch
+    captured_epochs: int  # at most: the schedule up to max_epochs, plus the stop epoch
+    max_epochs: int
+    forward_flops: int  # one sample
+
+    @property
+    def bytes_per_epoch(self) -> int:
+        return self.activation_bytes + self.weight_bytes
+
+    @property
+    def train_flops(self) -> float:
+        """Training (forward + backward ≈ 3 forward passes) of every epoch up to the cap,
+        the forward pass over the training rows that the stop rule needs after each epoch,
+        and the capture's forward pass over the whole probe set at each captured epoch."""
+        per_epoch = 4 * self.forward_flops * self.n_train
+        capture = self.captured_epochs * self.forward_flops * (self.n_train + self.n_test)
+        return float(self.max_epochs * per_epoch + capture)
+
+    def gpu_hours(self, batch_size: int) -> float:
+        steps = self.max_epochs * -(-self.n_train // max(batch_size or self.n_train, 1))
+        return (self.train_flops / GPU_FLOPS + steps * STEP_OVERHEAD_S) / 3600
+
+
+def plan(config: RunConfig) -> Plan:
+    """Build the model on the CPU (never the data) and size everything it will store."""
+    from .run import capture_layers  # the same reductions a capture would use
+
+    in_shape, n_classes = input_shape(config.data)
+    model = build_model(config.model, in_shape, n_classes)
+    shapes = output_shapes(model, in_shape)
+    points = resolve_points(model, config.capture.points)
+    layers, _ = capture_layers(model, points, in_shape, config, torch.device("cpu"))
+    n_train, n_test = split_sizes(config.data)
+    schedule = config.schedule
+    itemsize = np.dtype(config.capture.dtype).itemsize
+    activation_bytes = (n_train + n_test) * sum(l.units for l in layers) * itemsize
+    weight_bytes = sum(t.numel() for t in model.state_dict().values()) * np.dtype(schema.WEIGHT_DTYPE).itemsize
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model.eval()(torch.zeros(1, *in_shape))
+    return Plan(layers, shapes, n_train, n_test, int(activation_bytes), int(weight_bytes),
+                len(schedule) + (config.train.max_epochs not in schedule),
+                config.train.max_epochs, int(counter.get_total_flops()))
