@@ -18,12 +18,13 @@ from .reader import (
     weight_slabs,
     weights,
 )
+from .runs import analysis_results, analysis_table, open_runs
 from .schema import SCHEMA_VERSION
 from .writer import LayerSpec, RunWriter, StoreError, consolidate
 
 __all__ = [
     "SCHEMA_VERSION", "ConfigError", "LayerSpec", "Pipeline", "RunConfig", "RunWriter",
-    "StoreError", "activations", "committed_slots", "consolidate", "layer_attrs", "layers", "list_runs",
-    "load_pipeline", "load_pipelines", "metrics", "open_run", "param_names", "penultimate_layer",
+    "StoreError", "activations", "analysis_results", "analysis_table", "committed_slots", "consolidate", "layer_attrs", "layers", "list_runs",
+    "load_pipeline", "load_pipelines", "metrics", "open_run", "open_runs", "param_names", "penultimate_layer",
     "run_attrs", "sample_table", "slab", "weight_slab", "weight_slabs", "weights",
 ]

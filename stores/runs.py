@@ -1,0 +1,174 @@
+"""Many runs as one xarray object: `open_runs` stacks run stores along a `run` dimension
+whose index is a MultiIndex over the swept parameters, so that
+
+    runs = stores.open_runs("runs/quickstart")
+    runs.sel(corruption=0.6)                     # every node, the 0.6 runs only
+    runs["metrics"]["test_acc"].sel(seed=0)      # (run, epoch)
+
+work, with activations, metrics, weights and analysis results aligned on `epoch` (the
+union of the runs' committed epochs; an epoch a run did not capture is NaN there).
+`analysis_results` and `analysis_table` give a pipeline's probe accuracies as one
+Dataset (probe × layer × epoch × score × run) and one tidy pandas table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from . import schema
+from .catalog import list_runs
+from .reader import open_run, run_attrs
+from .writer import StoreError
+
+DYNAMICS = f"{schema.ANALYSIS}/dynamics"
+EDIT = f"{schema.ANALYSIS}/edit"
+
+
+def run_paths(source: str | Path | Iterable[str | Path]) -> list[str]:
+    """The stores named by `source`: a folder (every store under it) or a list of stores."""
+    if isinstance(source, (str, Path)):
+        if str(source).endswith(".zarr"):
+            return [str(source)]
+        paths = [str(p) for p in list_runs(source)]
+    else:
+        paths = [str(p) for p in source]
+    if not paths:
+        raise StoreError(f"no run stores under {source}")
+    return paths
+
+
+def run_index(paths: list[str]) -> pd.MultiIndex:
+    """One entry per store: its swept parameters (plus `pipeline` when several are mixed)."""
+    rows = []
+    for path in paths:
+        attrs = run_attrs(path)
+        rows.append({"pipeline": attrs.get("pipeline", "?"), **attrs.get("params", {})})
+    frame = pd.DataFrame(rows)
+    if frame["pipeline"].nunique() == 1:
+        frame = frame.drop(columns="pipeline")
+    if frame.shape[1] == 0:  # runs of a pipeline without a sweep: name them by position
+        frame["index"] = range(len(paths))
+    if frame.duplicated().any():
+        dup = frame[frame.duplicated(keep=False)].iloc[0].to_dict()
+        raise StoreError(f"two stores have the same swept parameters {dup}: pass distinct runs")
+    return pd.MultiIndex.from_frame(frame)
+
+
+def _stack(datasets: list[xr.Dataset], index: pd.MultiIndex, positions: list[int]) -> xr.Dataset:
+    """Concatenate one node's datasets along `run` (outer join on epoch and sample); a
+    per-sample coordinate that differs between runs (the observed labels) gains `run`."""
+    fill = {name: _missing(var.dtype) for ds in datasets for name, var in ds.variables.items()}
+    stacked = xr.concat(datasets, dim="run", join="outer", coords="different", compat="equals",
+                        combine_attrs="drop_conflicts", fill_value=fill)
+    return stacked.drop_vars([c for c in ("run",) if c in stacked.coords]).assign_coords(
+        xr.Coordinates.from_pandas_multiindex(index[positions], "run"))
+
+
+class RunsTree(xr.DataTree):
+    """A DataTree whose `sel` also takes the levels of the `run` MultiIndex by name:
+    `.sel(corruption=0.6)` keeps, on every node, the runs whose `corruption` is 0.6 (a
+    value or a list of values); the `run` dimension and all its levels stay."""
+
+    __slots__ = ()
+
+    def sel(self, indexers=None, method=None, tolerance=None, drop=False, **indexers_kwargs):
+        indexers = dict(indexers or {}, **indexers_kwargs)
+        index = self.xindexes["run"].index if "run" in self.xindexes else pd.MultiIndex.from_tuples([])
+        by_level = {name: indexers.pop(name) for name in list(indexers) if name in index.names}
+        tree = self
+        if by_level:
+            keep = np.ones(len(index), dtype=bool)
+            for name, value in by_level.items():
+                wanted = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
+                keep &= index.get_level_values(name).isin(wanted)
+            if not keep.any():
+                raise KeyError(f"no run with {by_level}; runs have {index.names}: {list(index)}")
+            tree = _from_datasets({node.path: node.to_dataset(inherit=True).isel(run=keep)
+                                   for node in tree.subtree})
+        if not indexers:
+            return tree
+        return xr.DataTree.sel(tree, indexers, method=method, tolerance=tolerance, drop=drop)
+
+
+def _missing(dtype: np.dtype):
+    """What an epoch or sample a run lacks reads as: NaN, or -1 / False for integers and
+    flags (so that `masc_k` and `committed` keep their dtypes)."""
+    if dtype.kind in "iu":
+        return -1
+    if dtype.kind == "b":
+        return False
+    return np.nan
+
+
+def open_runs(source: str | Path | Iterable[str | Path]) -> RunsTree:
+    """Every run under a pipeline's folder (or a list of stores) as one lazy DataTree with
+    a `run` dimension; nodes have the same paths as `open_run`'s."""
+    paths = run_paths(source)
+    index = run_index(paths)
+    trees = [open_run(p) for p in paths]
+    nodes: dict[str, xr.Dataset] = {}
+    for node_path in dict.fromkeys(n.path for t in trees for n in t.subtree):
+        present = [i for i, t in enumerate(trees) if _has(t, node_path)]
+        datasets = [trees[i][node_path].to_dataset(inherit=True) for i in present]
+        stacked = _stack(datasets, index, present)
+        if len(present) < len(paths):  # a node some runs lack (a layer, an analysis group)
+            stacked = stacked.reindex(run=index)
+        nodes[node_path] = stacked
+    return _from_datasets(nodes)
+
+
+def _from_datasets(nodes: dict[str, xr.Dataset]) -> RunsTree:
+    """A tree from full (inherited-coordinates-included) node datasets: the root keeps
+    `run` and `epoch`, which the other nodes inherit from it. (Built node by node because
+    xarray's own DataTree.isel cannot drop a row of an inherited MultiIndex.)"""
+    root = nodes["/"]
+    shared = [name for name in root.coords if "run" in root[name].dims or name == "epoch"]
+    return RunsTree.from_dict({path: ds if path == "/" else ds.drop_vars(shared, errors="ignore")
+                               for path, ds in nodes.items()})
+
+
+def _has(tree: xr.DataTree, path: str) -> bool:
+    try:
+        tree[path]
+    except KeyError:
+        return False
+    return True
+
+
+def analysis_results(source: str | Path | Iterable[str | Path]) -> xr.Dataset:
+    """A pipeline's analysis in one Dataset: `accuracy` (probe, layer, epoch, score, run),
+    `masc_k`, the edited model's `edit_accuracy` (variant, epoch, score, run) and the
+    model's own metrics (epoch, run), aligned on epoch."""
+    tree = open_runs(source)
+    if not _has(tree, DYNAMICS):
+        raise StoreError(f"no analysis results in {source}: run `python -m analyze` first")
+    dynamics = tree[DYNAMICS].to_dataset()
+    parts = [dynamics, tree[schema.METRICS].to_dataset().rename(
+        {name: f"model_{name}" for name in tree[schema.METRICS].data_vars})]
+    attrs = dict(dynamics.attrs)
+    if _has(tree, EDIT):
+        edit = tree[EDIT].to_dataset()
+        parts.append(edit[["accuracy"]].rename(accuracy="edit_accuracy"))
+        attrs["edit_layer"] = edit.attrs.get("layer")
+    return xr.merge(parts, join="outer", compat="equals", combine_attrs="drop").assign_attrs(attrs).compute()
+
+
+def analysis_table(source: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """One row per (run, probe, layer, epoch, score): the swept parameters as columns; the
+    edited model's variants appear as probes on the penultimate layer."""
+    results = analysis_results(source)
+    index_names = list(results.indexes["run"].names)
+    frame = results["accuracy"].dropna("epoch", how="all").to_dataframe().reset_index()
+    frames = [frame]
+    if "edit_accuracy" in results:
+        edit = results["edit_accuracy"].to_dataframe().reset_index()
+        frames.append(edit.rename(columns={"variant": "probe", "edit_accuracy": "accuracy"})
+                      .assign(layer=results.attrs.get("edit_layer")))
+    table = pd.concat(frames, ignore_index=True).dropna(subset=["accuracy"])
+    columns = [*index_names, "probe", "layer", "epoch", "score", "accuracy"]
+    return table[columns].reset_index(drop=True)

@@ -1,0 +1,78 @@
+"""Many runs as one xarray object: a `run` MultiIndex over the swept parameters, nodes
+aligned on epoch, analysis results as one Dataset and one tidy table."""
+
+from __future__ import annotations
+
+import dask.array
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import stores
+from analyze.pipeline import analyse
+from capture.run import capture_run
+from stores import load_pipeline
+from tests.conftest import tiny_pipeline_yaml
+
+
+def test_open_runs_selects_by_swept_parameter(tiny_root):
+    _, root = tiny_root
+    runs = stores.open_runs(root / "quickstart")
+    assert list(runs.xindexes["run"].index.names) == ["corruption", "seed"]
+    one = runs.sel(corruption=0.6, seed=0)
+    assert one.sizes["run"] == 1  # the run dimension and its levels stay
+    single = stores.open_run(str(root / "quickstart" / "corruption=0.6,seed=0.zarr"))
+    for layer in stores.layers(single):
+        got = one[f"activations/{layer}/values"].isel(run=0)
+        assert isinstance(runs[f"activations/{layer}/values"].data, dask.array.Array)  # lazy
+        np.testing.assert_array_equal(got.values, stores.activations(single, layer).values)
+    np.testing.assert_array_equal(one["metrics/test_acc"].isel(run=0).values,
+                                  single["metrics/test_acc"].values)
+    assert runs.sel(corruption=[0.0, 0.6]).sizes["run"] == 2
+    with pytest.raises(KeyError, match="no run with"):
+        runs.sel(corruption=0.3)
+    # Observed labels differ between runs, true labels do not.
+    assert runs["activations/relu1"]["label_observed"].dims == ("run", "sample")
+    assert runs["activations/relu1"]["label_true"].dims == ("sample",)
+    clean = runs.sel(corruption=0.0)["activations/relu1"]
+    assert not clean["corrupted"].any()
+
+
+def test_runs_with_different_epochs_line_up(tmp_path):
+    """Runs that stop at different epochs share one epoch axis; what a run lacks is NaN."""
+    pipelines = tiny_pipeline_yaml(tmp_path / "pipelines.yaml")
+    raw = yaml.safe_load(pipelines.read_text())
+    raw["quickstart"]["sweep"] = {"corruption": [0.6], "seed": [0], "train.max_epochs": [2, 4]}
+    raw["quickstart"]["train"]["stop_train_acc"] = None
+    pipelines.write_text(yaml.safe_dump(raw))
+    for config in load_pipeline("quickstart", pipelines).runs():
+        capture_run(config, str(tmp_path / "runs"), progress=False)
+    runs = stores.open_runs(tmp_path / "runs" / "quickstart")
+    assert list(runs["epoch"].values) == [0, 1, 2, 4]
+    acc = runs["metrics/test_acc"].sel({"train.max_epochs": 2})
+    assert np.isnan(acc.sel(epoch=4)).all() and not np.isnan(acc.sel(epoch=2)).any()
+    values = runs.sel({"train.max_epochs": 2})["activations/relu1/values"]
+    assert np.isnan(values.sel(epoch=4).values.astype(float)).all()
+    assert runs["epochs/committed"].dtype == bool
+
+
+def test_analysis_results_match_the_tidy_csv(tiny_root):
+    pipelines, root = tiny_root
+    analyse(load_pipeline("quickstart", pipelines), str(root), client=None, progress=False)
+    results = stores.analysis_results(root / "quickstart")
+    assert results["accuracy"].dims == ("run", "probe", "layer", "epoch", "score")
+    assert results["masc_k"].dtype.kind == "i"
+    velpic = results["accuracy"].sel(probe="velpic", score="test", corruption=0.6)
+    assert velpic.notnull().all()
+    table = stores.analysis_table(root / "quickstart")
+    csv = pd.read_csv(root / "quickstart" / "analysis.csv").drop(columns="run")
+    key = ["corruption", "seed", "probe", "layer", "epoch", "score"]
+    merged = table.merge(csv, on=key, suffixes=("", "_csv"), how="outer", validate="1:1")
+    assert len(merged) == len(table) == len(csv)
+    np.testing.assert_allclose(merged["accuracy"], merged["accuracy_csv"])
+
+
+def test_open_runs_needs_stores(tmp_path):
+    with pytest.raises(stores.StoreError, match="no run stores"):
+        stores.open_runs(tmp_path)
