@@ -60,7 +60,7 @@ def analyse(pipeline: Pipeline, root: str, client=None, progress: bool = True) -
     grid.tidy(per_store).to_csv(csv, index=False)
     runs = [(path, per_store[path]) for path in paths]
     extra = report_modular.section(runs, out_dir) if modular_paths else ""
-    return report.write_report(pipeline.name, out_dir, runs, csv.name, extra)
+    return report.write_report(pipeline.name, out_dir, paths, csv.name, extra)
 
 
 def _neuron_results(paths: list[str], client) -> list[dict]:

@@ -1,4 +1,11 @@
-"""Figures and the Markdown report of a pipeline's analysis."""
+"""Figures and the Markdown report of a pipeline's analysis.
+
+Everything here reads the results back from the stores (`stores.analysis_results`: one
+Dataset with a `run` MultiIndex over the swept parameters), so a report can be redrawn
+without recomputing anything. Runs that differ only in their seed form one *group*
+(e.g. one corruption level); curves and tables show the mean over its seeds, with the
+standard deviation as a band or a ± term.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import stores  # noqa: E402
 
 PROBE_LABELS = {"masc": "MASC", "velpic": "VeLPIC", "ncm": "nearest mean (cos)",
                 "knn": "k-NN (cos)", "logreg": "logistic reg."}
+REPLICATE = "seed"  # the level that groups average over
 
 
 def peaks(dynamics: xr.Dataset) -> xr.Dataset:
@@ -30,35 +38,129 @@ def peaks(dynamics: xr.Dataset) -> xr.Dataset:
     })
 
 
-def _run_label(attrs: dict) -> str:
-    return ", ".join(f"{k} = {v}" for k, v in attrs.get("params", {}).items()) or attrs.get("run_name", "")
+# ------------------------------------------------------------------------- groups
+def groups(results: xr.Dataset) -> list[tuple[str, np.ndarray]]:
+    """(label, run positions) per group of runs that differ only in their seed."""
+    index = results.indexes["run"]
+    levels = [name for name in index.names if name != REPLICATE]
+    if not levels:
+        return [("all runs", np.arange(len(index)))]
+    keys = [tuple(row) for row in index.to_frame(index=False)[levels].itertuples(index=False)]
+    return [(", ".join(f"{name} = {value}" for name, value in zip(levels, key)),
+             np.array([i for i, k in enumerate(keys) if k == key]))
+            for key in sorted(set(keys))]
 
 
-def dynamics_figure(runs: list[tuple[str, dict[str, xr.Dataset]]], path: Path) -> Path:
-    """Rows: runs; columns: layers; lines: each probe's test accuracy over epochs, beside
-    the model's own test accuracy (and the edited model's, on the penultimate layer)."""
-    layers = list(runs[0][1]["dynamics"].layer.values)
-    fig, axes = plt.subplots(len(runs), len(layers), figsize=(3.4 * len(layers), 2.8 * len(runs)),
+def _n_seeds(positions: np.ndarray) -> str:
+    return f"{len(positions)} seed{'s' if len(positions) > 1 else ''}"
+
+
+def last_epochs(results: xr.Dataset) -> xr.DataArray:
+    """Each run's final (last committed) epoch: runs stop at different epochs, and an
+    epoch a run did not reach is NaN in the shared axis."""
+    reached = results["model_test_acc"].notnull().values
+    return xr.DataArray([results.epoch.values[np.flatnonzero(row)[-1]] for row in reached], dims="run")
+
+
+def final(results: xr.Dataset, values: xr.DataArray) -> xr.DataArray:
+    """Each run's value at its own final epoch."""
+    return values.sel(epoch=last_epochs(results))
+
+
+def _mean_std(values: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+    return values.mean("run", skipna=True), values.std("run", skipna=True, ddof=0)
+
+
+# ------------------------------------------------------------------------- figures
+def dynamics_figure(results: xr.Dataset, path: Path) -> Path:
+    """Rows: groups (corruption levels); columns: layers; lines: each probe's test
+    accuracy over epochs (mean over seeds, ± std shaded), the model's own test accuracy
+    (dashed) and, on the edited layer, the edited model's (dotted)."""
+    layers = [str(v) for v in results.layer.values]
+    rows = groups(results)
+    fig, axes = plt.subplots(len(rows), len(layers), figsize=(3.3 * len(layers), 2.7 * len(rows)),
                              sharex="row", sharey=True, squeeze=False)
-    for row, (store, ds) in enumerate(runs):
-        attrs = stores.run_attrs(store)
-        model = stores.metrics(stores.open_run(store))["test_acc"]
-        edit = ds["edit"]
-        for col, layer in enumerate(layers):
-            ax = axes[row, col]
-            for probe in ds["dynamics"].probe.values:
-                acc = ds["dynamics"]["accuracy"].sel(probe=probe, layer=layer, score="test")
-                ax.plot(acc.epoch, 100 * acc, marker=".", lw=1.2, label=PROBE_LABELS.get(probe, probe))
-            ax.plot(model.epoch, 100 * model, color="black", ls="--", lw=1.5, label="model")
-            if layer == edit.attrs["layer"]:
-                e = edit["accuracy"].sel(variant="edit_zero_bias", score="test")
-                ax.plot(e.epoch, 100 * e, color="black", ls=":", lw=1.5, label="edited model")
-            ax.set_title(f"{layer}  ({_run_label(attrs)})", fontsize=9)
+    test = results["accuracy"].sel(score="test")
+    for r, (label, pos) in enumerate(rows):
+        group = results.isel(run=pos)
+        model_mean, model_std = _mean_std(100 * group["model_test_acc"])
+        for c, layer in enumerate(layers):
+            ax = axes[r, c]
+            for probe in results.probe.values:
+                mean, std = _mean_std(100 * test.isel(run=pos).sel(probe=probe, layer=layer))
+                line, = ax.plot(results.epoch, mean, marker=".", ms=3, lw=1.2,
+                                label=PROBE_LABELS.get(str(probe), str(probe)))
+                ax.fill_between(results.epoch, mean - std, mean + std, color=line.get_color(),
+                                alpha=0.15, lw=0)
+            ax.plot(results.epoch, model_mean, color="black", ls="--", lw=1.5, label="model")
+            ax.fill_between(results.epoch, model_mean - model_std, model_mean + model_std,
+                            color="black", alpha=0.1, lw=0)
+            if "edit_accuracy" in results and layer == results.attrs.get("edit_layer"):
+                edited = 100 * group["edit_accuracy"].sel(variant="edit_zero_bias", score="test")
+                ax.plot(results.epoch, edited.mean("run"), color="black", ls=":", lw=1.5,
+                        label="edited model")
+            ax.set_title(f"{layer} — {label} ({_n_seeds(pos)})", fontsize=8.5)
+            ax.set_ylim(0, 100)
             ax.grid(alpha=0.3)
-            if row == len(runs) - 1:
+            if r == len(rows) - 1:
                 ax.set_xlabel("epoch")
-            if col == 0:
+            if c == 0:
                 ax.set_ylabel("test accuracy (%)")
+    _legend_below(fig, axes)
+    return _save(fig, path)
+
+
+def heatmap_figure(results: xr.Dataset, probe: str, path: Path) -> Path:
+    """One panel per group: the probe's test accuracy (mean over seeds) on a layer ×
+    epoch grid; epochs are the captured ones, evenly spaced."""
+    rows = groups(results)
+    test = 100 * results["accuracy"].sel(score="test", probe=probe)
+    layers = [str(v) for v in results.layer.values]
+    epochs = results.epoch.values
+    fig, axes = plt.subplots(1, len(rows), figsize=(0.16 * len(epochs) * len(rows) + 2.5, 0.45 * len(layers) + 1.6),
+                             squeeze=False, sharey=True)
+    image = None
+    for c, (label, pos) in enumerate(rows):
+        ax = axes[0, c]
+        reached = results["model_test_acc"].isel(run=pos).notnull().any("run")
+        group = test.isel(run=pos).sel(epoch=reached)
+        epochs = group.epoch.values
+        grid = group.mean("run", skipna=True).transpose("layer", "epoch").values
+        image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=100,
+                          interpolation="nearest")
+        step = max(1, len(epochs) // 8)
+        ax.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]], fontsize=7)
+        ax.set_yticks(range(len(layers)), layers, fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{label} ({_n_seeds(pos)})", fontsize=9)
+    fig.colorbar(image, ax=axes[0, :].tolist(), label=f"{PROBE_LABELS.get(probe, probe)} test accuracy (%)",
+                 shrink=0.9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def levels_figure(results: xr.Dataset, table: list[dict], level: str, path: Path) -> Path:
+    """Final-epoch test accuracy against the swept level (e.g. corruption): the model,
+    the best layer's MASC and VeLPIC, and the edited model; mean ± std over seeds."""
+    x = [row["key"][level] for row in table]
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for column, style in (("model", dict(color="black", ls="--")), ("masc", {}), ("velpic", {}),
+                          ("edit_zero_bias", dict(color="black", ls=":"))):
+        if column not in table[0]:
+            continue
+        mean = [row[column][0] for row in table]
+        std = [row[column][1] for row in table]
+        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=COLUMN_LABELS[column], **style)
+    ax.set_xlabel(level)
+    ax.set_ylabel("test accuracy at the final epoch (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _legend_below(fig, axes) -> None:
     handles, labels = [], []
     for ax in axes.flat:
         for h, l in zip(*ax.get_legend_handles_labels()):
@@ -66,51 +168,71 @@ def dynamics_figure(runs: list[tuple[str, dict[str, xr.Dataset]]], path: Path) -
                 handles.append(h)
                 labels.append(l)
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.05 if axes.shape[0] > 2 else 0.09, 1, 1))
+
+
+def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def summary_rows(runs: list[tuple[str, dict[str, xr.Dataset]]]) -> list[dict]:
-    """The published-style numbers of each run at its final epoch (test split, %)."""
+# ------------------------------------------------------------------------- tables
+COLUMN_LABELS = {"model": "model", "masc": "best-layer MASC", "velpic": "best-layer VeLPIC",
+                 "edit_zero_bias": "edited (bias 0)", "edit_keep_bias": "edited (bias kept)"}
+
+
+def summary_rows(results: xr.Dataset) -> list[dict]:
+    """The published-style numbers per group at each run's final epoch (test split, %):
+    (mean, std) over seeds; a probe's best layer is the one with the highest mean."""
+    test = results["accuracy"].sel(score="test")
     rows = []
-    for store, ds in runs:
-        attrs = stores.run_attrs(store)
-        model = stores.metrics(stores.open_run(store))["test_acc"]
-        test = ds["dynamics"]["accuracy"].sel(score="test").isel(epoch=-1)
-        edit = ds["edit"]["accuracy"].sel(score="test").isel(epoch=-1)
-        row = {"run": _run_label(attrs), "epoch": int(test.epoch),
-               "model": 100 * float(model.isel(epoch=-1))}
+    for label, pos in groups(results):
+        group = results.isel(run=pos)
+        index = group.indexes["run"]
+        row = {"label": label, "key": index.to_frame(index=False).iloc[0].to_dict(),
+               "n": len(pos), "epochs": last_epochs(group).values}
+        row["model"] = _stat(100 * final(group, group["model_test_acc"]))
         for probe in ("masc", "velpic"):
             if probe in test.probe:
-                best = test.sel(probe=probe)
-                layer = str(best.idxmax("layer").values)
-                row[probe] = (100 * float(best.max()), layer)
-        row["edit_zero_bias"] = 100 * float(edit.sel(variant="edit_zero_bias"))
-        row["edit_keep_bias"] = 100 * float(edit.sel(variant="edit_keep_bias"))
-        row["crosscheck"] = ds["edit"].attrs.get("crosscheck_agreement")
+                at_end = 100 * final(group, test.isel(run=pos).sel(probe=probe))
+                layer = str(at_end.mean("run").idxmax("layer").values)
+                row[probe] = (*_stat(at_end.sel(layer=layer)), layer)
+        if "edit_accuracy" in results:
+            for variant in ("edit_zero_bias", "edit_keep_bias"):
+                row[variant] = _stat(100 * final(group, group["edit_accuracy"].sel(variant=variant, score="test")))
         rows.append(row)
     return rows
 
 
+def _stat(values: xr.DataArray) -> tuple[float, float]:
+    return float(values.mean()), float(values.std(ddof=0))
+
+
+def _cell(value: tuple, n: int) -> str:
+    text = f"{value[0]:.1f}" + (f" ± {value[1]:.1f}" if n > 1 else "")
+    return text + (f" ({value[2]})" if len(value) > 2 else "")
+
+
 def _table(rows: list[dict]) -> str:
-    lines = ["| run | final epoch | model | best-layer MASC | best-layer VeLPIC | "
-             "edited (bias 0) | edited (bias kept) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    columns = [c for c in COLUMN_LABELS if c in rows[0]]
+    lines = ["| runs | final epoch | " + " | ".join(COLUMN_LABELS[c] for c in columns) + " |",
+             "|---|---:|" + "---:|" * len(columns)]
     for r in rows:
-        probe = lambda k: f"{r[k][0]:.1f} ({r[k][1]})" if k in r else "-"  # noqa: E731
-        lines.append(f"| {r['run']} | {r['epoch']} | {r['model']:.1f} | {probe('masc')} | "
-                     f"{probe('velpic')} | {r['edit_zero_bias']:.1f} | {r['edit_keep_bias']:.1f} |")
+        lo, hi = int(np.min(r["epochs"])), int(np.max(r["epochs"]))
+        epochs = f"{lo}" if lo == hi else f"{lo}–{hi}"
+        lines.append(f"| {r['label']} ({_n_seeds(np.arange(r['n']))}) | {epochs} | "
+                     + " | ".join(_cell(r[c], r["n"]) for c in columns) + " |")
     return "\n".join(lines)
 
 
-def _peaks_table(runs: list[tuple[str, dict[str, xr.Dataset]]]) -> str:
-    lines = ["| run | probe | layer | peak epoch | peak | final | final − peak |",
+def _peaks_table(results: xr.Dataset) -> str:
+    lines = ["| runs | probe | layer | peak epoch | peak | final | final − peak |",
              "|---|---|---|---:|---:|---:|---:|"]
-    for store, ds in runs:
-        label = _run_label(stores.run_attrs(store))
-        p = peaks(ds["dynamics"])
+    for label, pos in groups(results):
+        mean = results.isel(run=pos)[["accuracy"]].mean("run", skipna=True)
+        reached = results["model_test_acc"].isel(run=pos).notnull().any("run")
+        p = peaks(mean.sel(epoch=reached))
         for probe in ("masc", "velpic"):
             if probe not in p.probe:
                 continue
@@ -122,52 +244,83 @@ def _peaks_table(runs: list[tuple[str, dict[str, xr.Dataset]]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(pipeline: str, out_dir: Path, runs: list[tuple[str, dict[str, xr.Dataset]]],
-                 csv_name: str, extra: str = "") -> Path:
-    """`report.md` with the dynamics figure and the tables, next to the stores."""
+def _crosschecks(paths: list[str]) -> str:
+    checks = []
+    for path in paths:
+        attrs = stores.node_attrs(path, "analysis/edit")
+        if attrs.get("crosscheck_agreement") is not None:
+            checks.append(f"{stores.run_attrs(path).get('run_name', path)}: "
+                          f"{100 * attrs['crosscheck_agreement']:.2f}%")
+    return "; ".join(checks) or "not run (no `input` capture point)"
+
+
+# ------------------------------------------------------------------------- report
+def write_report(pipeline: str, out_dir: Path, paths: list[str], csv_name: str, extra: str = "") -> Path:
+    """`report.md` with its figures (PNG, under `figures/`), next to the stores."""
+    results = stores.analysis_results(paths)
     figures = out_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    dynamics_figure(runs, figures / "dynamics.png")
-    rows = summary_rows(runs)
-    checks = [f"{r['run']}: {100 * r['crosscheck']:.2f}%" for r in rows if r["crosscheck"] is not None]
-    text = f"""# {pipeline}: latent generalization report
+    rows = summary_rows(results)
+    sections = [f"""# {pipeline}: latent generalization report
 
 Accuracies are on the held-out test split against true labels, in percent. Probes are
 fit on each layer's training-split activations with the *observed* (possibly corrupted)
-labels, exactly as the network saw them.
+labels, exactly as the network saw them. Runs that differ only in their seed are shown
+together: mean ± standard deviation over the seeds.
 
 ## Final epoch
 
 The memorizing model beside the best layer's probes and the model with its last layer
-replaced by the VeLPIC vectors of its penultimate layer (no retraining).
+replaced by the VeLPIC vectors of its penultimate layer (no retraining), at each run's
+final epoch.
 
 {_table(rows)}
 
 Edit cross-check (predictions of the zero-bias edited model rebuilt from the stored
 weights and run on the stored inputs, against those computed from the stored
-penultimate activations): {"; ".join(checks) or "not run (no `input` capture point)"}.
+penultimate activations): {_crosschecks(paths)}.
+"""]
+    numeric = [name for name in results.indexes["run"].names if name != REPLICATE
+               and len({row["key"][name] for row in rows}) > 1]
+    if len(numeric) == 1 and len(rows) > 2:
+        levels_figure(results, rows, numeric[0], figures / "levels.png")
+        sections.append(f"""![Final test accuracy against {numeric[0]}](figures/levels.png)
 
-## Dynamics
+How much of the lost accuracy the layers still hold: the model's final test accuracy
+(dashed), the best layer's MASC and VeLPIC probes and the edited model (dotted), against
+{numeric[0]}, mean ± std over seeds.
+""")
+    dynamics_figure(results, figures / "dynamics.png")
+    sections.append("""## Dynamics
 
-![Probe test accuracy per layer over epochs, beside the model's own test accuracy]
-(figures/dynamics.png)
+![Probe test accuracy per layer over epochs, beside the model's own test accuracy](figures/dynamics.png)
 
-Each panel shows one layer of one run: every probe's test accuracy over the captured
-epochs, the model's own test accuracy (dashed) and, on the penultimate layer, the
-edited model's (dotted).
+One row per group of runs, one column per layer: every probe's test accuracy over the
+captured epochs (mean over seeds, the band ± one std), the model's own test accuracy
+(dashed) and, on the penultimate layer, the edited model's (dotted).
+""")
+    for probe in ("velpic", "masc"):
+        if probe in results.probe:
+            heatmap_figure(results, probe, figures / f"heatmap_{probe}.png")
+            sections.append(f"""![{PROBE_LABELS[probe]} test accuracy, layer by epoch](figures/heatmap_{probe}.png)
 
-## Peaks
+{PROBE_LABELS[probe]} test accuracy on a layer × epoch grid, one panel per group: where
+(which layer) and when (which epoch) the latent generalization is strongest.
+""")
+    sections.append(f"""## Peaks
 
 Latent generalization peaks early and fades as the network memorizes: per probe and
-layer, the epoch of peak test accuracy and the drop from there to the final epoch.
+layer, the epoch of peak test accuracy (of the mean over seeds) and the drop from there
+to the final epoch.
 
-{_peaks_table(runs)}
-
-{extra}
-
-The tidy table of every number is in `{csv_name}`; the same results are stored in each
-run's store under `analysis/`.
-"""
+{_peaks_table(results)}
+""")
+    if extra:
+        sections.append(extra)
+    sections.append(f"""The tidy table of every number is in `{csv_name}` (also
+`stores.analysis_table("{out_dir}")`); the same results are stored in each run's store
+under `analysis/` and open as one xarray Dataset with `stores.analysis_results`.
+""")
     path = out_dir / "report.md"
-    path.write_text(text.replace("]\n(figures", "](figures"))
+    path.write_text("\n".join(sections))
     return path

@@ -8,6 +8,7 @@ from .reader import (
     layer_attrs,
     layers,
     metrics,
+    node_attrs,
     open_run,
     param_names,
     penultimate_layer,
@@ -25,6 +26,6 @@ from .writer import LayerSpec, RunWriter, StoreError, consolidate
 __all__ = [
     "SCHEMA_VERSION", "ConfigError", "LayerSpec", "Pipeline", "RunConfig", "RunWriter",
     "StoreError", "activations", "analysis_results", "analysis_table", "committed_slots", "consolidate", "layer_attrs", "layers", "list_runs",
-    "load_pipeline", "load_pipelines", "metrics", "open_run", "open_runs", "param_names", "penultimate_layer",
+    "load_pipeline", "load_pipelines", "metrics", "node_attrs", "open_run", "open_runs", "param_names", "penultimate_layer",
     "run_attrs", "sample_table", "slab", "weight_slab", "weight_slabs", "weights",
 ]

@@ -67,7 +67,13 @@ def weight_slabs(path: str, param: str, slots) -> np.ndarray:
 
 def layer_attrs(path: str, layer: str) -> dict:
     """A capture point's attributes: reduction, original_shape, penultimate, ..."""
-    return dict(_open_group(path)[f"{schema.ACTIVATIONS}/{layer}"].attrs)
+    return node_attrs(path, f"{schema.ACTIVATIONS}/{layer}")
+
+
+def node_attrs(path: str, node: str) -> dict:
+    """The attributes of one group of a store (`analysis/edit`, ...); {} if it is absent."""
+    group = _open_group(path)
+    return dict(group[node].attrs) if node in group else {}
 
 
 def run_attrs(path: str) -> dict:

@@ -155,7 +155,12 @@ def analysis_results(source: str | Path | Iterable[str | Path]) -> xr.Dataset:
         edit = tree[EDIT].to_dataset()
         parts.append(edit[["accuracy"]].rename(accuracy="edit_accuracy"))
         attrs["edit_layer"] = edit.attrs.get("layer")
-    return xr.merge(parts, join="outer", compat="equals", combine_attrs="drop").assign_attrs(attrs).compute()
+    out = xr.merge(parts, join="outer", compat="equals", combine_attrs="drop").assign_attrs(attrs)
+    # Zarr's variable-length strings come back as NumPy's StringDType, which xarray's
+    # idxmax/where cannot promote yet: labels become fixed-width unicode.
+    labels = {name: np.array(out[name].values.tolist(), dtype=str) for name in ("probe", "layer", "score", "variant")
+              if name in out.coords}
+    return out.assign_coords(labels).compute()
 
 
 def analysis_table(source: str | Path | Iterable[str | Path]) -> pd.DataFrame:

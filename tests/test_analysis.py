@@ -86,7 +86,7 @@ def test_analyse_writes_results_readable_by_plain_xarray(tiny_root):
     report = analyse(load_pipeline("quickstart", pipelines), str(root), client=None, progress=False)
     assert report.exists() and (report.parent / "figures" / "dynamics.png").stat().st_size > 10_000
     text = report.read_text()
-    assert "| corruption = 0.6, seed = 0 |" in text and "figures/dynamics.png" in text
+    assert "| corruption = 0.6 (1 seed) |" in text and "figures/dynamics.png" in text
     path = str(root / "quickstart" / "corruption=0.6,seed=0.zarr")
     tree = xr.open_datatree(path, engine="zarr")
     acc = tree["analysis/dynamics"]["accuracy"]

@@ -76,3 +76,26 @@ def test_analysis_results_match_the_tidy_csv(tiny_root):
 def test_open_runs_needs_stores(tmp_path):
     with pytest.raises(stores.StoreError, match="no run stores"):
         stores.open_runs(tmp_path)
+
+
+def test_report_averages_over_seeds(tmp_path):
+    """The report's table is the mean ± std over seeds of each run's final-epoch values,
+    read independently from each store; every figure it references exists."""
+    pipelines = tiny_pipeline_yaml(tmp_path / "pipelines.yaml", max_epochs=2)
+    raw = yaml.safe_load(pipelines.read_text())
+    raw["quickstart"]["sweep"] = {"corruption": [0.0, 0.3, 0.6], "seed": [0, 1]}
+    pipelines.write_text(yaml.safe_dump(raw))
+    pipeline = load_pipeline("quickstart", pipelines)
+    root = tmp_path / "runs"
+    for config in pipeline.runs():
+        capture_run(config, str(root), progress=False)
+    report = analyse(pipeline, str(root), client=None, progress=False)
+    text = report.read_text()
+    finals = [100 * float(stores.metrics(str(root / "quickstart" / f"corruption=0.3,seed={s}.zarr"))
+                          ["test_acc"].isel(epoch=-1)) for s in (0, 1)]
+    row = next(line for line in text.splitlines() if line.startswith("| corruption = 0.3 (2 seeds)"))
+    model_cell = row.split("|")[3].strip()
+    assert model_cell == f"{np.mean(finals):.1f} ± {np.std(finals):.1f}"
+    for figure in ("levels.png", "dynamics.png", "heatmap_velpic.png", "heatmap_masc.png"):
+        assert f"(figures/{figure})" in text
+        assert (report.parent / "figures" / figure).stat().st_size > 10_000
