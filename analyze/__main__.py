@@ -8,9 +8,19 @@ import sys
 import time
 
 from stores import ConfigError, StoreError, load_pipeline
+from stores.config import ClusterConfig, replace_checked
 
 from .cluster import make_client
 from .pipeline import analyse
+
+
+def cluster_config(pipeline, args) -> ClusterConfig:
+    """The pipeline's `cluster` block with the command line's options on top."""
+    given = {name: getattr(args, arg) for name, arg in (
+        ("kind", "cluster"), ("workers", "workers"), ("queue", "queue"), ("account", "account"),
+        ("cores", "cores"), ("memory", "memory"), ("walltime", "walltime"),
+        ("job_extra_directives", "job_extra_directives"))}
+    return replace_checked(pipeline.cluster, "command line", **{k: v for k, v in given.items() if v is not None})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,8 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pipeline", help="a pipeline name from the pipelines file")
     parser.add_argument("--pipelines", default="pipelines.yaml", help="pipelines file (YAML)")
     parser.add_argument("--root", default="runs", help="where the stores are: ROOT/PIPELINE/")
-    parser.add_argument("--workers", type=int, help="local Dask worker processes (default: cores)")
-    parser.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    parser.add_argument("--workers", type=int,
+                        help="local worker processes (default: cores), or SLURM jobs (default 1)")
+    parser.add_argument("--scheduler", help="address of an existing Dask scheduler (tcp://host:8786)")
+    parser.add_argument("--cluster", choices=("local", "slurm"),
+                        help="start a LocalCluster or SLURM jobs through dask-jobqueue "
+                             "(default: the pipeline's `cluster.kind`, else local)")
+    slurm = parser.add_argument_group("SLURM (--cluster slurm; override the pipeline's `cluster` block)")
+    slurm.add_argument("--queue", help="partition")
+    slurm.add_argument("--account", help="account to charge")
+    slurm.add_argument("--cores", type=int, help="cores per job (one worker process each)")
+    slurm.add_argument("--memory", help="memory per job, e.g. 32GB")
+    slurm.add_argument("--walltime", help="per job, e.g. 02:00:00")
+    slurm.add_argument("--job-extra", action="append", dest="job_extra_directives",
+                       help="an extra #SBATCH directive, e.g. --gres=gpu:1 (repeatable)")
     parser.add_argument("--eager", action="store_true", help="no Dask: run tasks in this process")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -35,14 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         pipeline = load_pipeline(args.pipeline, args.pipelines)
-        client = None if args.eager else make_client(args.workers, args.scheduler)
+        client = None if args.eager else make_client(scheduler=args.scheduler, cluster=cluster_config(pipeline, args))
         try:
             path = analyse(pipeline, args.root, client, progress=not args.quiet)
         finally:
             if client is not None:
                 client.close()
                 if not args.scheduler:
-                    client.cluster.close()
+                    client.cluster.close()  # a cluster we started (local processes or SLURM jobs)
     except (ConfigError, StoreError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

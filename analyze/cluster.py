@@ -1,9 +1,14 @@
-"""The Dask client: a LocalCluster by default, or an existing scheduler."""
+"""The Dask client: a LocalCluster by default, an existing scheduler, or SLURM jobs
+started through dask-jobqueue (the optional extra `latentgen[slurm]`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+
+from stores import ConfigError
+from stores.config import ClusterConfig
 
 log = logging.getLogger(__name__)
 
@@ -14,9 +19,14 @@ BLAS_ENV = {name: "1" for name in (
 )}
 
 
-def make_client(workers: int | None = None, scheduler: str | None = None):
-    """A `distributed.Client` on `scheduler`, or on a new LocalCluster of `workers` processes."""
+def make_client(workers: int | None = None, scheduler: str | None = None,
+                cluster: ClusterConfig = ClusterConfig()):
+    """A `distributed.Client` on `scheduler`, else on the cluster `cluster` describes:
+    a LocalCluster of `workers` single-threaded processes, or `workers` SLURM jobs."""
     from distributed import Client, LocalCluster
+
+    if workers is not None:
+        cluster = dataclasses.replace(cluster, workers=workers)
 
     # distributed sets INFO on its own loggers; its chatter is not ours to show.
     for name in list(logging.root.manager.loggerDict):
@@ -24,11 +34,32 @@ def make_client(workers: int | None = None, scheduler: str | None = None):
             logging.getLogger(name).setLevel(logging.WARNING)
     if scheduler:
         client = Client(scheduler)
+    elif cluster.kind == "slurm":
+        client = Client(slurm_cluster(cluster))
     else:
-        cluster = LocalCluster(
-            n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+        client = Client(LocalCluster(
+            n_workers=cluster.workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
             env=BLAS_ENV, dashboard_address=":0", silence_logs=logging.ERROR,
-        )
-        client = Client(cluster)
+        ))
     log.info("dask dashboard: %s", client.dashboard_link)
     return client
+
+
+def slurm_cluster(cluster: ClusterConfig, submit: bool = True):
+    """A dask-jobqueue SLURMCluster: each job runs `cores` single-threaded worker
+    processes; `workers` jobs are submitted at once (default 1) unless `submit` is off."""
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise ConfigError("cluster: slurm needs dask-jobqueue: pip install 'latentgen[slurm]'") from None
+    jobs = SLURMCluster(
+        queue=cluster.queue, account=cluster.account, cores=cluster.cores, processes=cluster.cores,
+        memory=cluster.memory, walltime=cluster.walltime,
+        job_extra_directives=list(cluster.job_extra_directives),
+        job_script_prologue=[f"export {name}={value}" for name, value in BLAS_ENV.items()],
+        scheduler_options={"dashboard_address": ":0"},
+    )
+    log.info("SLURM job script:\n%s", jobs.job_script())
+    if submit:
+        jobs.scale(jobs=cluster.workers or 1)
+    return jobs

@@ -1,4 +1,4 @@
-"""python -m capture PIPELINE [--pipelines FILE] [--root DIR] [--run KEY=VALUE,...]"""
+"""python -m capture PIPELINE [--pipelines FILE] [--root DIR] [--run KEY=VALUE,... | --index I | --list]"""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def list_layers(config, n_runs: int = 1) -> None:
           f"{p.weight_bytes / mib:,.1f} MiB weights = {p.bytes_per_epoch / mib:,.1f} MiB")
     per_run = p.captured_epochs * p.bytes_per_epoch / 2**30
     print(f"at most {p.captured_epochs} captured epochs (max_epochs {p.max_epochs}): "
-          f"{per_run:,.1f} GiB per run, {n_runs * per_run:,.1f} GiB for {n_runs} runs")
+          f"{per_run:,.1f} GiB per run, {n_runs * per_run:,.1f} GiB for {n_runs} run{'s' * (n_runs > 1)}")
     print(f"compute: {p.forward_flops / 1e6:,.2f} MFLOP per sample forward; at most "
           f"{p.train_flops / 1e15:,.2f} PFLOP per run; estimated "
           f"{p.gpu_hours(config.train.batch_size):.2f} GPU hours per run "
@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pipeline", help="a pipeline name from the pipelines file")
     parser.add_argument("--pipelines", default="pipelines.yaml", help="pipelines file (YAML)")
     parser.add_argument("--root", default="runs", help="where stores go: ROOT/PIPELINE/RUN.zarr")
-    parser.add_argument("--run", help="only this run, by its swept values: corruption=0.6,seed=0")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--run", help="only this run, by its swept values: corruption=0.6,seed=0")
+    which.add_argument("--index", type=int,
+                       help="only the I-th run (from 0) in `--list` order: a SLURM array task")
+    which.add_argument("--list", action="store_true", help="print the runs, one a line, then exit")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     parser.add_argument("--overwrite", action="store_true", help="replace existing stores")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -60,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pipeline = load_pipeline(args.pipeline, args.pipelines)
         runs = [pipeline.run(parse_run_overrides(args.run))] if args.run else pipeline.runs()
+        if args.list:
+            print("\n".join(f"{i}\t{config.name}" for i, config in enumerate(runs)))
+            return 0
+        if args.index is not None:
+            if not 0 <= args.index < len(runs):
+                raise ConfigError(f"--index: expected 0 to {len(runs) - 1} "
+                                  f"({pipeline.name} has {len(runs)} runs), got {args.index}")
+            runs = [runs[args.index]]
         if args.list_layers:
             list_layers(runs[0], len(runs))
             return 0

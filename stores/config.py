@@ -240,6 +240,26 @@ class InitConfig:
     edit: str = field(default="velpic", metadata=_check(_choice("velpic", "none")))
 
 
+def _str_tuple(v):
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+        return "expected a list of strings"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where `analyze` runs its tasks. Not part of any run's identity: the same stores
+    can be analysed on a laptop or a cluster. Command-line options override it."""
+
+    kind: str = field(default="local", metadata=_check(_choice("local", "slurm")))
+    workers: int | None = field(default=None, metadata=_check(_number(1, integer=True, optional=True)))  # local processes / SLURM jobs
+    queue: str | None = field(default=None, metadata=_check(_optional_str))  # SLURM partition
+    cores: int = field(default=4, metadata=_check(_number(1, integer=True)))  # per SLURM job
+    memory: str = field(default="16GB", metadata=_check(_optional_str))  # per SLURM job
+    walltime: str = field(default="01:00:00", metadata=_check(_optional_str))
+    job_extra_directives: tuple[str, ...] = field(default=(), metadata=_check(_str_tuple))  # e.g. --gres=gpu:1
+    account: str | None = field(default=None, metadata=_check(_optional_str))
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One run: one model trained once. `params` are the swept values that name it."""
@@ -303,6 +323,7 @@ class Pipeline:
     description: str
     base: dict
     sweep: tuple[tuple[str, tuple], ...]
+    cluster: ClusterConfig = ClusterConfig()
 
     def runs(self) -> list[RunConfig]:
         names = [n for n, _ in self.sweep]
@@ -400,7 +421,7 @@ def _shorthand(cls: type, value: Any, where: str) -> Any:
     return value
 
 
-PIPELINE_KEYS = {"description", "sweep", "seed", "data", "corruption", "model", "train",
+PIPELINE_KEYS = {"description", "sweep", "cluster", "seed", "data", "corruption", "model", "train",
                  "capture", "analysis", "init"}
 
 
@@ -437,6 +458,11 @@ def _check_path(path: list[str], where: str) -> None:
         raise ConfigError(f"{where}: {'.'.join(path)!r} is a block; sweep one of its keys")
 
 
+def replace_checked(config: Any, where: str, **changes: Any) -> Any:
+    """`dataclasses.replace`, with the new values checked like the file's."""
+    return _build(type(config), {**dataclasses.asdict(config), **changes}, where)
+
+
 def parse_pipeline(name: str, raw: Any) -> Pipeline:
     if not isinstance(raw, dict):
         raise ConfigError(f"{name}: expected a mapping, got {raw!r}")
@@ -444,9 +470,11 @@ def parse_pipeline(name: str, raw: Any) -> Pipeline:
     if unknown:
         raise ConfigError(f"{name}: unknown key {sorted(unknown)[0]!r}: expected one of "
                           f"{', '.join(sorted(PIPELINE_KEYS))}")
-    base = {k: _deepcopy(v) for k, v in raw.items() if k not in ("description", "sweep")}
+    base = {k: _deepcopy(v) for k, v in raw.items() if k not in ("description", "sweep", "cluster")}
     _build(RunConfig, {**base, "pipeline": name}, name)  # base values too, even where swept
-    pipeline = Pipeline(name, str(raw.get("description", "")), base, _parse_sweep(name, raw.get("sweep")))
+    cluster = _build(ClusterConfig, raw.get("cluster") or {}, f"{name}.cluster")
+    pipeline = Pipeline(name, str(raw.get("description", "")), base, _parse_sweep(name, raw.get("sweep")),
+                        cluster)
     pipeline.runs()  # validate every run of the sweep now, not halfway through a job
     return pipeline
 

@@ -77,3 +77,16 @@ def test_published_pipelines_capture_tiny_files(tmp_path, name):
     for point, units in widths.items():
         values = stores.activations(run, point)
         assert values.sizes["unit"] == units and bool(values.notnull().all())
+
+
+def test_list_and_index_pick_runs_for_array_jobs(tiny_root, capsys):
+    """`--list` numbers the runs; `--index I` captures the I-th (complete stores are kept)."""
+    pipelines, root = tiny_root
+    common = ["quickstart", "--pipelines", str(pipelines), "--root", str(root), "--quiet"]
+    assert capture_main([*common, "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["0\tcorruption=0.0,seed=0", "1\tcorruption=0.6,seed=0"]
+    assert capture_main([*common, "--index", "1"]) == 0
+    assert capsys.readouterr().out.startswith(str(root / "quickstart" / "corruption=0.6,seed=0.zarr"))
+    assert capture_main([*common, "--index", "2"]) == 2
+    assert "--index: expected 0 to 1 (quickstart has 2 runs), got 2" in capsys.readouterr().err

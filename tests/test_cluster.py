@@ -1,0 +1,94 @@
+"""Analysis on clusters: a real dask.distributed scheduler and workers started as
+separate processes, and the SLURM job that `--cluster slurm` would submit."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import xarray as xr
+
+from analyze.cluster import BLAS_ENV, slurm_cluster
+from stores import load_pipeline
+from stores.config import parse_pipeline
+from tests.conftest import REPO, tiny_pipeline_yaml
+
+
+def _start(args: list[str], log) -> subprocess.Popen:
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                            env={**os.environ, **BLAS_ENV})
+
+
+def _wait_for(pattern: str, path, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(pattern, path.read_text())
+        if found:
+            return found.group(1)
+        time.sleep(0.2)
+    raise TimeoutError(f"{pattern!r} not in {path}:\n{path.read_text()}")
+
+
+@pytest.mark.slow
+def test_analysis_on_a_separate_scheduler_and_workers(tmp_path):
+    """`python -m analyze --scheduler tcp://...` against `dask scheduler` + 2 `dask worker`
+    processes gives exactly what the eager path gives."""
+    pipelines = tiny_pipeline_yaml(tmp_path / "pipelines.yaml", max_epochs=2)
+    root = tmp_path / "runs"
+    common = ["quickstart", "--pipelines", str(pipelines), "--root", str(root), "--quiet"]
+    subprocess.run([sys.executable, "-m", "capture", *common], cwd=REPO, check=True, timeout=300)
+    copy = tmp_path / "eager-runs"
+    shutil.copytree(root, copy)  # the same stores, analysed in this process for comparison
+    logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("scheduler", "worker0", "worker1")}
+    procs = [_start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                     "--port", "0", "--dashboard-address", ":0"], logs["scheduler"])]
+    try:
+        address = _wait_for(r"Scheduler at:\s+(tcp://[\d.]+:\d+)", tmp_path / "scheduler.log")
+        for i in range(2):
+            procs.append(_start([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                 "--nthreads", "1", "--nworkers", "1", "--no-dashboard"],
+                                logs[f"worker{i}"]))
+        for i in range(2):
+            _wait_for(r"(Registered to)", tmp_path / f"worker{i}.log")
+        done = subprocess.run([sys.executable, "-m", "analyze", *common, "--scheduler", address],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+    worker_logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert all("Registered to" in text for text in worker_logs)
+    eager = subprocess.run([sys.executable, "-m", "analyze", *common[:-2], str(copy), "--quiet",
+                            "--eager"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert eager.returncode == 0, eager.stderr
+    for name in ("corruption=0.0,seed=0.zarr", "corruption=0.6,seed=0.zarr"):
+        got, want = (xr.open_datatree(str(r / "quickstart" / name), engine="zarr")["analysis/dynamics"]
+                     for r in (root, copy))
+        assert got["accuracy"].notnull().all()
+        xr.testing.assert_equal(got.to_dataset(), want.to_dataset())
+
+
+def test_slurm_job_script_carries_the_options(tmp_path):
+    """The pipeline's `cluster` block becomes the #SBATCH lines of the worker jobs (the
+    job is only written, not submitted: there is no SLURM here)."""
+    pytest.importorskip("dask_jobqueue")  # in the dev extra, so CI runs this
+    raw = load_pipeline("quickstart", tiny_pipeline_yaml(tmp_path / "p.yaml")).base
+    pipeline = parse_pipeline("q", {**raw, "cluster": {
+        "kind": "slurm", "queue": "gpu", "cores": 6, "memory": "24GB", "walltime": "02:30:00",
+        "job_extra_directives": ["--gres=gpu:1"], "account": "lab"}})
+    jobs = slurm_cluster(pipeline.cluster, submit=False)
+    try:
+        script = jobs.job_script()
+    finally:
+        jobs.close()
+    for line in ("#SBATCH -p gpu", "#SBATCH -A lab", "#SBATCH -t 02:30:00", "#SBATCH --gres=gpu:1",
+                 "export OMP_NUM_THREADS=1", "--nworkers 6", "--nthreads 1"):
+        assert line in script, (line, script)
+    assert re.search(r"#SBATCH --mem=2[23]G", script), script
