@@ -1,0 +1,116 @@
+"""Where stores live: a local path or any fsspec URL (`memory://`, `file://`, `s3://`).
+
+Everything that names a root, a store or a report file goes through here, so a URL can
+stand wherever a path can. Local paths (and `file://` URLs, which become local paths)
+keep using the file system directly, so zarr opens them with its `LocalStore`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+from typing import IO
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def is_url(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+def normalize(location: str | Path) -> str:
+    """`file:///x/y` -> `/x/y`; other URLs and local paths as given (no trailing `/`)."""
+    text = str(location)
+    if text.startswith("file://"):
+        text = url_to_fs(text)[1]
+    return text.rstrip("/") or "/"
+
+
+def is_local(location: str | Path) -> bool:
+    return not is_url(normalize(location))
+
+
+def join(base: str | Path, *parts: str) -> str:
+    base = normalize(base)
+    if is_url(base):
+        return posixpath.join(base, *parts)
+    return str(Path(base, *parts))
+
+
+def filesystem(location: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(fsspec file system, path within it)."""
+    return url_to_fs(normalize(location))
+
+
+def _url(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
+    """A path that `fs.find` returned, spelled like the location it came from."""
+    if not is_url(like):
+        return path
+    return f"{like.split('://', 1)[0]}://{path.lstrip('/')}"
+
+
+def exists(location: str | Path) -> bool:
+    fs, path = filesystem(location)
+    return fs.exists(path)
+
+
+def is_dir(location: str | Path) -> bool:
+    fs, path = filesystem(location)
+    return fs.isdir(path)
+
+
+def is_file(location: str | Path) -> bool:
+    fs, path = filesystem(location)
+    return fs.isfile(path)
+
+
+def makedirs(location: str | Path) -> None:
+    fs, path = filesystem(location)
+    fs.makedirs(path, exist_ok=True)
+
+
+def remove(location: str | Path) -> None:
+    """Remove a store (a directory tree) or a file, if it is there."""
+    fs, path = filesystem(location)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def open_file(location: str | Path, mode: str = "rb") -> IO:
+    """A file object for reading or writing (parents are created for writing)."""
+    if "w" in mode:
+        makedirs(parent(location))
+    fs, path = filesystem(location)
+    return fs.open(path, mode)
+
+
+def parent(location: str | Path) -> str:
+    location = normalize(location)
+    if is_url(location):
+        return posixpath.dirname(location)
+    return str(Path(location).parent)
+
+
+def name(location: str | Path) -> str:
+    return posixpath.basename(normalize(location))
+
+
+def is_store(location: str | Path) -> bool:
+    """A Zarr v3 group lives here (its `zarr.json` exists)."""
+    return is_file(join(location, "zarr.json"))
+
+
+def find_stores(root: str | Path) -> list[str]:
+    """Every `*.zarr` group under `root` (not inside another store), sorted."""
+    root = normalize(root)
+    fs, path = filesystem(root)
+    found = sorted(p for p in fs.find(path, withdirs=True)
+                   if p.endswith(".zarr") and fs.isfile(posixpath.join(p, "zarr.json")))
+    outer = [p for p in found if not any(p.startswith(q + "/") for q in found)]
+    return [_url(fs, p, root) for p in outer]
+
+
+def size_bytes(location: str | Path) -> int:
+    fs, path = filesystem(location)
+    return int(fs.du(path, total=True)) if fs.exists(path) else 0
