@@ -13,6 +13,7 @@ from typing import Iterable
 import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 import stores
 
@@ -25,17 +26,24 @@ DYNAMICS = "analysis/dynamics"
 EDIT = "analysis/edit"
 
 
-def plan(store_paths: Iterable[str]) -> list[Task]:
-    """Every (run, committed epoch, layer) of the given stores, from metadata only."""
+def plan(store_paths: Iterable[str], done: dict[str, set] | None = None) -> list[Task]:
+    """Every (run, committed epoch, layer) of the given stores, from metadata only, less
+    the (layer, epoch) pairs of each store that `done` says are computed already. A store
+    that is being written shows its committed epochs only; one without any is skipped."""
     tasks = []
+    done = done or {}
     for path in store_paths:
         attrs = stores.run_attrs(path)
         slots, epochs = stores.committed_slots(path)
         if not len(slots):
-            raise stores.StoreError(f"{path} has no committed epoch to analyse")
+            log.warning("%s has no committed epoch yet; skipping it", path)
+            continue
         penultimate = stores.penultimate_layer(path)
+        skip = done.get(path, set())
         for layer in stores.layers(path):
             for slot, epoch in zip(slots, epochs):
+                if (layer, int(epoch)) in skip:
+                    continue
                 tasks.append(Task(path, attrs.get("run_name", path), int(slot), int(epoch),
                                   layer, layer == penultimate, attrs.get("head", "head")))
     return tasks
@@ -116,10 +124,17 @@ def _collect_edit(results: list[TaskResult], epochs: list[int]) -> xr.Dataset:
 
 
 def write(path: str, datasets: dict[str, xr.Dataset]) -> None:
-    """Replace `analysis/<name>` groups of one store; nothing else is touched."""
+    """Replace `analysis/<name>` groups of one store; nothing else is touched.
+
+    A store that is still being written is not consolidated here (its capture does that
+    when it finishes, and it is read without consolidated metadata until then)."""
     for name, ds in datasets.items():
-        ds.to_zarr(path, group=f"analysis/{name}", mode="w", zarr_format=3, consolidated=False)
-    stores.consolidate(path)
+        # Every chunk checksummed, as the captured data are (`python -m stores validate`).
+        encoding = {v: {"compressors": [ZstdCodec(level=1), Crc32cCodec()]} for v in ds.variables}
+        ds.to_zarr(path, group=f"analysis/{name}", mode="w", zarr_format=3, consolidated=False,
+                   encoding=encoding)
+    if stores.run_attrs(path).get("status") == stores.schema.STATUS_COMPLETE:
+        stores.consolidate(path)
 
 
 def tidy(per_store: dict[str, dict[str, xr.Dataset]]) -> "pd.DataFrame":  # noqa: F821

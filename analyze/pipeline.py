@@ -10,7 +10,7 @@ import numpy as np
 import stores
 from stores import Pipeline, StoreError
 
-from . import grid, modular, report, report_modular
+from . import grid, incremental, modular, report, report_modular
 from .crosscheck import crosscheck_edit
 from .tasks import ProbeSettings, TaskResult
 
@@ -23,44 +23,106 @@ def settings_for(pipeline: Pipeline) -> ProbeSettings:
 
 
 def store_paths(pipeline: Pipeline, root: str) -> list[str]:
-    """The pipeline's run stores; a missing one is an error that says what to run."""
-    paths = []
+    """The pipeline's run stores that exist (a capture may still be writing later ones);
+    none at all is an error that says what to run."""
+    paths, missing = [], []
     for config in pipeline.runs():
         path = config.store_path(root)
         if not (Path(path) / "zarr.json").exists():
-            raise StoreError(f"run {config.name} has no store at {path}: "
-                             f"run `python -m capture {pipeline.name} --root {root}` first")
+            missing.append((config, path))
+            continue
         if stores.run_attrs(path).get("config_hash") != config.hash():
             raise StoreError(f"{path} was captured with a different config than "
                              f"pipeline {pipeline.name} now gives; capture it again")
         paths.append(path)
+    if not paths:
+        config, path = missing[0]
+        raise StoreError(f"run {config.name} has no store at {path}: "
+                         f"run `python -m capture {pipeline.name} --root {root}` first")
+    for config, path in missing:
+        log.warning("run %s has no store yet at %s; analysing the others", config.name, path)
     return paths
 
 
 def analyse(pipeline: Pipeline, root: str, client=None, progress: bool = True) -> Path:
-    """Run the grid (on `client`, or eagerly without one), write results and the report."""
+    """Run the grid (on `client`, or eagerly without one) for what is new, write results
+    and the report. A damaged chunk stops it with the chunk's name."""
     paths = store_paths(pipeline, root)
+    try:
+        return _analyse(pipeline, root, paths, client, progress)
+    except ValueError as err:
+        if "checksum" not in str(err).lower():
+            raise
+        raise _damage_error(paths, err) from err
+
+
+def _damage_error(paths: list[str], err: ValueError) -> StoreError:
+    from stores.validate import damaged
+
+    for path in paths:
+        found = damaged(path)
+        if found:
+            return StoreError(f"{path}: {found[0].array} chunk {found[0].index} is "
+                              f"{found[0].what}: run `python -m stores validate {path}`")
+    return StoreError(f"a chunk is damaged ({str(err).splitlines()[0]}): "
+                      "run `python -m stores validate STORE` on the pipeline's stores")
+
+
+def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: bool) -> Path:
     settings = settings_for(pipeline)
-    tasks = grid.plan(paths)
-    log.info("%d tasks over %d runs", len(tasks), len(paths))
-    if client is None:
+    old = {path: incremental.stored(path) for path in paths}
+    tasks = grid.plan(paths, {path: incremental.done(old[path], settings, stores.layers(path))
+                              for path in paths})
+    log.info("%d new tasks over %d runs", len(tasks), len(paths))
+    if not tasks:
+        results = []
+    elif client is None:
         results = grid.run_eager(tasks, settings, progress)
     else:
         results = grid.run_dask(tasks, settings, client, progress)
-    per_store = grid.collect(results, settings)
-    for path, datasets in per_store.items():
-        datasets["edit"].attrs.update(_crosscheck(path, results))
-    modular_paths = [path for path in paths if modular.is_modular(path)]
-    for path, datasets in zip(modular_paths, _neuron_results(modular_paths, client)):
+    new = grid.collect(results, settings)
+    per_store = {}
+    for path in paths:
+        if path in new:
+            new[path]["edit"].attrs.update(_crosscheck(path, results))
+            if incremental.usable(old[path], settings):
+                new[path] = incremental.merge(old[path], new[path], stores.layers(path))
+            per_store[path] = new[path]
+        elif incremental.usable(old[path], settings):
+            per_store[path] = {k: old[path][k] for k in ("dynamics", "edit")}
+    if not per_store:
+        raise StoreError(f"no store of pipeline {pipeline.name} has a committed epoch yet")
+    modular_paths = [path for path in per_store if modular.is_modular(path)]
+    redo = [path for path in modular_paths if path in new or "neurons" not in old[path]]
+    for path, datasets in zip(redo, _neuron_results(redo, client)):
         per_store[path].update(datasets)
-    for path, datasets in per_store.items():
-        grid.write(path, datasets)
+        new.setdefault(path, per_store[path])
+    for path in modular_paths:
+        per_store[path].update({k: old[path][k] for k in ("neurons", "pruning")
+                                if k not in per_store[path]})
+    for path in per_store:
+        if path in new:
+            grid.write(path, per_store[path])  # only stores with something new
+        else:
+            _consolidated(path)
     out_dir = Path(root) / pipeline.name
     csv = out_dir / "analysis.csv"
     grid.tidy(per_store).to_csv(csv, index=False)
-    runs = [(path, per_store[path]) for path in paths]
+    runs = list(per_store.items())
     extra = report_modular.section(runs, out_dir) if modular_paths else ""
-    return report.write_report(pipeline.name, out_dir, paths, csv.name, extra)
+    return report.write_report(pipeline.name, out_dir, list(per_store), csv.name, extra)
+
+
+def _consolidated(path: str) -> None:
+    """A finished store whose consolidated metadata misses its analysis (its capture
+    finished while an analysis was writing) is consolidated again."""
+    import zarr
+
+    if stores.run_attrs(path).get("status") != stores.schema.STATUS_COMPLETE:
+        return
+    meta = zarr.open_group(path, mode="r", zarr_format=3).metadata.consolidated_metadata
+    if meta is None or grid.DYNAMICS not in meta.flattened_metadata:
+        stores.consolidate(path)
 
 
 def _neuron_results(paths: list[str], client) -> list[dict]:
@@ -71,9 +133,12 @@ def _neuron_results(paths: list[str], client) -> list[dict]:
 
 
 def _crosscheck(path: str, results: list[TaskResult]) -> dict:
-    """Cross-check the edit once per run, at its final epoch."""
+    """Cross-check the edit once per run, at its final committed epoch (when that one is
+    among the new results; else the stored cross-check stands)."""
     final = max((r for r in results if r.task.store == path and r.task.penultimate),
-                key=lambda r: r.task.epoch)
+                key=lambda r: r.task.epoch, default=None)
+    if final is None or final.task.epoch != int(stores.committed_slots(path)[1][-1]):
+        return {}
     check = crosscheck_edit(path, final.task.slot, final.edit_weight, final.edit_predictions)
     if check and check["crosscheck_agreement"] < 0.99:
         log.warning("%s: edited model rebuilt from weights agrees with the store on only "

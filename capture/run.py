@@ -1,27 +1,33 @@
-"""Train one run and capture its scheduled epochs into a run store."""
+"""Train one run and capture its scheduled epochs into a run store.
+
+An unfinished store of the same run is resumed (`capture.resume`), a store of another
+config is refused, and one capture at a time writes a store (`stores.lock`)."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import logging
+import os
 import platform
+import random
+import shutil
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import stores
 from stores import LayerSpec, RunConfig, RunWriter, StoreError
 from stores.config import run_config_from_dict
+from stores.lock import StoreLock
 
-from . import train
-from .background import BackgroundWriter
 from .corruption import corrupt
 from .data import Dataset, load_dataset
-from .epoch import EpochCapture, state_arrays
+from .loop import train_and_capture
+from .resume import Resume, fresh, plan, remove_partial_files
 from .convnets import output_shapes
 from .init import initial_state, source_path
 from .models import build_model, load_weights, resolve_points
@@ -84,14 +90,23 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def existing_store(path: str, config: RunConfig) -> str | None:
-    """None if `path` holds no store; "complete" if it holds this run finished.
+def existing_store(path: str, config: RunConfig, overwrite: bool = False) -> str | None:
+    """None if `path` holds no store; "complete" or "unfinished" if it holds this run;
+    "replace" if it holds a store and `overwrite` says to replace it.
 
-    Raises StoreError, touching nothing, when it holds another config or an unfinished
-    capture of this one.
+    Raises StoreError, touching nothing, when `path` is not a run store or holds a run of
+    another config: a store is only ever written with the config it was created with.
     """
-    if not (Path(path) / "zarr.json").exists():
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise StoreError(f"{path} is a file, not a run store: move it away or choose another --root")
+    if not (p / "zarr.json").exists():
+        if p.is_dir() and any(p.iterdir()):
+            raise StoreError(f"{path} exists but is not a run store (no zarr.json): "
+                             "move it away or choose another --root")
         return None
+    if overwrite:
+        return "replace"
     attrs = stores.run_attrs(path)
     if attrs.get("config_hash") != config.hash():
         as_json = lambda d: json.loads(json.dumps(_flatten(d)))  # noqa: E731  (tuples -> lists)
@@ -102,24 +117,47 @@ def existing_store(path: str, config: RunConfig) -> str | None:
             f"{path} holds a run with a different config (differs in: {', '.join(differ) or '?'});"
             " pass --overwrite to replace it"
         )
-    if attrs.get("status") == stores.schema.STATUS_COMPLETE:
-        return "complete"
-    n = len(stores.committed_slots(path)[0])
-    raise StoreError(
-        f"{path} holds an unfinished capture of this run ({n} epochs committed); "
-        "resuming is not supported yet: pass --overwrite to start it again"
-    )
+    return "complete" if attrs.get("status") == stores.schema.STATUS_COMPLETE else "unfinished"
 
 
 def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
                 device: str | None = None, progress: bool = True) -> str:
-    """Train `config` and capture it into `<root>/<pipeline>/<run>.zarr`; return the path."""
+    """Train `config` and capture it into `<root>/<pipeline>/<run>.zarr`; return the path.
+
+    A complete store of this run is left alone; an unfinished one is resumed at its first
+    uncommitted epoch; one of another config is refused unless `overwrite`. One capture
+    writes a store at a time (`STORE.lock`).
+    """
     path = config.store_path(root)
-    if not overwrite and existing_store(path, config) == "complete":
+    if existing_store(path, config, overwrite) == "complete":
         log.info("%s is complete; skipping", path)
         return path
+    _make_parent(path, root)
+    with StoreLock(path):
+        found = existing_store(path, config, overwrite)  # again, now that no one else writes
+        if found == "complete":
+            return path
+        _capture_locked(config, root, path, found, device, progress)
+    return path
+
+
+def _make_parent(path: str, root: str) -> None:
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(f"cannot create {parent} ({(err.strerror or str(err)).lower()}): "
+                         f"--root {root} must be a writable folder")
+
+
+def _capture_locked(config: RunConfig, root: str, path: str, found: str | None,
+                    device: str | None, progress: bool) -> None:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # Every generator starts from the run's seed, so that a run is a function of its
+    # config, and the stored state of each (`capture.resume`) lets a resume go on exactly.
     torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    random.seed(config.seed)
     data = load_dataset(config.data)
     probe = probe_set(data, config, dev)
     model = build_model(config.model, data.x_train.shape[1:], data.n_classes)
@@ -129,29 +167,91 @@ def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
     points = resolve_points(model, config.capture.points)
     layers, reducers = capture_layers(model, points, data.x_train.shape[1:], config, dev)
     units = {layer.name: layer.units for layer in layers}
-    schedule = config.schedule
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    store = RunWriter.create(
-        path,
-        attrs={
-            "pipeline": config.pipeline, "run_name": config.name, "params": dict(config.params),
-            "config": config.to_dict(), "config_hash": config.hash(),
-            "versions": _versions(), "device": str(dev), "head": model.head_name,
-            **({"init": {"source": source_path(config, root), "epoch": config.init.epoch,
-                         "edit": config.init.edit}} if config.init.source else {}),
-        },
-        schedule=schedule,
-        samples=probe.record,
-        layers=layers,
-        params={name: tuple(t.shape) for name, t in model.state_dict().items()},
-        activation_dtype=config.capture.dtype,
-        compressor=config.capture.compressor,
-        overwrite=overwrite,
-        samples_attrs={"corruption_mode": config.corruption.mode,
-                       "corruption_rate": config.corruption.rate, "corruption_seed": config.seed},
-    )
-    _train_and_capture(config, model, probe, store, points, units, reducers, schedule, progress)
-    return path
+    params = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if found == "unfinished":
+        store, resume = _reopen(path, layers, params, probe.record, dev)
+    else:
+        store = _create(path, config, root, dev, model.head_name, probe, layers, params,
+                        replace=found == "replace")
+        resume = fresh(len(config.schedule) + 1)
+    train_and_capture(config, model, probe, store, points, units, reducers, config.schedule,
+                      progress, resume)
+
+
+def _create(path: str, config: RunConfig, root: str, dev: torch.device, head: str,
+            probe: ProbeSet, layers: list[LayerSpec], params: dict, replace: bool) -> RunWriter:
+    """Lay the store out beside its final place, then move it there in one rename: a kill
+    during creation leaves no half-made store to be mistaken for a run."""
+    staging, replaced = f"{path}.creating", f"{path}.replaced"
+    try:
+        for leftover in (staging, replaced):  # left by a killed creation
+            shutil.rmtree(leftover, ignore_errors=True)
+        RunWriter.create(
+            staging,
+            attrs={
+                "pipeline": config.pipeline, "run_name": config.name, "params": dict(config.params),
+                "config": config.to_dict(), "config_hash": config.hash(),
+                "versions": _versions(), "device": str(dev), "head": head,
+                **({"init": {"source": source_path(config, root), "epoch": config.init.epoch,
+                             "edit": config.init.edit}} if config.init.source else {}),
+            },
+            schedule=config.schedule,
+            samples=probe.record,
+            layers=layers,
+            params=params,
+            activation_dtype=config.capture.dtype,
+            compressor=config.capture.compressor,
+            samples_attrs={"corruption_mode": config.corruption.mode,
+                           "corruption_rate": config.corruption.rate, "corruption_seed": config.seed},
+        )
+        if replace:  # move the old store aside first, so no mix of the two ever exists
+            os.rename(path, replaced)
+        os.rename(staging, path)
+        shutil.rmtree(replaced, ignore_errors=True)
+    except OSError as err:
+        raise StoreError(f"cannot create {path} ({(err.strerror or str(err)).lower()})")
+    return RunWriter.open(path)
+
+
+def _reopen(path: str, layers: list[LayerSpec], params: dict, samples: dict,
+            dev: torch.device) -> tuple[RunWriter, Resume]:
+    """An unfinished store of this run, checked and tidied, with where to go on."""
+    store = RunWriter.open(path)
+    _check_layout(store, path, layers, params, samples)
+    remove_partial_files(path)
+    resume = plan(path)
+    attrs = store.group.attrs
+    if attrs.get("device") != str(dev):
+        log.warning("%s was started on %s and resumes on %s: the result may differ from an "
+                    "uninterrupted run in the last bits", path, attrs.get("device"), dev)
+    event = {"after_epoch": None if resume.state is None else resume.state.epoch,
+             "committed": resume.n_committed,
+             "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    attrs.update({"status": stores.schema.STATUS_RUNNING,
+                  "resumes": [*attrs.get("resumes", []), event]})
+    return store, resume
+
+
+def _check_layout(store: RunWriter, path: str, layers: list[LayerSpec], params: dict,
+                  samples: dict) -> None:
+    """Refuse to resume into a store whose arrays this code would not write the same way."""
+    have_layers = {name: store.group[f"{stores.schema.ACTIVATIONS}/{name}/{stores.schema.VALUES}"].shape[2]
+                   for name in store.group[stores.schema.ACTIVATIONS].attrs.get("order", [])}
+    have_params = {name: tuple(node.attrs.get("shape", ()))
+                   for name, node in store.group[stores.schema.WEIGHTS].groups()}
+    table = stores.sample_table(path)
+    problems = []
+    if have_layers != {layer.name: layer.units for layer in layers}:
+        problems.append("capture points")
+    if have_params != {name: tuple(shape) for name, shape in params.items()}:
+        problems.append("parameters")
+    if any(not np.array_equal(table[k], np.asarray(samples[k]).astype(table[k].dtype))
+           for k in ("split", "index", "label_true", "label_observed", "corrupted")):
+        problems.append("samples")
+    if problems:
+        raise StoreError(f"{path}: the unfinished store differs from this run in its "
+                         f"{', '.join(problems)} (written by another version of latentgen?): "
+                         "pass --overwrite to start it again")
 
 
 def capture_layers(model: torch.nn.Module, points: list[str], in_shape: tuple[int, ...],
@@ -170,52 +270,3 @@ def capture_layers(model: torch.nn.Module, points: list[str], in_shape: tuple[in
         layers.append(LayerSpec(point, int(units), shapes[point], reduction.spec,
                                 point == model.penultimate, reduction.seed))
     return layers, reducers
-
-
-def _train_and_capture(config: RunConfig, model, probe: ProbeSet, store: RunWriter,
-                       points, units, reducers, schedule, progress: bool) -> None:
-    tc = config.train
-    loss = train.loss_fn(tc.loss, getattr(model, model.head_name).out_features)
-    optimizer = train.make_optimizer(model.parameters(), tc)
-    generator = torch.Generator().manual_seed(config.seed)
-    x_train, y_train = probe.x[probe.is_train], probe.observed[probe.is_train]
-    writer = BackgroundWriter(config.capture.queue_chunks)
-    capture = EpochCapture(model, points, store, writer, probe.x, units=units,
-                           dtype=config.capture.dtype, batch_size=config.capture.batch_size,
-                           reducers=reducers)
-    scheduled = set(schedule)
-    slot = 0
-
-    def capture_at(epoch: int) -> dict:
-        nonlocal slot
-        logits = capture(slot)
-        m = train.metrics(logits, loss, probe.is_train, probe.observed, probe.true)
-        writer.submit(store.write_weights, slot, state_arrays(model))
-        writer.submit(store.write_metrics, slot, m)
-        writer.submit(store.commit, slot, epoch)  # last: the epoch becomes visible
-        slot += 1
-        return m
-
-    try:
-        bar = tqdm(range(1, tc.max_epochs + 1), desc=config.name, disable=not progress,
-                   unit="epoch", leave=False)
-        m = capture_at(0) if 0 in scheduled else {}
-        for epoch in bar:
-            train.train_epoch(model, optimizer, loss, x_train, y_train, tc.batch_size, generator)
-            if epoch in scheduled:
-                m = capture_at(epoch)
-                acc = m["train_acc_observed"]
-            else:
-                acc = float((train.predict(model, x_train).argmax(1) == y_train).float().mean())
-            stop = tc.stop_train_acc is not None and acc >= tc.stop_train_acc
-            if (stop or epoch == tc.max_epochs) and epoch not in scheduled:
-                m = capture_at(epoch)  # the epoch that ends training is always captured
-            bar.set_postfix(train=f"{acc:.3f}", test=f"{m.get('test_acc', float('nan')):.3f}")
-            if stop:
-                log.info("%s: train accuracy %.4f reached the stop threshold at epoch %d",
-                         config.name, acc, epoch)
-                break
-        bar.close()
-    finally:
-        writer.close()
-    store.finish()

@@ -1,16 +1,18 @@
-"""`python -m stores ls DIR` and `python -m stores show STORE`."""
+"""`python -m stores ls DIR`, `show STORE`, `validate STORE` and `repair STORE`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import zarr
 
 from . import schema
 from .catalog import list_runs, summary
 from .reader import committed_slots, layers, metrics, open_run, run_attrs
+from .validate import repair, validate
 from .writer import StoreError
 
 
@@ -56,6 +58,49 @@ def cmd_show(args: argparse.Namespace) -> None:
         print(table.to_string(float_format=lambda v: f"{v:.4f}"))
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    report = validate(args.store)
+    for problem in report.problems:
+        print(problem)
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.ok:
+        print(f"{args.store}: ok (schema_version {schema.SCHEMA_VERSION}, {report.n_arrays} arrays, "
+              f"{report.n_chunks} chunks checked, {int(report.committed.sum())} epochs committed)")
+        return 0
+    slots = sorted({p.slot for p in report.problems if p.slot is not None})
+    where = f" in epoch slot(s) {', '.join(map(str, slots))}" if slots else ""
+    print(f"error: {args.store}: {len(report.problems)} problem(s){where}; "
+          f"`python -m stores repair {args.store}` un-commits damaged epochs so that resuming "
+          "the capture rewrites them", file=sys.stderr)
+    return 1
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    report, result = repair(args.store)
+    if report.ok:
+        print(f"{args.store}: nothing to repair")
+        return 0
+    for slot, epoch in result.uncommitted:
+        print(f"un-committed epoch {epoch} (slot {slot})")
+    for name in result.invalidated:
+        print(f"marked {name} invalid (training state; a resume uses the other copy or retrains)")
+    for name in result.removed:
+        print(f"removed {name} (`python -m analyze` computes it again)")
+    for problem in result.unrepairable:
+        print(f"cannot repair: {problem}")
+    if result.uncommitted:
+        attrs = run_attrs(args.store)
+        root = Path(args.store).resolve().parent.parent
+        print(f"resume the capture to rewrite them: python -m capture {attrs.get('pipeline')} "
+              f"--run {attrs.get('run_name')} --root {root} (with the same --pipelines file)")
+    if result.unrepairable:
+        print(f"error: {args.store}: {len(result.unrepairable)} problem(s) outside the epochs cannot "
+              "be repaired by un-committing; capture the run again with --overwrite", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stores", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,13 +110,24 @@ def main(argv: list[str] | None = None) -> int:
     show = sub.add_parser("show", help="describe one run store")
     show.add_argument("store")
     show.set_defaults(func=cmd_show)
+    check = sub.add_parser("validate", help="check a store's layout and every chunk's checksum")
+    check.add_argument("store")
+    check.set_defaults(func=cmd_validate)
+    fix = sub.add_parser("repair", help="un-commit the epochs of a store that have damaged chunks")
+    fix.add_argument("store")
+    fix.set_defaults(func=cmd_repair)
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except StoreError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    except ValueError as err:  # a damaged chunk read by `show`
+        where = getattr(args, "store", None) or getattr(args, "dir", "")
+        print(f"error: {where}: unreadable data ({str(err).splitlines()[0]}); "
+              f"run `python -m stores validate {where}`", file=sys.stderr)
+    except OSError as err:
+        print(f"error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

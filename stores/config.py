@@ -55,7 +55,7 @@ def _int_list(lo: int = 0, *, increasing: bool = False, nonempty: bool = True):
     def check(v):
         what = "a list of integers >= %d" % lo + (", strictly increasing" if increasing else "")
         if not isinstance(v, (list, tuple)) or (nonempty and not v):
-            return f"expected {'a non-empty ' if nonempty else ''}{what}"
+            return f"expected {'a non-empty ' + what[2:] if nonempty else what}"
         if any(isinstance(x, bool) or not isinstance(x, int) or x < lo for x in v):
             return f"expected {what}"
         if increasing and any(b <= a for a, b in zip(v, v[1:])):
@@ -303,6 +303,8 @@ class RunConfig:
         return schema.config_hash(self.identity())
 
     def store_path(self, root: str) -> str:
+        check_file_name(self.pipeline, "pipeline name")
+        check_file_name(self.name, "run name")
         return f"{str(root).rstrip('/')}/{self.pipeline}/{self.name}.zarr"
 
 
@@ -343,7 +345,9 @@ class Pipeline:
         config = _build(RunConfig, {**raw, "pipeline": self.name}, self.name)
         # Name the run by the parsed values, so `0` and `0.0` give one name.
         resolved = tuple((key, _get_path(config, paths[key])) for key in known)
-        return dataclasses.replace(config, params=resolved)
+        config = dataclasses.replace(config, params=resolved)
+        check_file_name(config.name, f"{self.name}: run name")
+        return config
 
 
 # ------------------------------------------------------------------ parsing
@@ -428,6 +432,9 @@ PIPELINE_KEYS = {"description", "sweep", "cluster", "seed", "data", "corruption"
 def _parse_sweep(name: str, raw: Any) -> tuple[tuple[str, tuple], ...]:
     if raw is None:
         return ()
+    if raw == {}:
+        raise ConfigError(f"{name}.sweep: expected at least one name -> list of values "
+                          "(leave `sweep` out for a single run), got {}")
     if not isinstance(raw, dict):
         raise ConfigError(f"{name}.sweep: expected a mapping of name -> list of values, got {raw!r}")
     sweep = []
@@ -458,12 +465,28 @@ def _check_path(path: list[str], where: str) -> None:
         raise ConfigError(f"{where}: {'.'.join(path)!r} is a block; sweep one of its keys")
 
 
+# Pipeline and run names become folder and file names under --root.
+_UNSAFE = ("/", "\\", "\0")
+
+
+def check_file_name(name: Any, what: str) -> None:
+    """A pipeline or run name must be one plain file name: nothing that could leave the
+    root (`/`, `..`) or hide (a leading `.`)."""
+    if (not isinstance(name, str) or not name or name.startswith(".")
+            or any(c in name for c in _UNSAFE)):
+        hint = ("swept values must be names or numbers, not paths" if "run name" in what
+                else "it names a folder under --root")
+        raise ConfigError(f"{what}: expected a plain file name (no '/', '\\' or leading '.'; "
+                          f"{hint}), got {name!r}")
+
+
 def replace_checked(config: Any, where: str, **changes: Any) -> Any:
     """`dataclasses.replace`, with the new values checked like the file's."""
     return _build(type(config), {**dataclasses.asdict(config), **changes}, where)
 
 
 def parse_pipeline(name: str, raw: Any) -> Pipeline:
+    check_file_name(name, "pipeline name")
     if not isinstance(raw, dict):
         raise ConfigError(f"{name}: expected a mapping, got {raw!r}")
     unknown = set(raw) - PIPELINE_KEYS
@@ -485,8 +508,15 @@ def load_pipelines(path: str | Path) -> dict[str, Pipeline]:
         raise ConfigError(f"pipelines file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the pipelines file ({err.__class__.__name__}: "
+                          f"{getattr(err, 'strerror', None) or err}); expected a readable UTF-8 YAML file")
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}")
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem} (expected plain YAML: "
+                          "mappings, lists, numbers and strings, no tags)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of pipeline names, got {type(raw).__name__}")
     return {name: parse_pipeline(name, body) for name, body in raw.items()}

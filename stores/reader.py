@@ -18,14 +18,15 @@ from .writer import StoreError
 
 def _open_group(path: str) -> zarr.Group:
     try:
-        group = zarr.open_group(path, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        # Zarr v3 only: a v2 store could name a pickle codec, and nothing is unpickled here.
+        group = zarr.open_group(path, mode="r", zarr_format=3)
+    except (FileNotFoundError, NotADirectoryError, zarr.errors.GroupNotFoundError):
         raise StoreError(f"no run store at {path}")
+    except ValueError as err:  # a damaged zarr.json
+        raise StoreError(f"{path}: unreadable store metadata ({err})")
     version = group.attrs.get("schema_version")
     if version != schema.SCHEMA_VERSION:
-        raise StoreError(
-            f"{path}: expected schema_version {schema.SCHEMA_VERSION}, got {version!r}"
-        )
+        raise StoreError(schema.version_message(path, version))
     return group
 
 
@@ -91,7 +92,7 @@ def open_run(path: str) -> xr.DataTree:
     group = _open_group(path)  # clear errors for a missing or foreign store
     # A finished store has consolidated metadata; a running one is read without it.
     consolidated = group.metadata.consolidated_metadata is not None
-    raw = xr.open_datatree(path, engine="zarr", chunks={}, consolidated=consolidated)
+    raw = xr.open_datatree(path, engine="zarr", chunks={}, consolidated=consolidated, zarr_format=3)
     slots, epochs = committed_slots(path)
     table = sample_table(path)
     sample_coords = {name: ("sample", values) for name, values in table.items() if name != "index"}
@@ -99,8 +100,8 @@ def open_run(path: str) -> xr.DataTree:
     root = xr.Dataset(coords={"epoch": epochs}, attrs=raw.attrs)
     nodes: dict[str, xr.Dataset] = {"/": root}
     for node in raw.subtree:
-        if node.path == "/":
-            continue
+        if node.path == "/" or node.path.split("/")[1] == schema.STATE:
+            continue  # the training state is for resuming a capture, not for reading
         ds = node.to_dataset(inherit=False)
         if "epoch" in ds.dims and "epoch" in ds.coords:
             ds = ds.reindex(epoch=epochs)  # analysis results carry the epochs they cover

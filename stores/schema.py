@@ -39,12 +39,31 @@ METRIC_NAMES = ("train_loss", "train_acc_observed", "train_acc_true", "test_loss
 ACTIVATION_DTYPES = ("float16", "float32")
 WEIGHT_DTYPE = "float32"
 
-# Chunks of activations are one epoch by a block of samples of at least this size.
+# Chunks of activations are one epoch by a block of samples of at least MIN_CHUNK_BYTES;
+# the writer aims at CHUNK_BYTES: fewer, larger files are written faster (one file, one
+# rename, one fsync each) and every analysis task reads a whole slab anyway.
 MIN_CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 8 << 20
 
 # Status values of the root attribute `status`.
 STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
+
+# state/<copy>/...: what a killed capture needs to go on (model, optimizer, random
+# generators), for the latest committed epochs. Two copies alternate by slot parity, so
+# writing one never touches the copy that the last committed epoch names.
+STATE = "state"
+STATE_COPIES = 2
+
+
+def version_message(path: str, version: Any) -> str:
+    """Why a store's `schema_version` cannot be read, in one line."""
+    if version is None:
+        return f"{path}: not a latentgen run store (no schema_version attribute)"
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        return (f"{path}: written by a newer latentgen (schema_version {version}); this one reads "
+                f"schema_version {SCHEMA_VERSION}: upgrade latentgen to use this store")
+    return f"{path}: expected schema_version {SCHEMA_VERSION}, got {version!r}"
 
 
 def weight_dims(ndim: int) -> tuple[str, ...]:
@@ -54,9 +73,9 @@ def weight_dims(ndim: int) -> tuple[str, ...]:
 
 
 def sample_block(n_samples: int, n_units: int, itemsize: int) -> int:
-    """Samples per chunk: the fewest whose chunk reaches MIN_CHUNK_BYTES (or all)."""
+    """Samples per chunk: the fewest whose chunk reaches CHUNK_BYTES (or all)."""
     per_sample = max(1, n_units * itemsize)
-    block = -(-MIN_CHUNK_BYTES // per_sample)  # ceil division
+    block = -(-CHUNK_BYTES // per_sample)  # ceil division
     return int(min(n_samples, max(1, block)))
 
 

@@ -17,6 +17,7 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from . import schema
+from .chunkio import make_chunk_dirs, write_chunk
 
 
 class StoreError(Exception):
@@ -61,6 +62,20 @@ class RunWriter:
         self._arrays: dict[str, zarr.Array] = {}
 
     # ---------------------------------------------------------------- creation
+    @classmethod
+    def open(cls, path: str) -> "RunWriter":
+        """An existing store, to go on writing it (a resumed capture)."""
+        try:
+            # Without consolidated metadata: the next attribute write drops it, as a store
+            # that is being written again is read without it (it returns in `finish`).
+            root = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            raise StoreError(f"no run store at {path}")
+        version = root.attrs.get("schema_version")
+        if version != schema.SCHEMA_VERSION:
+            raise StoreError(schema.version_message(path, version))
+        return cls(root, path)
+
     @classmethod
     def create(
         cls,
@@ -130,7 +145,9 @@ class RunWriter:
             dtype = str if kind == "str" else kind
             array = group.create_array(
                 name, shape=(n,), chunks=(n,), dtype=dtype, dimension_names=["sample"],
+                compressors=[ZstdCodec(level=1), Crc32cCodec()],
             )
+            array = array.with_config({"write_empty_chunks": True})  # all-False `corrupted` too
             array[:] = values.astype(str) if kind == "str" else values.astype(kind)
 
     def _create_epochs(self, schedule: list[int], n_slots: int, codecs: list) -> None:
@@ -157,26 +174,28 @@ class RunWriter:
             }
         )
         block = schema.sample_block(n_samples, layer.units, np.dtype(dtype).itemsize)
-        group.create_array(
+        make_chunk_dirs(group.create_array(
             schema.VALUES, shape=(n_slots, n_samples, layer.units),
             chunks=(1, block, layer.units), dtype=dtype, fill_value=np.nan,
             dimension_names=["epoch", "sample", "unit"], compressors=codecs,
-        )
+        ))
 
     def _create_param(self, name: str, shape: tuple[int, ...], n_slots: int,
                       codecs: list) -> None:
         group = self.group.require_group(schema.WEIGHTS).create_group(name)
         group.attrs.update({"shape": list(shape)})
-        group.create_array(
+        make_chunk_dirs(group.create_array(
             schema.VALUES, shape=(n_slots, *shape), chunks=(1, *shape),
             dtype=schema.WEIGHT_DTYPE, fill_value=np.nan,
             dimension_names=["epoch", *schema.weight_dims(len(shape))], compressors=codecs,
-        )
+        ))
 
     # ----------------------------------------------------------------- writing
     def _array(self, path: str) -> zarr.Array:
         if path not in self._arrays:
-            self._arrays[path] = self.group[path]
+            # Every written chunk is stored, even one that equals the fill value (a NaN
+            # loss): `stores validate` can then tell a committed chunk that is missing.
+            self._arrays[path] = self.group[path].with_config({"write_empty_chunks": True})
         return self._arrays[path]
 
     def sample_block(self, layer: str) -> int:
@@ -185,11 +204,17 @@ class RunWriter:
 
     def write_activations(self, slot: int, layer: str, start: int, values: np.ndarray) -> None:
         array = self._array(f"{schema.ACTIVATIONS}/{layer}/{schema.VALUES}")
-        array[slot, start : start + len(values)] = values
+        block = array.chunks[1]
+        # A whole chunk (as capture hands over) goes straight to its file (chunkio).
+        if start % block or not write_chunk(array, (slot, start // block, 0), values[None]):
+            array[slot, start : start + len(values)] = values
 
     def write_weights(self, slot: int, state: Mapping[str, np.ndarray]) -> None:
         for name, values in state.items():
-            self._array(f"{schema.WEIGHTS}/{name}/{schema.VALUES}")[slot] = values
+            array = self._array(f"{schema.WEIGHTS}/{name}/{schema.VALUES}")
+            values = np.asarray(values)
+            if not write_chunk(array, (slot,) + (0,) * values.ndim, values[None]):
+                array[slot] = values
 
     def write_metrics(self, slot: int, metrics: Mapping[str, float]) -> None:
         unknown = set(metrics) - set(schema.METRIC_NAMES)
@@ -197,6 +222,13 @@ class RunWriter:
             raise StoreError(f"metrics: unknown names {sorted(unknown)}")
         for name, value in metrics.items():
             self._array(f"{schema.METRICS}/{name}")[slot] = value
+
+    def write_state(self, state) -> None:
+        """The training state a resume needs (a `stores.state.TrainingState`), written
+        before the commit of its slot."""
+        from .state import write_state
+
+        write_state(self.group, state)
 
     def commit(self, slot: int, epoch: int) -> None:
         """The last write of an epoch: its number, then its committed flag."""

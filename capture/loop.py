@@ -1,0 +1,118 @@
+"""Train and capture under the commit protocol, from initialization or from a resume point.
+
+Each captured slot hands the background writer, in this order: the activation chunks
+(during the capture's forward pass), the weights, the metrics, the training state, and
+last the commit flag. Training goes on while the writer writes; everything it hands
+over is a copy taken at the end of that epoch, before the next one starts.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from stores import RunConfig, RunWriter
+
+from . import train
+from .background import BackgroundWriter
+from .epoch import EpochCapture
+from .resume import Resume, restore, snapshot
+
+log = logging.getLogger(__name__)
+
+
+def _weights(model_arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The stored weights (float32) from the snapshot's native-dtype model arrays."""
+    return {k: v if v.dtype == np.float32 else v.astype(np.float32) for k, v in model_arrays.items()}
+
+
+class _Slots:
+    """Observes and records captured slots; committed ones are recomputed, not rewritten."""
+
+    def __init__(self, model, optimizer, generator, loss, probe, store: RunWriter,
+                 writer: BackgroundWriter, capture: EpochCapture, resume: Resume):
+        self.model, self.optimizer, self.generator, self.loss = model, optimizer, generator, loss
+        self.probe, self.store, self.writer, self.capture = probe, store, writer, capture
+        self.resume = resume
+
+    def observe(self, slot: int) -> dict:
+        """Capture `slot` and return its metrics (a committed slot's are read back)."""
+        if self.resume.committed[slot]:
+            return {"train_acc_observed": float(self.resume.train_acc[slot])}
+        logits = self.capture(slot)
+        p = self.probe
+        return train.metrics(logits, self.loss, p.is_train, p.observed, p.true)
+
+    def record(self, slot: int, epoch: int, metrics: dict, final: bool) -> None:
+        snap = snapshot(self.model, self.optimizer, self.generator, slot=slot, epoch=epoch, final=final)
+        if self.resume.committed[slot]:  # only its state copy is refreshed
+            self.writer.submit(self.store.write_state, snap)
+            return
+        self.writer.submit(self.store.write_weights, slot, _weights(snap.arrays["model"]))
+        self.writer.submit(self.store.write_metrics, slot, metrics)
+        self.writer.submit(self.store.write_state, snap)
+        self.writer.submit(self.store.commit, slot, epoch)  # last: the epoch becomes visible
+
+
+def train_and_capture(config: RunConfig, model, probe, store: RunWriter, points, units,
+                      reducers, schedule: list[int], progress: bool, resume: Resume) -> None:
+    tc = config.train
+    loss = train.loss_fn(tc.loss, getattr(model, model.head_name).out_features)
+    optimizer = train.make_optimizer(model.parameters(), tc)
+    generator = torch.Generator().manual_seed(config.seed)
+    state = resume.state
+    if state is not None:
+        restore(state, model, optimizer, generator)
+        log.info("%s: resuming after epoch %d (%d epochs committed)", config.name, state.epoch,
+                 resume.n_committed)
+    x_train, y_train = probe.x[probe.is_train], probe.observed[probe.is_train]
+    writer = BackgroundWriter(config.capture.queue_chunks)
+    capture = EpochCapture(model, points, store, writer, probe.x, units=units,
+                           dtype=config.capture.dtype, batch_size=config.capture.batch_size,
+                           reducers=reducers)
+    slots = _Slots(model, optimizer, generator, loss, probe, store, writer, capture, resume)
+    scheduled = set(schedule)
+    slot, start = (state.slot + 1, state.epoch + 1) if state is not None else (0, 1)
+    try:
+        m: dict = {}
+        if state is None and 0 in scheduled:
+            m = slots.observe(0)
+            slots.record(0, 0, m, final=False)
+            slot = 1
+        if state is None or not state.final:
+            _epochs(config, model, optimizer, loss, x_train, y_train, generator, slots, scheduled,
+                    slot, start, m, progress)
+    finally:
+        writer.close()
+    store.finish()
+
+
+def _epochs(config, model, optimizer, loss, x_train, y_train, generator, slots: _Slots,
+            scheduled: set[int], slot: int, start: int, m: dict, progress: bool) -> None:
+    tc = config.train
+    bar = tqdm(range(start, tc.max_epochs + 1), desc=config.name, disable=not progress,
+               unit="epoch", leave=False)
+    for epoch in bar:
+        train.train_epoch(model, optimizer, loss, x_train, y_train, tc.batch_size, generator)
+        captured = epoch in scheduled
+        if captured:
+            m = slots.observe(slot)
+            acc = m["train_acc_observed"]
+        else:
+            acc = float((train.predict(model, x_train).argmax(1) == y_train).float().mean())
+        stop = tc.stop_train_acc is not None and acc >= tc.stop_train_acc
+        final = stop or epoch == tc.max_epochs
+        if captured or final:  # the epoch that ends training is always captured
+            if not captured:
+                m = slots.observe(slot)
+            slots.record(slot, epoch, m, final)
+            slot += 1
+        bar.set_postfix(train=f"{acc:.3f}", test=f"{m.get('test_acc', float('nan')):.3f}")
+        if stop:
+            log.info("%s: train accuracy %.4f reached the stop threshold at epoch %d",
+                     config.name, acc, epoch)
+            break
+    bar.close()

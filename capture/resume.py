@@ -1,0 +1,162 @@
+"""Resume a killed capture: training state to and from the store, and where to go on.
+
+At every captured epoch the training thread takes a snapshot (copies, since training
+goes on) of everything the next epoch depends on: the model's state dict, the
+optimizer's state dict, the learning rate schedule (the optimizer's param groups; the
+config has no separate scheduler), the global torch generator (dropout, init), the
+data-order generator, the CUDA generators, and NumPy's and Python's global generators
+for good measure. The background writer stores it (`stores.state`) before the epoch's
+commit flag, so a committed epoch always has its state.
+
+A resumed capture restores the state of the latest committed epoch whose copy is intact
+and trains on from there. Committed epochs that training passes again (after
+`stores repair` un-committed a damaged one, training restarts from the latest intact
+state, or from initialization) are recomputed but never rewritten: only their state
+copy is refreshed. On CPU the result is the store an uninterrupted run writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+
+from stores import StoreError, schema
+from stores.state import TrainingState, candidates, read_state
+
+log = logging.getLogger(__name__)
+
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")  # zarr's atomic-write temporaries
+
+
+# ------------------------------------------------------------------ snapshot / restore
+def _host(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to("cpu", copy=True).numpy()
+
+
+def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             generator: torch.Generator, *, slot: int, epoch: int, final: bool) -> TrainingState:
+    """Everything training after `epoch` depends on, as host copies and JSON."""
+    model_arrays = {name: _host(t) for name, t in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    opt_arrays, scalars = {}, {}
+    for index, entries in opt["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                opt_arrays[f"{index}.{key}"] = _host(value)
+            else:  # None (an unused momentum buffer) or a plain number
+                scalars.setdefault(str(index), {})[key] = value
+    rng = {"torch": torch.get_rng_state().numpy(), "generator": generator.get_state().numpy()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            rng[f"cuda.{i}"] = state.numpy()
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"] = {"key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"])}
+    py_version, py_internal, py_gauss = random.getstate()
+    meta = {
+        "param_groups": opt["param_groups"],
+        "optimizer_scalars": scalars,
+        "scheduler": None,  # no learning-rate scheduler beyond the param groups' lr
+        "numpy_random": np_state,
+        "python_random": [py_version, list(py_internal), py_gauss],
+    }
+    return TrainingState(slot, epoch, final, {"model": model_arrays, "optimizer": opt_arrays,
+                                              "rng": rng}, _jsonable(meta))
+
+
+def restore(state: TrainingState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            generator: torch.Generator) -> None:
+    """Put `state` back into the model, the optimizer and every generator."""
+    as_tensor = lambda a: torch.from_numpy(np.array(a, copy=True))  # noqa: E731
+    model.load_state_dict({k: as_tensor(v) for k, v in state.arrays["model"].items()}, strict=True)
+    opt_state: dict[int, dict] = {}
+    for name, value in state.arrays["optimizer"].items():
+        index, key = name.split(".", 1)
+        opt_state.setdefault(int(index), {})[key] = as_tensor(value)
+    for index, entries in state.meta.get("optimizer_scalars", {}).items():
+        opt_state.setdefault(int(index), {}).update(entries)
+    optimizer.load_state_dict({"state": opt_state, "param_groups": state.meta["param_groups"]})
+    rng = state.arrays["rng"]
+    torch.set_rng_state(as_tensor(rng["torch"]))
+    generator.set_state(as_tensor(rng["generator"]))
+    cuda = sorted((k for k in rng if k.startswith("cuda.")), key=lambda k: int(k.split(".")[1]))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([as_tensor(rng[k]) for k in cuda])
+    np_state = state.meta["numpy_random"]
+    np_state["state"]["key"] = np.asarray(np_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state(np_state)
+    version, internal, gauss = state.meta["python_random"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _jsonable(obj):
+    """Tuples to lists, NumPy scalars to Python ones (attributes are JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+# ------------------------------------------------------------------ where to go on
+@dataclass
+class Resume:
+    """What a resumed capture starts from: a state (None: from initialization), the
+    committed flags, and the stored train accuracy of each slot (for the stop rule)."""
+
+    state: TrainingState | None
+    committed: np.ndarray
+    train_acc: np.ndarray
+
+    @property
+    def n_committed(self) -> int:
+        return int(self.committed.sum())
+
+
+def fresh(n_slots: int) -> Resume:
+    return Resume(None, np.zeros(n_slots, dtype=bool), np.full(n_slots, np.nan))
+
+
+def plan(path: str) -> Resume:
+    """The latest committed slot with an intact state copy (or none), and what is committed."""
+    root = zarr.open_group(path, mode="r", zarr_format=3)
+    try:
+        committed = root[f"{schema.EPOCHS}/committed"][:]
+        train_acc = np.full(len(committed), np.nan)
+        accuracy = root[f"{schema.METRICS}/train_acc_observed"]
+        for slot in np.flatnonzero(committed):  # for the stop rule when training passes them
+            train_acc[slot] = accuracy[slot]
+    except ValueError as err:  # a damaged chunk of a committed epoch
+        raise StoreError(f"{path}: a committed chunk is damaged ({str(err).splitlines()[0]}); "
+                         f"run `python -m stores repair {path}`, then this again")
+    first_open = int(np.argmin(committed)) if not committed.all() else len(committed)
+    for cand in candidates(root):
+        slot = int(cand["slot"])
+        if slot < first_open and committed[slot]:
+            try:
+                return Resume(read_state(root, slot), committed, train_acc)
+            except StoreError as err:
+                log.warning("%s: cannot use the training state of slot %d (%s); trying an "
+                            "earlier one", path, slot, err)
+    if committed.any():
+        log.warning("%s: no intact training state for the committed epochs; retraining from "
+                    "initialization (committed epochs are recomputed, not rewritten)", path)
+    return Resume(None, committed, train_acc)
+
+
+def remove_partial_files(path: str) -> int:
+    """Delete the temporaries of writes a kill interrupted; they hold nothing committed."""
+    removed = 0
+    for file in Path(path).rglob("*.partial"):
+        if _PARTIAL.search(file.name) and file.is_file():
+            file.unlink()
+            removed += 1
+    return removed

@@ -1,0 +1,115 @@
+"""Training state in a store, so that a killed capture can go on where it stopped.
+
+`state/<copy>/` holds what training needs beyond the weights: the model's state dict
+(native dtypes, so integer buffers stay exact), the optimizer's per-parameter tensors,
+the random generators' states, and as JSON attributes the optimizer's param groups,
+the learning-rate schedule's state, the Python and NumPy generator states, the slot and
+epoch the copy belongs to, and whether training ended there. Nothing is pickled: arrays
+are plain Zarr arrays (with the crc32c checksum of every chunk), the rest is JSON.
+
+Two copies alternate by slot parity (slot s uses copy s % 2). The copy of slot s is
+written before `committed[s]`; the other copy then still holds slot s - 1, the last
+committed one, so a kill while a copy is being written never destroys the state a
+resume needs. A copy is marked invalid before it is touched and valid after its last
+array, and a resume checks that every chunk of it is present and intact.
+
+This module knows NumPy and Zarr only; `capture.resume` converts to and from torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec
+
+from . import schema
+from .writer import StoreError
+
+SECTIONS = ("model", "optimizer", "rng")
+
+
+@dataclass
+class TrainingState:
+    """The state at the end of epoch `epoch` (captured into `slot`), before the next one."""
+
+    slot: int
+    epoch: int
+    final: bool = False  # training ended at this epoch (max_epochs or the stop rule)
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # section -> name -> array
+    meta: dict = field(default_factory=dict)  # JSON-able: param groups, scheduler, rng states
+
+
+def copy_name(slot: int) -> str:
+    return str(slot % schema.STATE_COPIES)
+
+
+def write_state(root: zarr.Group, state: TrainingState) -> None:
+    """Write `state` into its copy: invalidate, replace every array, then validate."""
+    parent = root.require_group(schema.STATE)
+    name = copy_name(state.slot)
+    if name in parent:
+        parent[name].attrs.put({"valid": False})  # first: a kill below leaves it invalid
+        del parent[name]
+    group = parent.create_group(name, attributes={"valid": False})
+    for section in SECTIONS:
+        sub = group.create_group(section)
+        for key, value in state.arrays.get(section, {}).items():
+            _write_array(sub, key, np.asarray(value), f"{section}.{key}")
+    group.attrs.put({"valid": True, "slot": int(state.slot), "epoch": int(state.epoch),
+                     "final": bool(state.final), "meta": state.meta})
+
+
+def _write_array(group: zarr.Group, key: str, value: np.ndarray, dim_prefix: str) -> None:
+    # Dim names are unique to the array: within a group a dim name has one size.
+    array = group.create_array(
+        key, shape=value.shape, chunks=value.shape, dtype=value.dtype,
+        dimension_names=[f"{dim_prefix}.{i}" for i in range(value.ndim)],
+        compressors=[Crc32cCodec()], fill_value=0,
+    ).with_config({"write_empty_chunks": True})
+    array[...] = value
+
+
+def candidates(root: zarr.Group) -> list[dict]:
+    """Attributes of the valid copies, latest slot first."""
+    if schema.STATE not in root:
+        return []
+    found = []
+    for name, group in root[schema.STATE].groups():
+        attrs = dict(group.attrs)
+        if attrs.get("valid") and copy_name(int(attrs.get("slot", -1))) == name:
+            found.append({**attrs, "copy": name})
+    return sorted(found, key=lambda a: -a["slot"])
+
+
+def read_state(root: zarr.Group, slot: int) -> TrainingState:
+    """The copy that holds `slot`; StoreError if it is not there, incomplete or damaged."""
+    where = f"{schema.STATE}/{copy_name(slot)}"
+    if where not in root:
+        raise StoreError(f"{where}: no training state")
+    group = root[where]
+    attrs = dict(group.attrs)
+    if not attrs.get("valid") or attrs.get("slot") != slot:
+        raise StoreError(f"{where}: holds no valid state of slot {slot}")
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    for section in SECTIONS:
+        arrays[section] = {}
+        if section not in group:
+            raise StoreError(f"{where}/{section}: missing")
+        for key, array in group[section].arrays():
+            if array.nchunks_initialized != array.nchunks:
+                raise StoreError(f"{where}/{section}/{key}: missing chunks")
+            try:
+                arrays[section][key] = array[...]
+            except ValueError as err:  # crc32c mismatch, truncated chunk
+                raise StoreError(f"{where}/{section}/{key}: damaged ({err})") from err
+    return TrainingState(int(attrs["slot"]), int(attrs["epoch"]), bool(attrs.get("final")),
+                         arrays, dict(attrs.get("meta", {})))
+
+
+def invalidate(root: zarr.Group, copy: str) -> None:
+    """Mark a copy unusable (repair does this to a damaged one)."""
+    where = f"{schema.STATE}/{copy}"
+    if where in root:
+        root[where].attrs.put({"valid": False})

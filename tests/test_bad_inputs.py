@@ -1,0 +1,365 @@
+"""A catalogue of bad inputs to the three command lines.
+
+Each must end in exactly one line on stderr that names the problem and what is allowed,
+exit status 2, no traceback, and no change to any committed store. The CLIs run in this
+process (their `main`), on a copy of the session's tiny committed stores; a few run as
+real processes at the end, to check the same from the outside.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+
+from analyze.__main__ import main as analyze_main
+from capture.__main__ import main as capture_main
+from stores.__main__ import main as stores_main
+from stores.lock import StoreLock
+
+from .conftest import REPO
+from .storecmp import digest
+from .test_vision import write_mnist
+
+CLIS = {"capture": capture_main, "analyze": analyze_main, "stores": stores_main}
+STORE = "quickstart/corruption=0.6,seed=0.zarr"  # a committed store in every case's root
+
+
+@dataclass
+class Env:
+    tmp: Path
+    root: Path  # a copy of the committed stores
+    pipelines: Path  # the pipelines file they were captured with
+    base: dict  # its quickstart pipeline
+
+    def pipeline_file(self, body: dict | str, name: str = "bad") -> Path:
+        path = self.tmp / "bad.yaml"
+        if isinstance(body, str):
+            path.write_text(body)
+        else:
+            path.write_text(yaml.safe_dump({name: body}))
+        return path
+
+    def capture(self, *extra: str, pipeline: str = "bad", pipelines: Path | None = None) -> list[str]:
+        return [pipeline, "--pipelines", str(pipelines or self.tmp / "bad.yaml"),
+                "--root", str(self.root), "--quiet", *extra]
+
+    @property
+    def store(self) -> Path:
+        return self.root / STORE
+
+
+@dataclass
+class Case:
+    id: str
+    cli: str
+    setup: Callable[[Env], list[str]]
+    expect: str  # a regex the stderr line must match
+
+
+def text(body: str) -> Callable[[Env], list[str]]:
+    """A pipelines file with this exact text."""
+    def setup(env: Env) -> list[str]:
+        env.pipeline_file(body)
+        return env.capture()
+    return setup
+
+
+def edit(change: Callable[[dict], None], *extra: str) -> Callable[[Env], list[str]]:
+    """The committed pipeline, renamed `bad` and changed by `change`."""
+    def setup(env: Env) -> list[str]:
+        raw = copy.deepcopy(env.base)
+        change(raw)
+        env.pipeline_file(raw)
+        return env.capture(*extra)
+    return setup
+
+
+def put(path: str, value) -> Callable[[dict], None]:
+    """Set a dotted key of the pipeline."""
+    def change(raw: dict) -> None:
+        *parents, last = path.split(".")
+        node = raw
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return change
+
+
+def mnist(**data) -> Callable[[Env], list[str]]:
+    def setup(env: Env) -> list[str]:
+        write_mnist(env.tmp / "data", "MNIST", n_train=40, n_test=20)
+        raw = copy.deepcopy(env.base)
+        raw["data"] = {"name": "mnist", "root": str(env.tmp / "data"), **data}
+        env.pipeline_file(raw)
+        return env.capture()
+    return setup
+
+
+# ------------------------------------------------------------------ store damage
+def newer_schema(cli: str) -> Callable[[Env], list[str]]:
+    def setup(env: Env) -> list[str]:
+        group = zarr.open_group(str(env.store), mode="r+")
+        group.attrs["schema_version"] = 2
+        return _on_store(env, cli)
+    return setup
+
+
+def truncated_chunk(cli: str) -> Callable[[Env], list[str]]:
+    def setup(env: Env) -> list[str]:
+        for store in (env.root / "quickstart").glob("*.zarr"):
+            shutil.rmtree(store / "analysis", ignore_errors=True)  # so analyze reads again
+        chunk = env.store / "activations" / "relu1" / "values" / "c" / "1" / "0" / "0"
+        chunk.write_bytes(chunk.read_bytes()[:100])
+        return _on_store(env, cli)
+    return setup
+
+
+def _on_store(env: Env, cli: str) -> list[str]:
+    if cli == "stores":
+        return ["show", str(env.store)]
+    pipeline = ["quickstart", "--pipelines", str(env.pipelines), "--root", str(env.root), "--quiet"]
+    return pipeline + (["--eager"] if cli == "analyze" else [])
+
+
+def root_is(kind: str) -> Callable[[Env], list[str]]:
+    def setup(env: Env) -> list[str]:
+        env.pipeline_file(copy.deepcopy(env.base))
+        if kind == "file":
+            target = env.tmp / "root-file"
+            target.write_text("not a folder")
+        elif kind == "store-file":
+            target = env.tmp / "fresh"
+            (target / "bad").mkdir(parents=True)
+            (target / "bad" / "corruption=0.6,seed=0.zarr").write_text("not a store")
+        else:  # read-only
+            target = env.tmp / "read-only"
+            target.mkdir()
+            target.chmod(0o555)
+            if os.access(target, os.W_OK):  # root ignores modes: use a file system that refuses
+                target = Path("/sys/latentgen-read-only-root")
+        return ["bad", "--pipelines", str(env.tmp / "bad.yaml"), "--root", str(target), "--quiet"]
+    return setup
+
+
+def other_config(env: Env) -> list[str]:
+    raw = copy.deepcopy(env.base)
+    raw["train"]["lr"] = 0.01
+    return env.capture(pipeline="quickstart", pipelines=env.pipeline_file(raw, name="quickstart"))
+
+
+def locked(env: Env) -> list[str]:
+    lock = StoreLock(str(env.root / "quickstart" / "corruption=0.6,seed=0.zarr"))
+    lock.acquire()
+    env.held = lock  # released by the test
+    shutil.rmtree(env.store)  # an unfinished capture would go on here, but someone holds it
+    return ["quickstart", "--pipelines", str(env.pipelines), "--root", str(env.root), "--quiet",
+            "--run", "corruption=0.6"]
+
+
+def escaping_pipeline_name(env: Env) -> list[str]:
+    env.pipeline_file(copy.deepcopy(env.base), name="../../escaped")
+    return env.capture(pipeline="../../escaped")
+
+
+def stores_cmd(*args: str) -> Callable[[Env], list[str]]:
+    def setup(env: Env) -> list[str]:
+        (env.tmp / "a-file").write_text("x")
+        return [a.format(tmp=env.tmp, root=env.root, store=env.store) for a in args]
+    return setup
+
+
+def foreign_zarr(env: Env) -> list[str]:
+    zarr.open_group(str(env.tmp / "other.zarr"), mode="w").attrs["x"] = 1
+    return ["validate", str(env.tmp / "other.zarr")]
+
+
+CASES = [
+    # YAML syntax and file
+    Case("yaml-unclosed-bracket", "capture", text("bad:\n  sweep: {corruption: [0.6\n"),
+         r"not valid YAML at line \d+, column \d+"),
+    Case("yaml-mapping-in-scalar", "capture", text("bad:\n  data: name: digits\n"),
+         r"not valid YAML at line 2, column \d+: mapping values are not allowed here"),
+    Case("yaml-tab-indent", "capture", text("bad:\n\tdata: {}\n"), r"not valid YAML at line 2"),
+    Case("yaml-python-tag", "capture", text("bad: !!python/object/apply:os.system ['true']\n"),
+         r"not valid YAML.*python/object/apply"),
+    Case("yaml-not-a-mapping", "capture", text("- bad\n- worse\n"),
+         r"expected a mapping of pipeline names, got list"),
+    Case("yaml-empty-file", "capture", text(""), r"expected a mapping of pipeline names, got NoneType"),
+    Case("pipelines-not-utf8", "capture",
+         lambda env: (env.tmp.joinpath("bad.yaml").write_bytes(b"bad: {\xff\xfe}\n"), env.capture())[1],
+         r"cannot read the pipelines file.*expected a readable UTF-8 YAML file"),
+    Case("pipelines-file-missing", "capture",
+         lambda env: env.capture(pipelines=env.tmp / "nope.yaml"), r"pipelines file not found"),
+    Case("unknown-pipeline", "capture", lambda env: env.capture(pipeline="nope", pipelines=env.pipelines),
+         r"pipeline: expected one of quickstart, got 'nope'"),
+    # unknown keys at every level
+    Case("unknown-key-pipeline", "capture", edit(put("trian", {})),
+         r"bad: unknown key 'trian': expected one of analysis, capture, .*train"),
+    Case("unknown-key-data", "capture", edit(put("data.nmae", "digits")),
+         r"bad\.data: unknown key 'nmae': expected one of name, "),
+    Case("unknown-key-corruption", "capture", edit(put("corruption.rat", 0.1)),
+         r"bad\.corruption: unknown key 'rat': expected one of mode, rate"),
+    Case("unknown-key-model", "capture", edit(put("model.widht", [8])),
+         r"bad\.model: unknown key 'widht': expected one of name, widths"),
+    Case("unknown-key-train", "capture", edit(put("train.learning_rate", 0.1)),
+         r"bad\.train: unknown key 'learning_rate': expected one of optimizer, lr"),
+    Case("unknown-key-capture", "capture", edit(put("capture.point", ["input"])),
+         r"bad\.capture: unknown key 'point': expected one of points"),
+    Case("unknown-key-schedule", "capture", edit(put("capture.schedule.evry", 2)),
+         r"bad\.capture\.schedule: unknown key 'evry': expected one of epochs, every, rule"),
+    Case("unknown-key-analysis", "capture", edit(put("analysis.probe", ["masc"])),
+         r"bad\.analysis: unknown key 'probe': expected one of probes"),
+    Case("unknown-key-init", "capture", edit(put("init.src", "x")),
+         r"bad\.init: unknown key 'src': expected one of source, epoch, edit"),
+    Case("unknown-key-cluster", "capture", edit(put("cluster.nodes", 3)),
+         r"bad\.cluster: unknown key 'nodes': expected one of kind, workers"),
+    Case("unknown-sweep-key", "capture", edit(put("sweep", {"lr": [0.1]})),
+         r"bad\.sweep\.lr: unknown key 'lr': expected one of seed, data"),
+    Case("unknown-run-key", "capture", edit(lambda raw: None, "--run", "lr=0.1"),
+         r"--run: unknown key 'lr': expected one of corruption, seed"),
+    Case("malformed-run", "capture", edit(lambda raw: None, "--run", "corruption"),
+         r"--run: expected KEY=VALUE\[,KEY=VALUE\.\.\.\], got 'corruption'"),
+    # wrong types
+    Case("type-lr-string", "capture", edit(put("train.lr", "fast")),
+         r"bad\.train\.lr: expected a number in \(0\.0, inf\], got 'fast'"),
+    Case("type-max-epochs-float", "capture", edit(put("train.max_epochs", 2.5)),
+         r"bad\.train\.max_epochs: expected an integer in \[1, inf\], got 2\.5"),
+    Case("type-widths-scalar", "capture", edit(put("model.widths", 512)),
+         r"bad\.model\.widths: expected a non-empty list of integers >= 1, got 512"),
+    Case("type-block-list", "capture", edit(put("data", ["digits"])),
+         r"bad\.data: expected a mapping, got \['digits'\]"),
+    Case("type-stop-bool", "capture", edit(put("train.stop_train_acc", True)),
+         r"bad\.train\.stop_train_acc: expected a number in \(0\.0, 1\.0\] or null, got True"),
+    # corruption outside [0, 1]
+    Case("corruption-above-one", "capture", edit(put("sweep.corruption", [0.5, 1.5])),
+         r"bad\.corruption\.rate: expected a number in \[0\.0, 1\.0\], got 1\.5"),
+    Case("corruption-negative", "capture", edit(lambda raw: (raw.pop("sweep"), put("corruption.rate", -0.2)(raw))),
+         r"bad\.corruption\.rate: expected a number in \[0\.0, 1\.0\], got -0\.2"),
+    # unknown names
+    Case("unknown-dataset", "capture", edit(put("data.name", "imagenet")),
+         r"bad\.data\.name: expected one of digits, modular, mnist, .*, got 'imagenet'"),
+    Case("unknown-model", "capture", edit(put("model.name", "transformer")),
+         r"bad\.model\.name: expected one of mlp, modular_mlp, cnn, alexnet, resnet18, got 'transformer'"),
+    Case("unknown-optimizer", "capture", edit(put("train.optimizer", "rmsprop")),
+         r"bad\.train\.optimizer: expected one of sgd, adam, adamw, got 'rmsprop'"),
+    Case("unknown-capture-point", "capture", edit(put("capture.points", ["input", "relu9"])),
+         r"capture\.points: unknown 'relu9': expected names from input, flatten, fc1"),
+    Case("unknown-probe", "capture", edit(put("analysis.probes", ["masc", "svm"])),
+         r"bad\.analysis\.probes: unknown 'svm': expected names from masc, velpic"),
+    # sweeps
+    Case("empty-sweep-list", "capture", edit(put("sweep.corruption", [])),
+         r"bad\.sweep\.corruption: expected a non-empty list, got \[\]"),
+    Case("empty-sweep-mapping", "capture", edit(put("sweep", {})),
+         r"bad\.sweep: expected at least one name -> list of values"),
+    # data
+    Case("probe-set-larger-than-dataset", "capture", mnist(n_train=1000),
+         r"mnist: data\.n_train = 1000 is larger than the train split \(40 rows\)"),
+    Case("missing-dataset-root", "capture", edit(put("data", {"name": "mnist", "root": "/nonexistent/data"})),
+         r"mnist: expected train-images-idx3-ubyte, .* under /nonexistent/data/MNIST/raw; set data\.root"),
+    Case("missing-init-source", "capture", edit(put("init", {"source": "quickstart/nope"})),
+         r"init\.source: no run store at .*quickstart/nope\.zarr"),
+    # stores and roots
+    Case("store-path-is-a-file", "capture", root_is("store-file"),
+         r"corruption=0\.6,seed=0\.zarr is a file, not a run store: move it away or choose another --root"),
+    Case("root-is-a-file", "capture", root_is("file"),
+         r"cannot create .*root-file/bad \(.*\): --root .* must be a writable folder"),
+    Case("read-only-root", "capture", root_is("read-only"),
+         r"cannot create .* \((permission denied|operation not permitted|read-only file system)\): "
+         r"--root .* must be a writable folder"),
+    Case("other-config-in-store", "capture", other_config,
+         r"holds a run with a different config \(differs in: train\.lr\); pass --overwrite to replace it"),
+    Case("store-locked", "capture", locked,
+         r"is being written by another process \(capture, pid \d+ on .*\); wait for it to end"),
+    Case("newer-schema-capture", "capture", newer_schema("capture"),
+         r"written by a newer latentgen \(schema_version 2\); this one reads schema_version 1: upgrade"),
+    Case("newer-schema-analyze", "analyze", newer_schema("analyze"),
+         r"written by a newer latentgen \(schema_version 2\)"),
+    Case("newer-schema-show", "stores", newer_schema("stores"),
+         r"written by a newer latentgen \(schema_version 2\)"),
+    Case("truncated-chunk-analyze", "analyze", truncated_chunk("analyze"),
+         r"activations/relu1/values chunk \(1, 0, 0\) is damaged .*: run `python -m stores validate"),
+    Case("run-name-escapes-root", "capture", edit(put("sweep", {"data.root": ["../../escaped"]})),
+         r"run name: expected a plain file name \(no '/'.*got 'data\.root=\.\./\.\./escaped'"),
+    Case("pipeline-name-escapes-root", "capture", escaping_pipeline_name,
+         r"pipeline name: expected a plain file name .*got '\.\./\.\./escaped'"),
+    Case("analyze-workers-zero", "analyze",
+         lambda env: ["quickstart", "--pipelines", str(env.pipelines), "--root", str(env.root), "--workers", "0"],
+         r"--workers: expected an integer >= 1, got 0"),
+    Case("analyze-missing-store", "analyze",
+         lambda env: ["quickstart", "--pipelines", str(env.pipelines), "--root", str(env.tmp / "empty"), "--eager"],
+         r"run corruption=0\.0,seed=0 has no store at .*empty/quickstart/.*: run `python -m capture quickstart"),
+    Case("show-a-file", "stores", stores_cmd("show", "{tmp}/a-file"), r"no run store at .*a-file"),
+    Case("validate-not-a-store", "stores", stores_cmd("validate", "{tmp}"), r"no run store at "),
+    Case("ls-missing-dir", "stores", stores_cmd("ls", "{tmp}/nope"), r"no directory .*nope"),
+    Case("validate-foreign-zarr", "stores", foreign_zarr, r"not a latentgen run store \(no schema_version"),
+]
+
+
+@pytest.fixture
+def env(tiny_root, tmp_path) -> Env:
+    pipelines, root = tiny_root
+    shutil.copytree(root, tmp_path / "runs", ignore=shutil.ignore_patterns("*.lock"))
+    base = yaml.safe_load(pipelines.read_text())["quickstart"]
+    base["sweep"] = {"corruption": [0.6], "seed": [0]}
+    return Env(tmp_path, tmp_path / "runs", pipelines, base)
+
+
+def _committed(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): digest(p) for p in sorted(root.rglob("*.zarr")) if p.is_dir()}
+
+
+def run_case(case: Case, env: Env, capsys) -> tuple[int, str]:
+    argv = case.setup(env)
+    capsys.readouterr()
+    before = _committed(env.root)
+    try:
+        code = CLIS[case.cli](argv)
+    finally:
+        held = getattr(env, "held", None)
+        if held is not None:
+            held.release()
+    err = capsys.readouterr().err
+    assert _committed(env.root) == before, "committed data changed"
+    return code, err
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_input(case, env, capsys):
+    code, err = run_case(case, env, capsys)
+    lines = err.strip("\n").splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    import re
+    assert re.search(case.expect, lines[0]), lines[0]
+
+
+def test_the_catalogue_is_long_enough():
+    assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case_id", ["yaml-unclosed-bracket", "truncated-chunk-analyze",
+                                     "newer-schema-show"])
+def test_bad_input_from_a_real_process(case_id, env):
+    """The same one line and exit status 2 from `python -m ...`, logging and all."""
+    case = next(c for c in CASES if c.id == case_id)
+    argv = case.setup(env)
+    before = _committed(env.root)
+    done = subprocess.run([sys.executable, "-m", case.cli, *argv], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip("\n").splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert _committed(env.root) == before

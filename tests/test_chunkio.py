@@ -1,0 +1,69 @@
+"""Direct whole-chunk writes produce exactly the files zarr-python writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+from stores.chunkio import make_chunk_dirs, write_chunk
+
+
+def _array(path: Path, shape, chunks, dtype="float16", compressors=None):
+    return zarr.create_array(
+        str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=np.nan,
+        compressors=compressors or [Crc32cCodec()], zarr_format=3,
+    ).with_config({"write_empty_chunks": True})
+
+
+def _chunk_files(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*")
+            if p.is_file() and p.name != "zarr.json"}
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_direct_chunks_equal_zarr_chunks(tmp_path, dtype):
+    """Every chunk, the padded edge chunk included, is byte-identical to zarr's."""
+    values = np.random.default_rng(0).standard_normal((2, 10, 3)).astype(dtype)
+    ours, theirs = _array(tmp_path / "ours", (2, 10, 3), (1, 4, 3), dtype), \
+        _array(tmp_path / "theirs", (2, 10, 3), (1, 4, 3), dtype)
+    for slot in range(2):
+        for j, start in enumerate(range(0, 10, 4)):
+            block = values[slot : slot + 1, start : start + 4]
+            assert write_chunk(ours, (slot, j, 0), block)
+            theirs[slot, start : start + 4] = block[0]
+    assert _chunk_files(tmp_path / "ours") == _chunk_files(tmp_path / "theirs")
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "ours"))[:], values)
+    assert not list((tmp_path / "ours").rglob("*.partial"))
+
+
+def test_whole_array_chunk_of_weights(tmp_path):
+    w = np.arange(20, dtype=np.float32).reshape(5, 4)
+    ours, theirs = _array(tmp_path / "ours", (3, 5, 4), (1, 5, 4), "float32"), \
+        _array(tmp_path / "theirs", (3, 5, 4), (1, 5, 4), "float32")
+    assert write_chunk(ours, (1, 0, 0), w[None])
+    theirs[1] = w
+    assert _chunk_files(tmp_path / "ours") == _chunk_files(tmp_path / "theirs")
+
+
+def test_other_layouts_are_left_to_zarr(tmp_path):
+    plain = _array(tmp_path / "plain", (2, 10, 3), (1, 4, 3))
+    zstd = _array(tmp_path / "zstd", (2, 10, 3), (1, 4, 3),
+                  compressors=[ZstdCodec(level=1), Crc32cCodec()])
+    block = np.ones((1, 4, 3), dtype=np.float16)
+    assert not write_chunk(zstd, (0, 0, 0), block)  # compressed
+    assert not write_chunk(plain, (0, 0, 0), block.astype(np.float32))  # another dtype
+    assert not write_chunk(plain, (0, 0, 0), block[:, :3])  # part of a chunk
+    assert not write_chunk(plain, (0, 2, 0), block)  # the edge chunk holds 2 rows
+    assert _chunk_files(tmp_path / "plain") == {} and _chunk_files(tmp_path / "zstd") == {}
+
+
+def test_make_chunk_dirs_adds_no_chunks(tmp_path):
+    array = _array(tmp_path / "a", (3, 10, 3), (1, 4, 3))
+    make_chunk_dirs(array)
+    assert (tmp_path / "a" / "c" / "2" / "2").is_dir()
+    assert array.nchunks_initialized == 0
+    assert np.isnan(array[:]).all()

@@ -1,0 +1,101 @@
+"""Analysis during capture: `analyze` on stores that are still being written sees their
+committed epochs only, never fails on a half-written epoch or a run not yet started, and
+running it again later computes only the new (epoch, layer) tasks. The merged results
+equal those of one analysis of the finished stores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import stores
+from analyze import grid
+from analyze.pipeline import analyse
+from capture.run import capture_run
+from stores import RunWriter, load_pipeline
+
+from .conftest import tiny_pipeline_yaml
+from .test_resume import crash_at
+
+
+def _results(path: str) -> dict[str, xr.Dataset]:
+    out = {}
+    for name in ("dynamics", "edit"):
+        with xr.open_zarr(path, group=f"analysis/{name}", consolidated=False) as ds:
+            out[name] = ds.load()
+    return out
+
+
+def _assert_same(a: dict[str, xr.Dataset], b: dict[str, xr.Dataset]) -> None:
+    for name in ("dynamics", "edit"):
+        x, y = a[name], b[name]
+        assert set(x.data_vars) == set(y.data_vars) and x.attrs == y.attrs
+        for coord in x.coords:
+            assert [str(v) for v in x[coord].values] == [str(v) for v in y[coord].values], coord
+        for var in x.data_vars:
+            np.testing.assert_array_equal(x[var].values, y[var].values, err_msg=f"{name}/{var}")
+
+
+@pytest.fixture
+def counted(monkeypatch) -> list[int]:
+    """The number of tasks each analysis ran."""
+    runs: list[int] = []
+    original = grid.run_eager
+
+    def run_eager(tasks, settings, progress=False):
+        runs.append(len(tasks))
+        return original(tasks, settings, progress)
+
+    monkeypatch.setattr(grid, "run_eager", run_eager)
+    return runs
+
+
+def test_analysis_during_capture_is_incremental_and_equals_a_full_one(tmp_path, monkeypatch, counted):
+    pipelines = tiny_pipeline_yaml(tmp_path / "p.yaml", max_epochs=6, stop_train_acc=None)
+    pipeline = load_pipeline("quickstart", pipelines)
+    clean, corrupted = pipeline.runs()  # corruption 0.0 and 0.6; slots: epochs 0, 1, 2, 4, 6
+    live, done = tmp_path / "live", tmp_path / "done"
+    for config in (clean, corrupted):
+        capture_run(config, str(done), progress=False)
+    analyse(pipeline, str(done), client=None, progress=False)
+    full = {c.name: _results(c.store_path(str(done))) for c in (clean, corrupted)}
+    counted.clear()
+
+    # The 0.6 run dies with slot 3 written but not committed; the 0.0 run has not started.
+    with monkeypatch.context() as patch:
+        crash_at(patch, RunWriter, "commit", 4)
+        with pytest.raises(Exception):
+            capture_run(corrupted, str(live), progress=False)
+    path = corrupted.store_path(str(live))
+    assert stores.run_attrs(path)["status"] == "running"
+    analyse(pipeline, str(live), client=None, progress=False)
+    assert counted == [3 * 3]  # three layers x the three committed epochs
+    partial = _results(path)
+    assert list(partial["dynamics"].epoch.values) == [0, 1, 2]
+    assert stores.run_attrs(path)["status"] == "running"  # analysis did not consolidate it
+
+    analyse(pipeline, str(live), client=None, progress=False)
+    assert counted == [9]  # nothing new: no task ran
+
+    capture_run(corrupted, str(live), progress=False)  # resumes and finishes
+    capture_run(clean, str(live), progress=False)
+    analyse(pipeline, str(live), client=None, progress=False)
+    assert counted[-1] == 3 * 2 + 3 * 5  # the 0.6 run's two new epochs, the 0.0 run's five
+    for config in (clean, corrupted):
+        _assert_same(_results(config.store_path(str(live))), full[config.name])
+    assert list(stores.open_run(path)["analysis/dynamics"].epoch.values) == [0, 1, 2, 4, 6]
+
+
+def test_a_store_without_a_committed_epoch_is_skipped(tmp_path, monkeypatch, counted):
+    pipelines = tiny_pipeline_yaml(tmp_path / "p.yaml", max_epochs=2)
+    pipeline = load_pipeline("quickstart", pipelines)
+    clean, corrupted = pipeline.runs()
+    capture_run(clean, str(tmp_path), progress=False)
+    with monkeypatch.context() as patch:
+        crash_at(patch, RunWriter, "write_activations", 2)  # inside epoch 0
+        with pytest.raises(Exception):
+            capture_run(corrupted, str(tmp_path), progress=False)
+    analyse(pipeline, str(tmp_path), client=None, progress=False)
+    assert counted == [3 * 3]  # the clean run only
+    assert "analysis" not in stores.open_run(corrupted.store_path(str(tmp_path))).children
