@@ -135,21 +135,3 @@ def write(path: str, datasets: dict[str, xr.Dataset]) -> None:
                    encoding=encoding)
     if stores.run_attrs(path).get("status") == stores.schema.STATUS_COMPLETE:
         stores.consolidate(path)
-
-
-def tidy(per_store: dict[str, dict[str, xr.Dataset]]) -> "pd.DataFrame":  # noqa: F821
-    """One row per (run, probe, layer, epoch, score), with the run's swept parameters."""
-    import pandas as pd
-
-    frames = []
-    for path, ds in per_store.items():
-        attrs = stores.run_attrs(path)
-        frame = ds["dynamics"]["accuracy"].to_dataframe().reset_index()
-        edit = ds["edit"]["accuracy"].to_dataframe().reset_index()
-        edit = edit.rename(columns={"variant": "probe"}).assign(layer=ds["edit"].attrs["layer"])
-        frame = pd.concat([frame, edit], ignore_index=True)
-        frame.insert(0, "run", attrs.get("run_name", path))
-        for i, (key, value) in enumerate(attrs.get("params", {}).items(), start=1):
-            frame.insert(i, key, value)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 import numpy as np
 
 import stores
-from stores import Pipeline, StoreError
+from stores import Pipeline, StoreError, location
 
 from . import grid, incremental, modular, report, report_modular
 from .crosscheck import crosscheck_edit
 from .tasks import ProbeSettings, TaskResult
 
 log = logging.getLogger(__name__)
+
+CSV = "analysis.csv"  # the tidy table, next to the report
 
 
 def settings_for(pipeline: Pipeline) -> ProbeSettings:
@@ -28,7 +28,7 @@ def store_paths(pipeline: Pipeline, root: str) -> list[str]:
     paths, missing = [], []
     for config in pipeline.runs():
         path = config.store_path(root)
-        if not (Path(path) / "zarr.json").exists():
+        if not location.is_store(path):
             missing.append((config, path))
             continue
         if stores.run_attrs(path).get("config_hash") != config.hash():
@@ -44,7 +44,7 @@ def store_paths(pipeline: Pipeline, root: str) -> list[str]:
     return paths
 
 
-def analyse(pipeline: Pipeline, root: str, client=None, progress: bool = True) -> Path:
+def analyse(pipeline: Pipeline, root: str, client=None, progress: bool = True) -> str:
     """Run the grid (on `client`, or eagerly without one) for what is new, write results
     and the report. A damaged chunk stops it with the chunk's name."""
     paths = store_paths(pipeline, root)
@@ -68,7 +68,7 @@ def _damage_error(paths: list[str], err: ValueError) -> StoreError:
                       "run `python -m stores validate STORE` on the pipeline's stores")
 
 
-def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: bool) -> Path:
+def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: bool) -> str:
     settings = settings_for(pipeline)
     old = {path: incremental.stored(path) for path in paths}
     tasks = grid.plan(paths, {path: incremental.done(old[path], settings, stores.layers(path))
@@ -105,12 +105,12 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
             grid.write(path, per_store[path])  # only stores with something new
         else:
             _consolidated(path)
-    out_dir = Path(root) / pipeline.name
-    csv = out_dir / "analysis.csv"
-    grid.tidy(per_store).to_csv(csv, index=False)
+    out_dir = location.join(root, pipeline.name)
+    with location.open_file(location.join(out_dir, CSV), "w") as f:
+        stores.analysis_table(list(per_store)).to_csv(f, index=False)
     runs = list(per_store.items())
     extra = report_modular.section(runs, out_dir) if modular_paths else ""
-    return report.write_report(pipeline.name, out_dir, list(per_store), csv.name, extra)
+    return report.write_report(pipeline.name, out_dir, list(per_store), CSV, extra)
 
 
 def _consolidated(path: str) -> None:

@@ -9,8 +9,6 @@ standard deviation as a band or a ± term.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on batch nodes
@@ -19,6 +17,7 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 import stores  # noqa: E402
+from stores import location  # noqa: E402
 
 PROBE_LABELS = {"masc": "MASC", "velpic": "VeLPIC", "ncm": "nearest mean (cos)",
                 "knn": "k-NN (cos)", "logreg": "logistic reg."}
@@ -72,7 +71,7 @@ def _mean_std(values: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
 
 
 # ------------------------------------------------------------------------- figures
-def dynamics_figure(results: xr.Dataset, path: Path) -> Path:
+def dynamics_figure(results: xr.Dataset, path: str) -> str:
     """Rows: groups (corruption levels); columns: layers; lines: each probe's test
     accuracy over epochs (mean over seeds, ± std shaded), the model's own test accuracy
     (dashed) and, on the edited layer, the edited model's (dotted)."""
@@ -107,10 +106,10 @@ def dynamics_figure(results: xr.Dataset, path: Path) -> Path:
             if c == 0:
                 ax.set_ylabel("test accuracy (%)")
     _legend_below(fig, axes)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def heatmap_figure(results: xr.Dataset, probe: str, path: Path) -> Path:
+def heatmap_figure(results: xr.Dataset, probe: str, path: str) -> str:
     """One panel per group: the probe's test accuracy (mean over seeds) on a layer ×
     epoch grid; epochs are the captured ones, evenly spaced."""
     rows = groups(results)
@@ -135,12 +134,10 @@ def heatmap_figure(results: xr.Dataset, probe: str, path: Path) -> Path:
         ax.set_title(f"{label} ({_n_seeds(pos)})", fontsize=9)
     fig.colorbar(image, ax=axes[0, :].tolist(), label=f"{PROBE_LABELS.get(probe, probe)} test accuracy (%)",
                  shrink=0.9)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, bbox_inches="tight")
 
 
-def levels_figure(results: xr.Dataset, table: list[dict], level: str, path: Path) -> Path:
+def levels_figure(results: xr.Dataset, table: list[dict], level: str, path: str) -> str:
     """Final-epoch test accuracy against the swept level (e.g. corruption): the model,
     the best layer's MASC and VeLPIC, and the edited model; mean ± std over seeds."""
     x = [row["key"][level] for row in table]
@@ -157,7 +154,7 @@ def levels_figure(results: xr.Dataset, table: list[dict], level: str, path: Path
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _legend_below(fig, axes) -> None:
@@ -171,8 +168,10 @@ def _legend_below(fig, axes) -> None:
     fig.tight_layout(rect=(0, 0.05 if axes.shape[0] > 2 else 0.09, 1, 1))
 
 
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
+def save_figure(fig, path: str, **savefig) -> str:
+    """Write a figure as PNG to a path or URL, and free it."""
+    with location.open_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110, **savefig)
     plt.close(fig)
     return path
 
@@ -255,11 +254,11 @@ def _crosschecks(paths: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------- report
-def write_report(pipeline: str, out_dir: Path, paths: list[str], csv_name: str, extra: str = "") -> Path:
-    """`report.md` with its figures (PNG, under `figures/`), next to the stores."""
+def write_report(pipeline: str, out_dir: str, paths: list[str], csv_name: str, extra: str = "") -> str:
+    """`report.md` with its figures (PNG, under `figures/`), next to the stores; `out_dir`
+    is a path or a URL. Returns where report.md went."""
     results = stores.analysis_results(paths)
-    figures = out_dir / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
+    figure = lambda name: location.join(out_dir, "figures", name)  # noqa: E731
     rows = summary_rows(results)
     sections = [f"""# {pipeline}: latent generalization report
 
@@ -283,14 +282,14 @@ penultimate activations): {_crosschecks(paths)}.
     numeric = [name for name in results.indexes["run"].names if name != REPLICATE
                and len({row["key"][name] for row in rows}) > 1]
     if len(numeric) == 1 and len(rows) > 2:
-        levels_figure(results, rows, numeric[0], figures / "levels.png")
+        levels_figure(results, rows, numeric[0], figure("levels.png"))
         sections.append(f"""![Final test accuracy against {numeric[0]}](figures/levels.png)
 
 How much of the lost accuracy the layers still hold: the model's final test accuracy
 (dashed), the best layer's MASC and VeLPIC probes and the edited model (dotted), against
 {numeric[0]}, mean ± std over seeds.
 """)
-    dynamics_figure(results, figures / "dynamics.png")
+    dynamics_figure(results, figure("dynamics.png"))
     sections.append("""## Dynamics
 
 ![Probe test accuracy per layer over epochs, beside the model's own test accuracy](figures/dynamics.png)
@@ -301,7 +300,7 @@ captured epochs (mean over seeds, the band ± one std), the model's own test acc
 """)
     for probe in ("velpic", "masc"):
         if probe in results.probe:
-            heatmap_figure(results, probe, figures / f"heatmap_{probe}.png")
+            heatmap_figure(results, probe, figure(f"heatmap_{probe}.png"))
             sections.append(f"""![{PROBE_LABELS[probe]} test accuracy, layer by epoch](figures/heatmap_{probe}.png)
 
 {PROBE_LABELS[probe]} test accuracy on a layer × epoch grid, one panel per group: where
@@ -321,6 +320,7 @@ to the final epoch.
 `stores.analysis_table("{out_dir}")`); the same results are stored in each run's store
 under `analysis/` and open as one xarray Dataset with `stores.analysis_results`.
 """)
-    path = out_dir / "report.md"
-    path.write_text("\n".join(sections))
+    path = location.join(out_dir, "report.md")
+    with location.open_file(path, "w") as f:
+        f.write("\n".join(sections))
     return path

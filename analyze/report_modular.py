@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -12,9 +10,11 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 import stores  # noqa: E402
+from stores import location  # noqa: E402
 
 from . import neurons  # noqa: E402
 from .modular import PRUNE_FRACTION, at_fraction  # noqa: E402
+from .report import save_figure  # noqa: E402
 
 Runs = list[tuple[str, dict[str, xr.Dataset]]]
 GROUP_STYLE = {"corrupted": ("tab:red", "corrupted train (observed labels)"),
@@ -27,14 +27,12 @@ def _label(path: str) -> str:
     return ", ".join(f"{k} = {v}" for k, v in shown.items())
 
 
-def _save(fig, path: Path) -> str:
+def _save(fig, path: str) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return location.name(save_figure(fig, path))
 
 
-def training_figure(runs: Runs, out: Path) -> str:
+def training_figure(runs: Runs, out: str) -> str:
     """Train (observed labels) and test accuracy over epochs, and the mean IPR, per run."""
     fig, axes = plt.subplots(2, len(runs), figsize=(4.2 * len(runs), 5.6), squeeze=False, sharex="col")
     for col, (path, ds) in enumerate(runs):
@@ -54,10 +52,10 @@ def training_figure(runs: Runs, out: Path) -> str:
         ax.set_ylabel("mean neuron IPR")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
-    return _save(fig, out / "modular_training.png")
+    return _save(fig, location.join(out, "modular_training.png"))
 
 
-def ipr_histogram_figure(runs: Runs, out: Path) -> str:
+def ipr_histogram_figure(runs: Runs, out: str) -> str:
     """The distribution of neuron IPRs at the final epoch, per run."""
     fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.2), squeeze=False)
     for ax, (path, ds) in zip(axes[0], runs):
@@ -66,10 +64,10 @@ def ipr_histogram_figure(runs: Runs, out: Path) -> str:
         ax.set_title(f"{_label(path)} (epoch {int(ipr.epoch)})", fontsize=9)
         ax.set_xlabel("neuron IPR")
         ax.set_ylabel("neurons")
-    return _save(fig, out / "ipr_histogram.png")
+    return _save(fig, location.join(out, "ipr_histogram.png"))
 
 
-def pruning_figure(runs: Runs, out: Path) -> str:
+def pruning_figure(runs: Runs, out: str) -> str:
     """Accuracy per group against the fraction of neurons pruned, in both IPR orders."""
     fig, axes = plt.subplots(len(runs), 2, figsize=(9, 3.2 * len(runs)), squeeze=False, sharey=True)
     for row, (path, ds) in enumerate(runs):
@@ -85,10 +83,10 @@ def pruning_figure(runs: Runs, out: Path) -> str:
             ax.grid(alpha=0.3)
         axes[row, 0].set_ylabel("accuracy (%)")
     axes[0, 0].legend(fontsize=8)
-    return _save(fig, out / "pruning.png")
+    return _save(fig, location.join(out, "pruning.png"))
 
 
-def bn_figure(runs: Runs, out: Path) -> str | None:
+def bn_figure(runs: Runs, out: str) -> str | None:
     """BatchNorm's effective gain of each neuron against its IPR."""
     bn = [(path, ds) for path, ds in runs if "bn_gain" in ds["neurons"]]
     if not bn:
@@ -104,10 +102,10 @@ def bn_figure(runs: Runs, out: Path) -> str | None:
             ax.set_title(f"{_label(path)}\nmean over IPR ≥ 0.5 / IPR < 0.5: "
                          f"{n.attrs[name + '_ratio']:.2f}", fontsize=9)
             ax.grid(alpha=0.3)
-    return _save(fig, out / "batchnorm_gain.png")
+    return _save(fig, location.join(out, "batchnorm_gain.png"))
 
 
-def phase_figure(runs: Runs, out: Path) -> str | None:
+def phase_figure(runs: Runs, out: str) -> str | None:
     """The phase of each run on the (alpha, xi) grid."""
     points = []
     for path, ds in runs:
@@ -131,7 +129,7 @@ def phase_figure(runs: Runs, out: Path) -> str | None:
     handles = [matplotlib.patches.Patch(color=c, label=p.replace("_", " "))
                for c, p in zip(colors, neurons.PHASES)]
     ax.legend(handles=handles, bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
-    return _save(fig, out / "phase_diagram.png")
+    return _save(fig, location.join(out, "phase_diagram.png"))
 
 
 def table(runs: Runs) -> str:
@@ -152,10 +150,9 @@ def table(runs: Runs) -> str:
     return "\n".join(lines)
 
 
-def section(runs: Runs, out: Path) -> str:
+def section(runs: Runs, out: str) -> str:
     """The modular part of report.md: the table and every figure, one sentence each."""
-    figures = out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
+    figures = location.join(out, "figures")
     parts = ["## Neurons (modular arithmetic)", "",
              "Accuracies in percent; train is against the observed (possibly corrupted) labels. "
              "Pruning zeroes neurons in the stored last layer, ordered by Fourier IPR.", "",

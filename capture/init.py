@@ -7,23 +7,21 @@ the edit is taken from there rather than refitted here.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 import stores
-from stores import RunConfig, StoreError
+from stores import RunConfig, StoreError, location
 
 
 def source_path(config: RunConfig, root: str) -> str:
     source = config.init.source
-    return source if source.endswith(".zarr") else f"{str(root).rstrip('/')}/{source}.zarr"
+    return location.normalize(source) if source.endswith(".zarr") else location.join(root, f"{source}.zarr")
 
 
 def initial_state(config: RunConfig, root: str, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The source's weights at `init.epoch`, with the edited head (bias 0) if asked."""
     path = source_path(config, root)
-    if not (Path(path) / "zarr.json").exists():
+    if not location.is_store(path):
         raise StoreError(f"init.source: no run store at {path}")
     slots, epochs = stores.committed_slots(path)
     if config.init.epoch not in epochs:

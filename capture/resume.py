@@ -21,13 +21,12 @@ import logging
 import random
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import zarr
 
-from stores import StoreError, schema
+from stores import StoreError, location, schema
 from stores.state import TrainingState, candidates, read_state
 
 log = logging.getLogger(__name__)
@@ -155,8 +154,8 @@ def plan(path: str) -> Resume:
 def remove_partial_files(path: str) -> int:
     """Delete the temporaries of writes a kill interrupted; they hold nothing committed."""
     removed = 0
-    for file in Path(path).rglob("*.partial"):
-        if _PARTIAL.search(file.name) and file.is_file():
-            file.unlink()
+    for file in location.glob(path, "**/*.partial"):
+        if _PARTIAL.search(location.name(file)) and location.is_file(file):
+            location.remove(file)
             removed += 1
     return removed

@@ -8,19 +8,16 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import platform
 import random
-import shutil
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import stores
-from stores import LayerSpec, RunConfig, RunWriter, StoreError
+from stores import LayerSpec, RunConfig, RunWriter, StoreError, location
 from stores.config import run_config_from_dict
 from stores.lock import StoreLock
 
@@ -97,11 +94,10 @@ def existing_store(path: str, config: RunConfig, overwrite: bool = False) -> str
     Raises StoreError, touching nothing, when `path` is not a run store or holds a run of
     another config: a store is only ever written with the config it was created with.
     """
-    p = Path(path)
-    if p.exists() and not p.is_dir():
+    if location.is_file(path):
         raise StoreError(f"{path} is a file, not a run store: move it away or choose another --root")
-    if not (p / "zarr.json").exists():
-        if p.is_dir() and any(p.iterdir()):
+    if not location.is_store(path):
+        if location.is_dir(path) and location.listdir(path):
             raise StoreError(f"{path} exists but is not a run store (no zarr.json): "
                              "move it away or choose another --root")
         return None
@@ -142,9 +138,9 @@ def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
 
 
 def _make_parent(path: str, root: str) -> None:
-    parent = Path(path).parent
+    parent = location.parent(path)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        location.makedirs(parent)
     except OSError as err:
         raise StoreError(f"cannot create {parent} ({(err.strerror or str(err)).lower()}): "
                          f"--root {root} must be a writable folder")
@@ -185,7 +181,7 @@ def _create(path: str, config: RunConfig, root: str, dev: torch.device, head: st
     staging, replaced = f"{path}.creating", f"{path}.replaced"
     try:
         for leftover in (staging, replaced):  # left by a killed creation
-            shutil.rmtree(leftover, ignore_errors=True)
+            location.remove(leftover)
         RunWriter.create(
             staging,
             attrs={
@@ -205,9 +201,9 @@ def _create(path: str, config: RunConfig, root: str, dev: torch.device, head: st
                            "corruption_rate": config.corruption.rate, "corruption_seed": config.seed},
         )
         if replace:  # move the old store aside first, so no mix of the two ever exists
-            os.rename(path, replaced)
-        os.rename(staging, path)
-        shutil.rmtree(replaced, ignore_errors=True)
+            location.move(path, replaced)
+        location.move(staging, path)
+        location.remove(replaced)
     except OSError as err:
         raise StoreError(f"cannot create {path} ({(err.strerror or str(err)).lower()})")
     return RunWriter.open(path)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import zarr
 
-from . import schema
+from . import location, schema
 from .catalog import list_runs, summary
 from .reader import committed_slots, layers, metrics, open_run, run_attrs
 from .validate import repair, validate
@@ -91,7 +90,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
         print(f"cannot repair: {problem}")
     if result.uncommitted:
         attrs = run_attrs(args.store)
-        root = Path(args.store).resolve().parent.parent
+        root = location.parent(location.parent(location.normalize(args.store)))
         print(f"resume the capture to rewrite them: python -m capture {attrs.get('pipeline')} "
               f"--run {attrs.get('run_name')} --root {root} (with the same --pipelines file)")
     if result.unrepairable:

@@ -1,21 +1,19 @@
-"""Find run stores under a directory and summarise them."""
+"""Find run stores under a folder (a path or an fsspec URL) and summarise them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
+from . import location
 from .reader import committed_slots, run_attrs
 from .writer import StoreError
 
 
-def list_runs(root: str | Path) -> list[Path]:
+def list_runs(root: str | Path) -> list[str]:
     """Every `*.zarr` run store under `root` (recursively), sorted."""
-    root = Path(root)
-    if not root.is_dir():
+    if not location.is_dir(root):
         raise StoreError(f"no directory {root}")
-    return sorted(p for p in root.rglob("*.zarr") if (p / "zarr.json").is_file())
+    return location.find_stores(root)
 
 
 def summary(path: str | Path) -> dict:
@@ -29,9 +27,5 @@ def summary(path: str | Path) -> dict:
         "status": attrs.get("status", "?"),
         "committed": len(slots),
         "last_epoch": int(epochs[-1]) if len(epochs) else None,
-        "size_mib": _size_mib(Path(path)),
+        "size_mib": round(location.size_bytes(path) / 2**20, 1),
     }
-
-
-def _size_mib(path: Path) -> float:
-    return float(np.round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1))

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import yaml
 
-from . import schema
+from . import location, schema
 
 
 class ConfigError(ValueError):
@@ -305,7 +305,7 @@ class RunConfig:
     def store_path(self, root: str) -> str:
         check_file_name(self.pipeline, "pipeline name")
         check_file_name(self.name, "run name")
-        return f"{str(root).rstrip('/')}/{self.pipeline}/{self.name}.zarr"
+        return location.join(root, self.pipeline, f"{self.name}.zarr")
 
 
 # Sweep names that stand for a deeper key; any other name is a dotted path.

@@ -7,6 +7,7 @@ keep using the file system directly, so zarr opens them with its `LocalStore`.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from pathlib import Path
 from typing import IO
@@ -65,6 +66,11 @@ def is_file(location: str | Path) -> bool:
     return fs.isfile(path)
 
 
+def listdir(location: str | Path) -> list[str]:
+    fs, path = filesystem(location)
+    return fs.ls(path, detail=False)
+
+
 def makedirs(location: str | Path) -> None:
     fs, path = filesystem(location)
     fs.makedirs(path, exist_ok=True)
@@ -75,6 +81,23 @@ def remove(location: str | Path) -> None:
     fs, path = filesystem(location)
     if fs.exists(path):
         fs.rm(path, recursive=True)
+
+
+def move(source: str | Path, target: str | Path) -> None:
+    """Rename a store or file (one `rename` on a local file system)."""
+    source, target = normalize(source), normalize(target)
+    if not is_url(source) and not is_url(target):
+        os.rename(source, target)
+        return
+    fs, path = filesystem(source)
+    fs.mv(path, filesystem(target)[1], recursive=True)
+
+
+def glob(location: str | Path, pattern: str) -> list[str]:
+    """Files under `location` matching `pattern` (e.g. `**/*.partial`), spelled like it."""
+    location = normalize(location)
+    fs, path = filesystem(location)
+    return sorted(_url(fs, p, location) for p in fs.glob(posixpath.join(path, pattern)))
 
 
 def open_file(location: str | Path, mode: str = "rb") -> IO:

@@ -1,4 +1,5 @@
 """One writer per store: an advisory lock that dies with the process holding it.
+(Stores at a URL other than file:// are written unlocked: object stores have no flock.)
 
 The lock is `STORE.lock`, next to the store (so it exists before the store does and
 survives `--overwrite`). It is held with `flock`, which the kernel releases when the
@@ -17,6 +18,7 @@ import logging
 import os
 import socket
 
+from . import location
 from .writer import StoreError
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,9 @@ class StoreLock:
         self.release()
 
     def acquire(self) -> None:
+        if not location.is_local(self.store):  # object stores have no flock
+            log.info("%s is not on a local file system: written without a lock", self.store)
+            return
         while True:
             fd = self._open()
             try:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import schema
+from . import location, schema
 from .catalog import list_runs
 from .reader import open_run, run_attrs
 from .writer import StoreError
@@ -30,13 +30,14 @@ EDIT = f"{schema.ANALYSIS}/edit"
 
 
 def run_paths(source: str | Path | Iterable[str | Path]) -> list[str]:
-    """The stores named by `source`: a folder (every store under it) or a list of stores."""
+    """The stores named by `source`: a folder or URL (every store under it), one store,
+    or a list of stores."""
     if isinstance(source, (str, Path)):
-        if str(source).endswith(".zarr"):
-            return [str(source)]
-        paths = [str(p) for p in list_runs(source)]
+        if str(source).rstrip("/").endswith(".zarr"):
+            return [location.normalize(source)]
+        paths = list_runs(source)
     else:
-        paths = [str(p) for p in source]
+        paths = [location.normalize(p) for p in source]
     if not paths:
         raise StoreError(f"no run stores under {source}")
     return paths
@@ -119,15 +120,16 @@ def open_runs(source: str | Path | Iterable[str | Path]) -> RunsTree:
         if len(present) < len(paths):  # a node some runs lack (a layer, an analysis group)
             stacked = stacked.reindex(run=index)
         nodes[node_path] = stacked
-    return _from_datasets(nodes)
+    names = [run_attrs(p).get("run_name", location.name(p)) for p in paths]
+    # Only indexed coordinates are inherited in a DataTree: each node gets the run names.
+    return _from_datasets({path: ds.assign_coords(run_name=("run", names)) for path, ds in nodes.items()})
 
 
 def _from_datasets(nodes: dict[str, xr.Dataset]) -> RunsTree:
     """A tree from full (inherited-coordinates-included) node datasets: the root keeps
     `run` and `epoch`, which the other nodes inherit from it. (Built node by node because
     xarray's own DataTree.isel cannot drop a row of an inherited MultiIndex.)"""
-    root = nodes["/"]
-    shared = [name for name in root.coords if "run" in root[name].dims or name == "epoch"]
+    shared = list(nodes["/"].xindexes)  # run, its levels and epoch
     return RunsTree.from_dict({path: ds if path == "/" else ds.drop_vars(shared, errors="ignore")
                                for path, ds in nodes.items()})
 
@@ -175,5 +177,5 @@ def analysis_table(source: str | Path | Iterable[str | Path]) -> pd.DataFrame:
         frames.append(edit.rename(columns={"variant": "probe", "edit_accuracy": "accuracy"})
                       .assign(layer=results.attrs.get("edit_layer")))
     table = pd.concat(frames, ignore_index=True).dropna(subset=["accuracy"])
-    columns = [*index_names, "probe", "layer", "epoch", "score", "accuracy"]
-    return table[columns].reset_index(drop=True)
+    columns = ["run_name", *index_names, "probe", "layer", "epoch", "score", "accuracy"]
+    return table[columns].rename(columns={"run_name": "run"}).reset_index(drop=True)

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import zarr
 
-from . import schema
+from . import location, schema
 from .lock import StoreLock
 from .reader import _open_group
 from .writer import StoreError, consolidate
@@ -76,7 +74,7 @@ def validate(path: str) -> Report:
     """Every problem of the store at `path` (StoreError if it is not a readable store)."""
     _open_group(path)  # missing store, foreign store, newer schema: StoreError
     report = Report(path)
-    if not _metadata_readable(Path(path), report):
+    if not _metadata_readable(path, report):
         return report  # the tree cannot be walked
     # Each node's own metadata, not a consolidated copy of it (which may be stale).
     root = zarr.open_group(path, mode="r", use_consolidated=False, zarr_format=3)
@@ -88,20 +86,22 @@ def validate(path: str) -> Report:
     valid_copies = _valid_state_copies(root)
     for name, array in _walk(root):
         report.n_arrays += 1
-        _check_chunks(Path(path), name, array, report, valid_copies)
-    partial = [p for p in Path(path).rglob("*.partial") if p.is_file()]
+        _check_chunks(path, name, array, report, valid_copies)
+    partial = [p for p in location.glob(path, "**/*.partial") if location.is_file(p)]
     if partial:
         report.notes.append(f"{len(partial)} leftover temporary file(s) of interrupted writes "
                             "(harmless; a resumed capture removes them)")
     return report
 
 
-def _metadata_readable(base: Path, report: Report) -> bool:
-    for meta in sorted(base.rglob("zarr.json")):
+def _metadata_readable(base: str, report: Report) -> bool:
+    base = location.normalize(base)
+    for meta in location.glob(base, "**/zarr.json"):
         try:
-            json.loads(meta.read_text())
+            with location.open_file(meta, "rb") as f:
+                json.loads(f.read())
         except (ValueError, OSError) as err:
-            node = str(meta.parent.relative_to(base)) if meta.parent != base else "/"
+            node = location.parent(meta)[len(base):].strip("/") or "/"
             report.problems.append(Problem(node, None, f"unreadable metadata ({err})"))
     return report.ok
 
@@ -131,16 +131,16 @@ def _valid_state_copies(root: zarr.Group) -> set[str]:
     return {name for name, g in root[schema.STATE].groups() if g.attrs.get("valid")}
 
 
-def _check_chunks(base: Path, name: str, array: zarr.Array, report: Report,
+def _check_chunks(base: str, name: str, array: zarr.Array, report: Report,
                   valid_copies: set[str]) -> None:
     top = name.split("/")[0]
     for index in itertools.product(*(range(n) for n in array.cdata_shape)):
         report.n_chunks += 1
         key = array.metadata.encode_chunk_key(index)
-        file = base / name / key
+        file = location.join(base, name, key)
         committed_slot = top in EPOCH_GROUPS and (
             index[0] >= len(report.committed) or bool(report.committed[index[0]]))
-        if not file.is_file():
+        if not location.is_file(file):
             if (top == schema.SAMPLES and _checksummed(array)) or committed_slot or (
                     top == schema.STATE and name.split("/")[1] in valid_copies):
                 report.problems.append(Problem(name, index, _missing_what(top, index, report)))
@@ -245,7 +245,7 @@ def repair(path: str) -> tuple[Report, Repair]:
             result.invalidated.append(f"{schema.STATE}/{copy}")
         for name in sorted({"/".join(p.array.split("/")[:2]) for p in report.problems
                             if p.top == schema.ANALYSIS}):
-            shutil.rmtree(Path(path) / name, ignore_errors=True)
+            location.remove(location.join(path, name))
             result.removed.append(name)
         result.unrepairable = [p for p in report.problems
                                if p.slot is None and p.top not in (schema.STATE, schema.ANALYSIS)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 import subprocess
 import sys
 
@@ -83,7 +84,7 @@ def test_velpic_weight_puts_rows_at_class_indices():
 
 def test_analyse_writes_results_readable_by_plain_xarray(tiny_root):
     pipelines, root = tiny_root
-    report = analyse(load_pipeline("quickstart", pipelines), str(root), client=None, progress=False)
+    report = Path(analyse(load_pipeline("quickstart", pipelines), str(root), client=None, progress=False))
     assert report.exists() and (report.parent / "figures" / "dynamics.png").stat().st_size > 10_000
     text = report.read_text()
     assert "| corruption = 0.6 (1 seed) |" in text and "figures/dynamics.png" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
@@ -125,7 +126,7 @@ def test_neuron_task_matches_independent_ipr(modular_root):
 
 def test_probes_and_report_run_unchanged_on_modular_stores(modular_root):
     pipelines, root = modular_root
-    report = analyse(load_pipeline("modular-coexist", pipelines), str(root), progress=False)
+    report = Path(analyse(load_pipeline("modular-coexist", pipelines), str(root), progress=False))
     text = report.read_text()
     assert "## Neurons (modular arithmetic)" in text and "figures/pruning.png" in text
     path = load_pipeline("modular-coexist", pipelines).runs()[0].store_path(str(root))
