@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
 quickstart: $(STAMP)
 	$(PY) -m capture quickstart
 	$(PY) -m analyze quickstart

@@ -4,13 +4,15 @@ Pure numerics (NumPy + scikit-learn), no I/O and no torch.  Every probe
 follows the scikit-learn estimator contract, so it can be cloned, put in a
 pipeline and scored with ``score`` (mean accuracy, from ClassifierMixin).
 
-X is an (n_samples, n_units) activation matrix (float16/32/64 accepted; all
-computation is done in float64 because the matrices here are small and the
-spectral probes are sensitive to round-off), y are integer class labels.
+X is an (n_samples, n_units) activation matrix (float16/32/64 accepted; the
+estimators compute in float64 because the spectral probes are sensitive to
+round-off), y are integer class labels.
 
 The two spectral probes, MASC and VeLPIC, are both built from the uncentered
 PCA of each class's activations; :func:`class_spectra` computes it once and
-:func:`fit_spectral_probes` fits both probes from that single pass.
+:func:`fit_spectral_probes` fits both probes from that single pass, either with
+the float64 reference or with the fast path of :mod:`analyze.spectral` (float32
+products, the same k per class, scores in float32).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+
+from .spectral import fast_class_spectra, subspace_scores
 
 __all__ = [
     "PROBES",
@@ -110,10 +114,10 @@ def _validate_fit(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return X, y, np.unique(y)
 
 
-def _validate_predict(est: BaseEstimator, X: Any) -> np.ndarray:
-    """check_is_fitted + check_array in float64 + feature-count check."""
+def _validate_predict(est: BaseEstimator, X: Any, dtype: Any = np.float64) -> np.ndarray:
+    """check_is_fitted + check_array (float64 unless told) + feature-count check."""
     check_is_fitted(est)
-    X = check_array(X, dtype=np.float64)
+    X = check_array(X, dtype=dtype)
     if X.shape[1] != est.n_features_in_:
         raise ValueError(
             f"X has {X.shape[1]} features, but {type(est).__name__} is expecting "
@@ -203,14 +207,16 @@ class MASC(_ArgmaxClassifier):
         return cls(**params)._fit_from_spectra(spectra, classes, X)
 
     def _fit_from_spectra(
-        self, spectra: Sequence[Spectrum], classes: Any, X: Any
+        self, spectra: Sequence[Spectrum], classes: Any, X: Any, ks: Any = None
     ) -> "MASC":
-        """Keep the top-k_c directions of each class's spectrum; returns self."""
+        """Keep the top-k_c directions of each class's spectrum (k_c from the
+        spectrum unless given); returns self."""
         n = _check_n_components(self.n_components)
-        X = check_array(X, dtype=np.float64)
+        X = check_array(X, dtype=None)
         self.classes_ = np.asarray(classes)
         self.n_features_in_ = X.shape[1]
-        ks = [_n_kept(lam, n) for lam, _ in spectra]
+        if ks is None:
+            ks = [_n_kept(lam, n) for lam, _ in spectra]
         self.n_components_ = np.asarray(ks, dtype=int)
         self.components_ = [V[:k].copy() for (_, V), k in zip(spectra, ks)]
         return self
@@ -222,7 +228,16 @@ class MASC(_ArgmaxClassifier):
         return self._fit_from_spectra(class_spectra(X, y, classes), classes, X)
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """(n_samples, n_classes) scores s_c(x) = ‖B_c x‖ / ‖x‖ ∈ [0, 1]."""
+        """(n_samples, n_classes) scores s_c(x) = ‖B_c x‖ / ‖x‖ ∈ [0, 1].
+
+        Computed in the components' precision: float64 for `fit`, float32 (one
+        product for all classes) for the fast path of `fit_spectral_probes`.
+        """
+        if any(B.dtype != np.float64 for B in getattr(self, "components_", [])):
+            X = _validate_predict(self, X, dtype=np.float32)
+            proj = np.sqrt(subspace_scores(X, self.components_))
+            norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
+            return _safe_divide(proj, norms[:, None])
         X = _validate_predict(self, X)
         proj = np.column_stack([_row_norms(X @ B.T) for B in self.components_])
         return _safe_divide(proj, _row_norms(X)[:, None])
@@ -256,13 +271,14 @@ class VeLPIC(_ArgmaxClassifier):
         self, spectra: Sequence[Spectrum], classes: Any, X: Any
     ) -> "VeLPIC":
         """coef_[c] = ±V_c[0], sign chosen on the full training X; returns self."""
-        X = check_array(X, dtype=np.float64)
+        X = check_array(X, dtype=(np.float64, np.float32))
         coef = np.zeros((len(spectra), X.shape[1]))
         for i, (_, V) in enumerate(spectra):
             if len(V):  # an all-zero class has no direction: keep a zero row
                 coef[i] = V[0]
-        # Sign rule: the mean projection of the whole training set must be >= 0.
-        flip = (X @ coef.T).mean(axis=0) < 0
+        # Sign rule: the mean projection of the whole training set must be >= 0
+        # (mean(X v) = mean(X) v: one pass over X, accumulated in float64).
+        flip = (X.mean(axis=0, dtype=np.float64) @ coef.T) < 0
         coef[flip] *= -1
         self.classes_ = np.asarray(classes)
         self.n_features_in_ = X.shape[1]
@@ -280,17 +296,34 @@ class VeLPIC(_ArgmaxClassifier):
         return X @ self.coef_.T
 
 
-def fit_spectral_probes(
-    X: Any, y: Any, n_components: float = 0.99
-) -> tuple[MASC, VeLPIC]:
-    """Fit MASC and VeLPIC from ONE shared :func:`class_spectra` pass.
+SPECTRAL_METHODS = ("exact", "fast")
 
-    The result equals ``MASC(n_components).fit(X, y)`` and ``VeLPIC().fit(X, y)``.
+
+def fit_spectral_probes(
+    X: Any, y: Any, n_components: float = 0.99, *, method: str = "exact",
+    device: str | None = None,
+) -> tuple[MASC, VeLPIC]:
+    """Fit MASC and VeLPIC from ONE shared per-class decomposition.
+
+    method="exact": :func:`class_spectra` in float64; the result equals
+    ``MASC(n_components).fit(X, y)`` and ``VeLPIC().fit(X, y)``.
+    method="fast": :func:`analyze.spectral.fast_class_spectra` (float32 products,
+    float64 where k_c could change, the same k_c per class); MASC then keeps float32
+    components and scores in float32. `device` runs the kernels on torch there
+    ("cuda", "cpu"); None uses NumPy.
     """
     _check_n_components(n_components)
-    X, y, classes = _validate_fit(X, y)
-    spectra = class_spectra(X, y, classes)
-    masc = MASC.from_spectra(spectra, classes, X, n_components=n_components)
+    if method not in SPECTRAL_METHODS:
+        raise ValueError(f"method: expected one of exact, fast, got {method!r}")
+    if method == "exact":
+        X, y, classes = _validate_fit(X, y)
+        spectra, ks = class_spectra(X, y, classes), None
+    else:
+        X, y = check_X_y(X, y, dtype=np.float32)
+        check_classification_targets(y)
+        classes = np.unique(y)
+        spectra, ks = fast_class_spectra(X, y, classes, float(n_components), device=device)
+    masc = MASC(n_components=n_components)._fit_from_spectra(spectra, classes, X, ks)
     return masc, VeLPIC.from_spectra(spectra, classes, X)
 
 

@@ -39,6 +39,11 @@ class ProbeSettings:
     # BLAS threads inside a task. One: parallelism comes from tasks, and a fixed thread
     # count keeps floating-point sums (so lbfgs paths) identical on every path.
     blas_threads: int | None = 1
+    # MASC + VeLPIC: "fast" (float32 products, the same k per class as float64; see
+    # analyze.spectral) or "exact" (float64 throughout); `device` runs the fast kernels
+    # on torch there ("cuda"), None on NumPy.
+    spectral: str = "fast"
+    device: str | None = None
 
 
 @dataclass
@@ -83,7 +88,8 @@ def _run_task(task: Task, settings: ProbeSettings) -> TaskResult:
     x_train = x[train]
     spectral = {}
     if {"masc", "velpic"} & set(settings.probes) or task.penultimate:
-        masc, velpic = fit_spectral_probes(x_train, y_obs[train], settings.masc_components)
+        masc, velpic = fit_spectral_probes(x_train, y_obs[train], settings.masc_components,
+                                           method=settings.spectral, device=settings.device)
         spectral = {"masc": masc, "velpic": velpic}
     accuracy = {}
     for name in settings.probes:

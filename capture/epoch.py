@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -126,10 +125,3 @@ class EpochCapture:
 
         self.writer.submit(write, release=lambda: pool.give(buffer))
 
-
-def state_arrays(model: nn.Module) -> dict[str, np.ndarray]:
-    """Parameters and buffers as float32 host copies (training goes on mutating them)."""
-    return {
-        name: tensor.detach().to("cpu", torch.float32, copy=True).numpy()
-        for name, tensor in model.state_dict().items()
-    }

@@ -8,8 +8,9 @@ copies of the data (one to append the checksum) on one event-loop thread, which
 halves the writer's throughput; here the file is written straight from the caller's
 buffer with one `writev` (data, edge padding, checksum): no copy. The file is written
 beside its final name and renamed into place, as zarr's LocalStore does, so a reader
-never sees half a chunk; the chunk directories are made when the store is laid out. Anything else (compression, a partial chunk, another store,
-another dtype) returns False and the caller writes through zarr.
+never sees half a chunk; the chunk directories are made when the store is laid out.
+Anything else (compression, a partial chunk, another store, another dtype) returns
+False and the caller writes through zarr.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import itertools
 import os
 import sys
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import google_crc32c
 import numpy as np
@@ -72,57 +72,55 @@ def write_chunk(array: zarr.Array, coords: tuple[int, ...], values: np.ndarray) 
     # before it has extent 1 (true of (1, block, units) activation chunks).
     if len(cut) > 1 or (cut and any(c != 1 for c in chunks[: cut[0]])):
         return False
-    data = np.ascontiguousarray(values).reshape(-1).view(np.uint8)
-    pieces = [data]
-    crc = google_crc32c.value(data)
+    pad = None
     if cut:
         pad_shape = list(chunks)
         pad_shape[cut[0]] -= inside[cut[0]]
-        pad = np.full(pad_shape, array.fill_value, dtype=array.dtype).reshape(-1).view(np.uint8)
-        crc = google_crc32c.extend(crc, pad)
-        pieces.append(pad)
-    pieces.append(np.uint32(crc).astype("<u4").tobytes())
-    path = os.path.join(target, array.metadata.encode_chunk_key(coords))
-    _atomic_writev(path, pieces)
+        pad = np.full(pad_shape, array.fill_value, dtype=array.dtype)
+    write_plain(os.path.join(target, array.metadata.encode_chunk_key(coords)), values, pad)
     return True
 
 
-# Large chunks are copied into the page cache by two threads at once (positioned
-# writes of PART_BYTES pieces): the kernel's copy, not Python, is the writer's cost.
-PART_BYTES = 4 << 20
-WRITE_THREADS = 2
-_pool: ThreadPoolExecutor | None = None
-
-
-def _threads() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="latentgen-chunkio")
-    return _pool
-
-
-def _atomic_writev(path: str, pieces: list) -> None:
-    """Write the concatenated `pieces` to `path`: to a temporary name, then renamed."""
+def write_plain(path: str, values: np.ndarray, pad: np.ndarray | None = None,
+                atomic: bool = True) -> None:
+    """The chunk file `path` of a plain array (`bytes` little endian + `crc32c`): the
+    bytes of `values` (then `pad`, the fill value beyond the array's edge) and their
+    CRC-32C. The caller vouches that `values` is the chunk the array's metadata says.
+    `atomic=False` overwrites the file in place (for files no reader trusts meanwhile)."""
+    if values.dtype.byteorder == ">" or (pad is not None and pad.dtype.byteorder == ">"):
+        raise ValueError("write_plain: little-endian values only")
+    pieces = [np.ascontiguousarray(values).reshape(-1).view(np.uint8)]
+    if pad is not None:
+        pieces.append(pad.reshape(-1).view(np.uint8))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{uuid.uuid4().hex}.partial"
-    jobs, offset = [], 0
-    for piece in pieces:
-        view = memoryview(piece).cast("B")
-        jobs += [(view[lo : lo + PART_BYTES], offset + lo) for lo in range(0, len(view), PART_BYTES)]
-        offset += len(view)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    target = path if not atomic else f"{path}.{uuid.uuid4().hex}.partial"
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if atomic else os.O_TRUNC)
+    fd = os.open(target, flags, 0o644)
     try:
-        if len(jobs) > 2:
-            list(_threads().map(lambda job: _pwrite_all(fd, *job), jobs))
-        else:
-            for job in jobs:
-                _pwrite_all(fd, *job)
+        _write_with_checksum(fd, pieces)
     except BaseException:
         os.close(fd)
-        os.unlink(tmp)
+        if atomic:
+            os.unlink(target)
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    if atomic:  # the file appears whole under its name, as zarr's LocalStore does it
+        os.replace(target, path)
+
+
+def _write_with_checksum(fd: int, pieces: list) -> None:
+    """Write the concatenated `pieces`, then their CRC-32C (4 bytes, little endian), with
+    one `writev` (a short write goes on where it stopped)."""
+    crc = 0
+    for piece in pieces:
+        crc = google_crc32c.extend(crc, piece)
+    views = [memoryview(piece).cast("B") for piece in pieces]
+    views.append(memoryview(np.uint32(crc).astype("<u4").tobytes()))
+    done, offset = os.writev(fd, views), 0
+    for view in views:  # rarely needed: finish a short write piece by piece
+        if done < offset + len(view):
+            _pwrite_all(fd, view[max(0, done - offset):], max(done, offset))
+        offset += len(view)
 
 
 def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:

@@ -73,10 +73,12 @@ def weight_dims(ndim: int) -> tuple[str, ...]:
 
 
 def sample_block(n_samples: int, n_units: int, itemsize: int) -> int:
-    """Samples per chunk: the fewest whose chunk reaches CHUNK_BYTES (or all)."""
+    """Samples per chunk: an epoch cut into as many chunks as it has CHUNK_BYTES (at
+    least one), of equal size, so the last chunk is not mostly fill-value padding;
+    each holds between CHUNK_BYTES / 2 and CHUNK_BYTES (or the whole epoch)."""
     per_sample = max(1, n_units * itemsize)
-    block = -(-CHUNK_BYTES // per_sample)  # ceil division
-    return int(min(n_samples, max(1, block)))
+    n_chunks = max(1, -(-n_samples * per_sample // CHUNK_BYTES))  # ceil division
+    return int(max(1, -(-n_samples // n_chunks)))
 
 
 def canonical_json(obj: Any) -> str:

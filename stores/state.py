@@ -18,14 +18,22 @@ This module knows NumPy and Zarr only; `capture.resume` converts to and from tor
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
+from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
+from zarr.storage import LocalStore
 
 from . import schema
+from .chunkio import write_chunk, write_plain
 from .writer import StoreError
+
+# State arrays are one chunk each, checksummed, with zarr's default chunk keys; a copy
+# that is written again has its chunk files replaced directly (see write_state).
+CHUNK_KEYS = DefaultChunkKeyEncoding(separator="/")
 
 SECTIONS = ("model", "optimizer", "rng")
 
@@ -46,29 +54,66 @@ def copy_name(slot: int) -> str:
 
 
 def write_state(root: zarr.Group, state: TrainingState) -> None:
-    """Write `state` into its copy: invalidate, replace every array, then validate."""
+    """Write `state` into its copy: invalidate, replace every array, then validate.
+
+    A copy whose arrays already have the names, shapes and dtypes of `state` (its
+    `layout` attribute says so; true from the second write of a run on) keeps them and
+    has their chunks overwritten; otherwise it is deleted and laid out again."""
     parent = root.require_group(schema.STATE)
     name = copy_name(state.slot)
+    layout = _layout(state)
+    reuse = False
     if name in parent:
-        parent[name].attrs.put({"valid": False})  # first: a kill below leaves it invalid
-        del parent[name]
-    group = parent.create_group(name, attributes={"valid": False})
+        group = parent[name]
+        reuse = group.attrs.get("layout") == layout
+        # First: a kill below leaves it invalid (and still describing its arrays).
+        group.attrs.put({"valid": False, **({"layout": layout} if reuse else {})})
+        if not reuse:
+            del parent[name]
+    if not reuse:
+        group = parent.create_group(name, attributes={"valid": False})
+    base = _local_dir(group) if reuse else None
     for section in SECTIONS:
-        sub = group.create_group(section)
+        sub = None if base else group[section] if reuse else group.create_group(section)
         for key, value in state.arrays.get(section, {}).items():
-            _write_array(sub, key, np.asarray(value), f"{section}.{key}")
+            where = os.path.join(base, section, key) if base else None
+            _write_array(sub, key, np.asarray(value), f"{section}.{key}", reuse, where)
     group.attrs.put({"valid": True, "slot": int(state.slot), "epoch": int(state.epoch),
-                     "final": bool(state.final), "meta": state.meta})
+                     "final": bool(state.final), "meta": state.meta, "layout": layout})
 
 
-def _write_array(group: zarr.Group, key: str, value: np.ndarray, dim_prefix: str) -> None:
-    # Dim names are unique to the array: within a group a dim name has one size.
-    array = group.create_array(
-        key, shape=value.shape, chunks=value.shape, dtype=value.dtype,
-        dimension_names=[f"{dim_prefix}.{i}" for i in range(value.ndim)],
-        compressors=[Crc32cCodec()], fill_value=0,
-    ).with_config({"write_empty_chunks": True})
-    array[...] = value
+def _local_dir(group: zarr.Group) -> str | None:
+    store = group.store_path.store
+    return os.path.join(str(store.root), group.store_path.path) if isinstance(store, LocalStore) else None
+
+
+def _layout(state: TrainingState) -> dict:
+    """section/key -> [shape, dtype] of every array of `state` (JSON)."""
+    return {f"{section}/{key}": [list(np.shape(value)), np.asarray(value).dtype.str]
+            for section in SECTIONS for key, value in state.arrays.get(section, {}).items()}
+
+
+def _write_array(group: zarr.Group | None, key: str, value: np.ndarray, dim_prefix: str,
+                 exists: bool = False, array_dir: str | None = None) -> None:
+    if exists and array_dir:
+        # The array is there as laid out below (the copy's layout says so): replace its
+        # one chunk file (little-endian bytes, crc32c), without opening it through zarr.
+        key_path = CHUNK_KEYS.encode_chunk_key((0,) * value.ndim)
+        # In place: the copy is marked invalid until its last array is written.
+        write_plain(os.path.join(array_dir, key_path),
+                    value.astype(value.dtype.newbyteorder("<"), copy=False), atomic=False)
+        return
+    if exists:  # same shape and dtype: the copy's layout says so
+        array = group[key]
+    else:
+        # Dim names are unique to the array: within a group a dim name has one size.
+        array = group.create_array(
+            key, shape=value.shape, chunks=value.shape, dtype=value.dtype,
+            dimension_names=[f"{dim_prefix}.{i}" for i in range(value.ndim)],
+            compressors=[Crc32cCodec()], fill_value=0, chunk_key_encoding=CHUNK_KEYS,
+        )
+    if not write_chunk(array, (0,) * value.ndim, value):  # one chunk, straight to its file
+        array.with_config({"write_empty_chunks": True})[...] = value
 
 
 def candidates(root: zarr.Group) -> list[dict]:

@@ -209,19 +209,24 @@ class RunWriter:
         if start % block or not write_chunk(array, (slot, start // block, 0), values[None]):
             array[slot, start : start + len(values)] = values
 
+    def _put(self, path: str, slot: int, value) -> None:
+        """array[slot] = value, for arrays chunked one slot at a time: the chunk goes
+        straight to its file (chunkio), or through zarr for compressed stores."""
+        array = self._array(path)
+        value = np.asarray(value, dtype=array.dtype)
+        if not write_chunk(array, (slot,) + (0,) * value.ndim, value[None]):
+            array[slot] = value
+
     def write_weights(self, slot: int, state: Mapping[str, np.ndarray]) -> None:
         for name, values in state.items():
-            array = self._array(f"{schema.WEIGHTS}/{name}/{schema.VALUES}")
-            values = np.asarray(values)
-            if not write_chunk(array, (slot,) + (0,) * values.ndim, values[None]):
-                array[slot] = values
+            self._put(f"{schema.WEIGHTS}/{name}/{schema.VALUES}", slot, values)
 
     def write_metrics(self, slot: int, metrics: Mapping[str, float]) -> None:
         unknown = set(metrics) - set(schema.METRIC_NAMES)
         if unknown:
             raise StoreError(f"metrics: unknown names {sorted(unknown)}")
         for name, value in metrics.items():
-            self._array(f"{schema.METRICS}/{name}")[slot] = value
+            self._put(f"{schema.METRICS}/{name}", slot, value)
 
     def write_state(self, state) -> None:
         """The training state a resume needs (a `stores.state.TrainingState`), written
@@ -232,8 +237,8 @@ class RunWriter:
 
     def commit(self, slot: int, epoch: int) -> None:
         """The last write of an epoch: its number, then its committed flag."""
-        self._array(f"{schema.EPOCHS}/epoch")[slot] = epoch
-        self._array(f"{schema.EPOCHS}/committed")[slot] = True
+        self._put(f"{schema.EPOCHS}/epoch", slot, epoch)
+        self._put(f"{schema.EPOCHS}/committed", slot, True)
 
     def finish(self, status: str = schema.STATUS_COMPLETE) -> None:
         self.group.attrs["status"] = status

@@ -67,3 +67,35 @@ def test_make_chunk_dirs_adds_no_chunks(tmp_path):
     assert (tmp_path / "a" / "c" / "2" / "2").is_dir()
     assert array.nchunks_initialized == 0
     assert np.isnan(array[:]).all()
+
+
+def test_state_copy_rewritten_in_place_equals_a_fresh_copy(tmp_path):
+    """A state copy written again with the same layout has its chunk files replaced
+    directly; the result is the store a fresh copy gives, and it reads back."""
+    from stores.state import TrainingState, read_state, write_state
+
+    rng = np.random.default_rng(0)
+
+    def state(slot):
+        arrays = {"model": {"w": rng.standard_normal((3, 4)).astype(np.float32),
+                            "n": np.array(slot, dtype=np.int64)},
+                  "optimizer": {"0.momentum_buffer": rng.standard_normal(4).astype(np.float32)},
+                  "rng": {"torch": rng.integers(0, 255, 16).astype(np.uint8)}}
+        return TrainingState(slot, slot, False, arrays, {"note": slot})
+
+    first, second = state(0), state(2)
+    again = zarr.open_group(str(tmp_path / "again"), mode="w")
+    write_state(again, first)
+    write_state(again, second)  # same copy (slot parity), same layout: rewritten in place
+    fresh = zarr.open_group(str(tmp_path / "fresh"), mode="w")
+    write_state(fresh, second)
+    assert _chunk_files(tmp_path / "again") == _chunk_files(tmp_path / "fresh")
+    back = read_state(again, 2)
+    for section, arrays in second.arrays.items():
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(back.arrays[section][key], value)
+    assert back.meta == {"note": 2}
+    changed = state(4)
+    changed.arrays["optimizer"]["1.momentum_buffer"] = np.ones(2, dtype=np.float32)
+    write_state(again, changed)  # another layout: laid out again
+    assert set(read_state(again, 4).arrays["optimizer"]) == {"0.momentum_buffer", "1.momentum_buffer"}
