@@ -59,14 +59,14 @@ def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     np_state["state"] = {"key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"])}
     py_version, py_internal, py_gauss = random.getstate()
     meta = {
-        "param_groups": opt["param_groups"],
-        "optimizer_scalars": scalars,
+        "param_groups": _jsonable(opt["param_groups"]),
+        "optimizer_scalars": _jsonable(scalars),
         "scheduler": None,  # no learning-rate scheduler beyond the param groups' lr
-        "numpy_random": np_state,
-        "python_random": [py_version, list(py_internal), py_gauss],
+        "numpy_random": np_state,  # JSON already (plain ints and strings)
+        "python_random": [py_version, list(py_internal), py_gauss],  # likewise
     }
     return TrainingState(slot, epoch, final, {"model": model_arrays, "optimizer": opt_arrays,
-                                              "rng": rng}, _jsonable(meta))
+                                              "rng": rng}, meta)
 
 
 def restore(state: TrainingState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
