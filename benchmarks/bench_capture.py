@@ -165,10 +165,10 @@ def summarize(rows: list[dict]) -> list[dict]:
         extra_cpu = (med("capture_cpu_s") - med("baseline_cpu_s")) / (sub[0]["epochs"] + 1)
         note = "" if ratio <= 1.10 else (
             f"CPU-bound: capture costs {1e3 * extra_cpu:.0f} ms CPU per epoch more than the "
-            f"forward passes (writing {med('store_MB_per_epoch'):.1f} MB per epoch: "
-            "activations, weights, the resume state) against a "
-            f"{1e3 * med('baseline_s') / (sub[0]['epochs'] + 1):.0f} ms epoch, and no core "
-            "is free to hide it (see README, Performance)")
+            f"forward passes (the store grows {med('store_MB_per_epoch'):.1f} MB per epoch, and "
+            "the resume state is rewritten each epoch besides) against a "
+            f"{1e3 * med('baseline_s') / (sub[0]['epochs'] + 1):.0f} ms epoch, and the "
+            "writer's work competes with training for the CPU (see README, Performance)")
         lines.append({
             "name": f"capture_overhead_{scale}", "ratio": ratio, "target": "<=1.10",
             "passed": ratio <= 1.10, "note": note,
