@@ -32,12 +32,11 @@ import torch
 import yaml
 
 from capture import train
+from common import REPO, summary_line
 from capture.data import load_dataset
 from capture.models import build_model
 from capture.run import capture_run, probe_set
 from stores import load_pipeline
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -163,16 +162,13 @@ def summarize(rows: list[dict]) -> list[dict]:
         ratio = float(np.median([r["ratio"] for r in sub]))
         med = lambda key: float(np.median([r[key] for r in sub]))  # noqa: E731
         extra_cpu = (med("capture_cpu_s") - med("baseline_cpu_s")) / (sub[0]["epochs"] + 1)
-        note = "" if ratio <= 1.10 else (
-            f"CPU-bound: capture costs {1e3 * extra_cpu:.0f} ms CPU per epoch more than the "
-            f"forward passes (the store grows {med('store_MB_per_epoch'):.1f} MB per epoch, and "
-            "the resume state is rewritten each epoch besides) against a "
-            f"{1e3 * med('baseline_s') / (sub[0]['epochs'] + 1):.0f} ms epoch, and the "
-            "writer's work competes with training for the CPU (see README, Performance)")
-        lines.append({
-            "name": f"capture_overhead_{scale}", "ratio": ratio, "target": "<=1.10",
-            "passed": ratio <= 1.10, "note": note,
-            "detail": f"capture/forward-only run time, {sub[0]['epochs']} epochs all captured "
-                      f"(median of {len(sub)}: {np.median([r['capture_s'] for r in sub]):.2f}s "
-                      f"vs {np.median([r['baseline_s'] for r in sub]):.2f}s)"})
+        note = (f"CPU-bound: capture costs {1e3 * extra_cpu:.0f} ms CPU per epoch more than the "
+                f"forward passes (the store grows {med('store_MB_per_epoch'):.1f} MB per epoch, "
+                "and the resume state is rewritten each epoch besides) against a "
+                f"{1e3 * med('baseline_s') / (sub[0]['epochs'] + 1):.0f} ms epoch, and the "
+                "writer's work competes with training for the CPU (see README, Performance)")
+        lines.append(summary_line(
+            f"capture_overhead_{scale}", ratio, "<=1.10",
+            f"capture/forward-only run time, {sub[0]['epochs']} epochs all captured (median of "
+            f"{len(sub)}: {med('capture_s'):.2f}s vs {med('baseline_s'):.2f}s)", note))
     return lines

@@ -23,7 +23,7 @@ from analyze.pipeline import settings_for, store_paths
 from capture.run import capture_run
 from stores import load_pipeline
 
-from common import quickstart, write_pipelines
+from common import quickstart, summary_line, write_pipelines
 
 
 def _pipeline(work: Path, quick: bool):
@@ -79,9 +79,9 @@ def run(quick: bool = False, root: str | None = None) -> list[dict]:
 
 def summarize(rows: list[dict]) -> list[dict]:
     ratio = float(np.median([r["ratio"] for r in rows]))
-    note = "" if ratio >= 1.7 else (
-        "two single-threaded workers, the scheduler and the client share the two cores with "
-        "whatever else runs on the machine; see the per-trial times in the CSV")
-    return [{"name": "dask_scaling", "ratio": ratio, "target": ">=1.7", "passed": ratio >= 1.7,
-             "note": note, "detail": f"grid time 1 worker / 2 workers, {rows[0]['tasks']} tasks "
-                                   f"over {rows[0]['runs']} runs (median of {len(rows)})"}]
+    return [summary_line(
+        "dask_scaling", ratio, ">=1.7",
+        f"grid time 1 worker / 2 workers, {rows[0]['tasks']} tasks over {rows[0]['runs']} runs "
+        f"(median of {len(rows)})",
+        note="two single-threaded workers, the scheduler and the client share the two cores "
+             "with whatever else runs on the machine; see the per-trial times in the CSV")]

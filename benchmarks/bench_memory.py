@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, quickstart, write_pipelines
+from common import REPO, quickstart, summary_line, write_pipelines
 
 CHILD = r"""
 import json, resource, sys, logging
@@ -76,10 +76,8 @@ def run(quick: bool = False, root: str | None = None) -> list[dict]:
 
 def summarize(rows: list[dict]) -> list[dict]:
     small, large = rows
-    lines = []
-    for key, name in (("analysis_peak_MiB", "memory_analysis"), ("capture_peak_MiB", "memory_capture")):
-        ratio = large[key] / small[key]
-        lines.append({"name": name, "ratio": ratio, "target": "<=1.2", "passed": ratio <= 1.2,
-                      "note": "", "detail": f"peak RSS {large['epochs']} / {small['epochs']} "
-                                            f"epochs: {large[key]:.0f} / {small[key]:.0f} MiB"})
-    return lines
+    return [summary_line(name, large[key] / small[key], "<=1.2",
+                         f"peak RSS {large['epochs']} / {small['epochs']} epochs: "
+                         f"{large[key]:.0f} / {small[key]:.0f} MiB")
+            for key, name in (("analysis_peak_MiB", "memory_analysis"),
+                              ("capture_peak_MiB", "memory_capture"))]

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from common import summary_line
 from stores import LayerSpec, RunWriter
 
 UNITS = {"input": 784, "relu1": 128, "relu2": 512, "relu3": 2048, "relu4": 2048}
@@ -149,10 +150,10 @@ def summarize(rows: list[dict]) -> list[dict]:
     zstd = float(np.median([r["zstd_ratio"] for r in rows]))
     mbps = lambda key: float(np.median([r[key] for r in rows]))  # noqa: E731
     return [
-        {"name": "writer", "ratio": ratio, "target": ">=0.6", "passed": ratio >= 0.6,
-         "note": "", "detail": f"writer {mbps('writer_MBps'):.0f} MB/s vs np.save+fsync "
-                               f"{mbps('npsave_MBps'):.0f} MB/s (median of {len(rows)})"},
-        {"name": "writer_zstd", "ratio": zstd, "target": "info", "passed": None, "note": "",
-         "detail": f"zstd level 1: {mbps('zstd_MBps'):.0f} MB/s of raw activations "
-                   f"(random activations compress little)"},
+        summary_line("writer", ratio, ">=0.6",
+                     f"writer {mbps('writer_MBps'):.0f} MB/s vs np.save+fsync "
+                     f"{mbps('npsave_MBps'):.0f} MB/s (median of {len(rows)})"),
+        summary_line("writer_zstd", zstd, "info",
+                     f"zstd level 1: {mbps('zstd_MBps'):.0f} MB/s of raw activations "
+                     f"(random activations compress little)"),
     ]

@@ -27,3 +27,17 @@ def write_pipelines(path: Path, pipelines: dict[str, dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(pipelines))
     return path
+
+
+def summary_line(name: str, ratio: float, target: str, detail: str, note: str = "",
+                 valid: bool = True) -> dict:
+    """One benchmark line for run.py. `target` is ">=X", "<=X" or "info" (no verdict);
+    a line that is not `valid` (e.g. wrong results) fails whatever its ratio. The note,
+    which says what limits a line, is kept only where the line falls short."""
+    if target == "info":
+        passed = None
+    else:
+        bound = float(target[2:])
+        passed = valid and (ratio >= bound if target.startswith(">=") else ratio <= bound)
+    return {"name": name, "ratio": ratio, "target": target, "passed": passed,
+            "note": note if passed is False else "", "detail": detail}
