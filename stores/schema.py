@@ -39,10 +39,10 @@ METRIC_NAMES = ("train_loss", "train_acc_observed", "train_acc_true", "test_loss
 ACTIVATION_DTYPES = ("float16", "float32")
 WEIGHT_DTYPE = "float32"
 
-# Chunks of activations are one epoch by a block of samples of at least MIN_CHUNK_BYTES;
-# the writer aims at CHUNK_BYTES: fewer, larger files are written faster (one file, one
-# rename, one fsync each) and every analysis task reads a whole slab anyway.
-MIN_CHUNK_BYTES = 1 << 20
+# Chunks of activations are one epoch by a block of samples: an epoch is cut into equal
+# chunks of at most CHUNK_BYTES (so at least CHUNK_BYTES / 2, well above DESIGN.md's
+# 1 MiB, unless the whole epoch is smaller): fewer, larger files are written faster (one
+# file, one rename, one fsync each) and every analysis task reads a whole slab anyway.
 CHUNK_BYTES = 8 << 20
 
 # Status values of the root attribute `status`.
