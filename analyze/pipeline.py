@@ -80,6 +80,7 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
         results = grid.run_eager(tasks, settings, progress)
     else:
         results = grid.run_dask(tasks, settings, client, progress)
+    _report_unconverged(results)
     new = grid.collect(results, settings)
     per_store = {}
     for path in paths:
@@ -111,6 +112,18 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
     runs = list(per_store.items())
     extra = report_modular.section(runs, out_dir) if modular_paths else ""
     return report.write_report(pipeline.name, out_dir, list(per_store), CSV, extra)
+
+
+def _report_unconverged(results: list[TaskResult]) -> None:
+    """One line for all the fits whose solver stopped at its iteration limit."""
+    counts: dict[str, int] = {}
+    for result in results:
+        for name in result.not_converged:
+            counts[name] = counts.get(name, 0) + 1
+    for name, count in counts.items():
+        log.warning("%s: the solver stopped at its iteration limit in %d of %d fits (not "
+                    "converged); those accuracies are reported as fitted", name, count,
+                    len(results))
 
 
 def _consolidated(path: str) -> None:

@@ -7,9 +7,11 @@ a Dask worker, so the two paths cannot disagree.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 import stores
@@ -54,6 +56,7 @@ class TaskResult:
     edit_accuracy: dict[str, dict[str, float]] | None = None  # variant -> score -> accuracy
     edit_weight: np.ndarray | None = None  # (n_classes, units)
     edit_predictions: np.ndarray | None = None  # zero-bias edited predictions, all samples
+    not_converged: tuple[str, ...] = ()  # probes whose solver stopped at its iteration limit
 
 
 def _scores(pred: np.ndarray, train: np.ndarray, y_obs: np.ndarray,
@@ -69,10 +72,16 @@ def _scores(pred: np.ndarray, train: np.ndarray, y_obs: np.ndarray,
 
 
 def _fit_probe(name: str, x_train, y_train, settings: ProbeSettings, spectral):
+    """(fitted probe, whether its solver converged). A solver that stops at its
+    iteration limit (logreg's lbfgs) is not an error: the fit is scored as it is, and the
+    pipeline reports how many did so, once, instead of a warning per task."""
     if name in ("masc", "velpic"):
-        return spectral[name]
+        return spectral[name], True
     params = {"knn": {"k": settings.knn_neighbors}}.get(name, {})
-    return make_probe(name, **params).fit(x_train, y_train)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        probe = make_probe(name, **params).fit(x_train, y_train)
+    return probe, not any(issubclass(w.category, ConvergenceWarning) for w in caught)
 
 
 def run_task(task: Task, settings: ProbeSettings) -> TaskResult:
@@ -91,11 +100,13 @@ def _run_task(task: Task, settings: ProbeSettings) -> TaskResult:
         masc, velpic = fit_spectral_probes(x_train, y_obs[train], settings.masc_components,
                                            method=settings.spectral, device=settings.device)
         spectral = {"masc": masc, "velpic": velpic}
-    accuracy = {}
+    accuracy, not_converged = {}, []
     for name in settings.probes:
-        probe = _fit_probe(name, x_train, y_obs[train], settings, spectral)
+        probe, converged = _fit_probe(name, x_train, y_obs[train], settings, spectral)
         accuracy[name] = _scores(probe.predict(x), train, y_obs, y_true)
-    result = TaskResult(task, accuracy)
+        if not converged:
+            not_converged.append(name)
+    result = TaskResult(task, accuracy, not_converged=tuple(not_converged))
     if spectral:
         result.masc_k = np.asarray(spectral["masc"].n_components_)
     if task.penultimate:

@@ -175,3 +175,28 @@ def test_edit_then_train_refuses_an_uncommitted_epoch(tiny_root):
     samples = stores.sample_table(str(root / "quickstart" / "corruption=0.6,seed=0.zarr"))
     with pytest.raises(stores.StoreError, match=r"init.epoch: expected one of the committed epochs"):
         initial_state(bad, str(root), samples)
+
+
+def test_an_unconverged_solver_is_counted_once_not_warned_per_task(tiny_store, monkeypatch, caplog):
+    """lbfgs stopping at its iteration limit (forced here with max_iter=1) is scored as
+    fitted, recorded in the task's result, and reported in one line by the pipeline."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    from analyze import pipeline, tasks
+
+    monkeypatch.setattr(tasks, "make_probe", lambda name, **kw: LogisticRegression(max_iter=1))
+    task = grid.plan([tiny_store])[-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning escaping the task fails the test
+        result = run_task(task, ProbeSettings(probes=("logreg",)))
+    assert result.not_converged == ("logreg",)
+    assert 0.0 <= result.accuracy["logreg"]["test"] <= 1.0
+    converged = run_task(task, ProbeSettings(probes=("masc",)))
+    assert converged.not_converged == ()
+    with caplog.at_level("WARNING", logger="analyze.pipeline"):
+        pipeline._report_unconverged([result, result, converged])
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["logreg: the solver stopped at its iteration limit in 2 of 3 fits (not "
+                     "converged); those accuracies are reported as fitted"]
