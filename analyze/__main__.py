@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 
 from stores import ConfigError, StoreError, load_pipeline
-from stores.config import ClusterConfig, replace_checked
+from stores.config import DEVICES, ClusterConfig, replace_checked
 
 from .cluster import make_client
 from .pipeline import analyse
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     slurm.add_argument("--walltime", help="per job, e.g. 02:00:00")
     slurm.add_argument("--job-extra", action="append", dest="job_extra_directives",
                        help="an extra #SBATCH directive, e.g. --gres=gpu:1 (repeatable)")
+    parser.add_argument("--device", help="run MASC and VeLPIC through torch on this device "
+                        "(cuda, cuda:N, cpu; overrides analysis.device)")
     parser.add_argument("--eager", action="store_true", help="no Dask: run tasks in this process")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -54,12 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is not None and args.workers < 1:
         print(f"error: --workers: expected an integer >= 1, got {args.workers}", file=sys.stderr)
         return 2
+    if args.device is not None and not re.fullmatch(DEVICES, args.device):
+        print(f"error: --device: expected cpu, cuda or cuda:N, got {args.device!r}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     try:
         pipeline = load_pipeline(args.pipeline, args.pipelines)
         client = None if args.eager else make_client(scheduler=args.scheduler, cluster=cluster_config(pipeline, args))
         try:
-            path = analyse(pipeline, args.root, client, progress=not args.quiet)
+            path = analyse(pipeline, args.root, client, progress=not args.quiet,
+                           device=args.device)
         finally:
             if client is not None:
                 client.close()

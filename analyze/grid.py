@@ -102,6 +102,7 @@ def _collect_run(results: list[TaskResult], settings: ProbeSettings) -> dict[str
          "masc_k": (("layer", "epoch", "class"), masc_k)},
         coords=coords,
         attrs={"masc_components": settings.masc_components, "knn_neighbors": settings.knn_neighbors,
+               "spectral": settings.spectral,
                "description": "probe accuracy: fit on train activations with observed labels; "
                               "train_observed/train_true score the train split, test the test split"},
     )

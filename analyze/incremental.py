@@ -39,7 +39,8 @@ def usable(results: dict[str, xr.Dataset], settings: ProbeSettings) -> bool:
         return False
     return ([str(p) for p in dyn.probe.values] == list(settings.probes)
             and dyn.attrs.get("masc_components") == settings.masc_components
-            and dyn.attrs.get("knn_neighbors") == settings.knn_neighbors)
+            and dyn.attrs.get("knn_neighbors") == settings.knn_neighbors
+            and dyn.attrs.get("spectral") == settings.spectral)
 
 
 def done(results: dict[str, xr.Dataset], settings: ProbeSettings,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+
 import numpy as np
 
 import stores
@@ -19,7 +21,8 @@ CSV = "analysis.csv"  # the tidy table, next to the report
 
 def settings_for(pipeline: Pipeline) -> ProbeSettings:
     analysis = pipeline.runs()[0].analysis
-    return ProbeSettings(tuple(analysis.probes), analysis.masc_components, analysis.knn_neighbors)
+    return ProbeSettings(tuple(analysis.probes), analysis.masc_components, analysis.knn_neighbors,
+                         spectral=analysis.spectral, device=analysis.device)
 
 
 def store_paths(pipeline: Pipeline, root: str) -> list[str]:
@@ -44,12 +47,17 @@ def store_paths(pipeline: Pipeline, root: str) -> list[str]:
     return paths
 
 
-def analyse(pipeline: Pipeline, root: str, client=None, progress: bool = True) -> str:
+def analyse(pipeline: Pipeline, root: str, client=None, progress: bool = True,
+            device: str | None = None) -> str:
     """Run the grid (on `client`, or eagerly without one) for what is new, write results
-    and the report. A damaged chunk stops it with the chunk's name."""
+    and the report. `device` overrides the pipeline's `analysis.device`. A damaged chunk
+    stops it with the chunk's name."""
     paths = store_paths(pipeline, root)
+    settings = settings_for(pipeline)
+    if device is not None:
+        settings = dataclasses.replace(settings, device=device)
     try:
-        return _analyse(pipeline, root, paths, client, progress)
+        return _analyse(pipeline, root, paths, client, progress, settings)
     except ValueError as err:
         if "checksum" not in str(err).lower():
             raise
@@ -68,8 +76,8 @@ def _damage_error(paths: list[str], err: ValueError) -> StoreError:
                       "run `python -m stores validate STORE` on the pipeline's stores")
 
 
-def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: bool) -> str:
-    settings = settings_for(pipeline)
+def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: bool,
+             settings: ProbeSettings) -> str:
     old = {path: incremental.stored(path) for path in paths}
     tasks = grid.plan(paths, {path: incremental.done(old[path], settings, stores.layers(path))
                               for path in paths})

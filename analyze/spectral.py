@@ -28,6 +28,7 @@ operations, so a GPU runs them when one is present. Pure functions, no I/O.
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Sequence
 
 import numpy as np
@@ -79,6 +80,9 @@ class _Torch:
         import torch
 
         self.torch, self.device = torch, torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"analysis.device: {device!r} asked for, but torch sees no CUDA "
+                             f"device on {socket.gethostname()}; use cpu or null")
 
     def _t(self, a: np.ndarray):
         if any(step < 0 for step in a.strides):  # torch takes no negative strides

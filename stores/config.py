@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -223,11 +224,24 @@ class CaptureConfig:
     queue_chunks: int = field(default=8, metadata=_check(_number(1, integer=True)))
 
 
+DEVICES = r"cpu|cuda(:\d+)?"  # torch devices analysis can run on (a regular expression)
+
+
+def _device(v):
+    if v is not None and not (isinstance(v, str) and re.fullmatch(DEVICES, v)):
+        return "expected cpu, cuda, cuda:N or null"
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     probes: tuple[str, ...] = field(default=PROBE_NAMES, metadata=_check(_str_list(PROBE_NAMES)))
     masc_components: float = field(default=0.99, metadata=_check(_number(0.0, lo_open=True)))
     knn_neighbors: int = field(default=5, metadata=_check(_number(1, integer=True)))
+    # MASC + VeLPIC: "fast" (float32 products, the same k per class as float64) or
+    # "exact" (float64 throughout); `device` runs the fast kernels through torch on
+    # "cuda" (or "cuda:N", "cpu"); null: NumPy.
+    spectral: str = field(default="fast", metadata=_check(_choice("fast", "exact")))
+    device: str | None = field(default=None, metadata=_check(_device))
 
 
 @dataclass(frozen=True)

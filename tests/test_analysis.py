@@ -200,3 +200,53 @@ def test_an_unconverged_solver_is_counted_once_not_warned_per_task(tiny_store, m
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["logreg: the solver stopped at its iteration limit in 2 of 3 fits (not "
                      "converged); those accuracies are reported as fitted"]
+
+
+def test_spectral_setting_reaches_the_tasks_and_decides_what_is_recomputed(tiny_store, tmp_path):
+    """analysis.spectral: exact fits MASC and VeLPIC as the float64 estimators do; results
+    stored under one setting are not reused under the other."""
+    import dataclasses
+
+    import yaml
+
+    from analyze import incremental
+    from analyze.pipeline import settings_for
+    from analyze.probes import MASC
+
+    raw = yaml.safe_load((REPO / "pipelines.yaml").read_text())
+    raw["quickstart"]["analysis"].update({"spectral": "exact", "device": "cpu"})
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    settings = settings_for(load_pipeline("quickstart", tmp_path / "p.yaml"))
+    assert (settings.spectral, settings.device) == ("exact", "cpu")
+
+    task = grid.plan([tiny_store])[-1]
+    exact = run_task(task, dataclasses.replace(settings, probes=("masc",), device=None))
+    table = stores.sample_table(tiny_store)
+    x = stores.slab(tiny_store, task.layer, task.slot).astype(np.float32)
+    train = table["split"] == "train"
+    masc = MASC(settings.masc_components).fit(x[train], table["label_observed"][train])
+    test = ~train
+    assert exact.accuracy["masc"]["test"] == np.mean(masc.predict(x[test]) == table["label_true"][test])
+    np.testing.assert_array_equal(exact.masc_k, masc.n_components_)
+
+    fast = ProbeSettings(probes=("masc",))
+    stored = grid.collect([run_task(task, fast)], fast)[tiny_store]
+    assert incremental.usable(stored, fast)
+    assert not incremental.usable(stored, dataclasses.replace(fast, spectral="exact"))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is present")
+def test_cuda_analysis_without_a_gpu_is_one_line(tiny_root, tmp_path, capsys):
+    import shutil
+
+    from analyze.__main__ import main
+
+    pipelines, root = tiny_root
+    shutil.copytree(root / "quickstart", tmp_path / "quickstart")  # nothing analysed yet there
+    for store in (tmp_path / "quickstart").glob("*.zarr"):
+        shutil.rmtree(store / "analysis", ignore_errors=True)
+    code = main(["quickstart", "--pipelines", str(pipelines), "--root", str(tmp_path), "--eager",
+                 "--quiet", "--device", "cuda"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: analysis.device: 'cuda' asked for, but torch sees no CUDA device")
