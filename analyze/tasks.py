@@ -81,7 +81,13 @@ def _fit_probe(name: str, x_train, y_train, settings: ProbeSettings, spectral):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         probe = make_probe(name, **params).fit(x_train, y_train)
-    return probe, not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    converged = True
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            converged = False
+        else:  # any other warning goes on as it came
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return probe, converged
 
 
 def run_task(task: Task, settings: ProbeSettings) -> TaskResult:
