@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-import torchvision
 from torch import nn
 
 from stores.config import ModelConfig
@@ -73,6 +72,8 @@ class AlexNetSmall(nn.Sequential):
 def resnet18(in_shape: tuple[int, int, int], n_classes: int, cifar_stem: bool) -> nn.Module:
     """torchvision's ResNet-18; the CIFAR stem replaces the 7x7/2 conv and the max pool
     by a 3x3/1 conv, which small images need to keep their spatial size."""
+    import torchvision  # here, not at module level: importing it costs ~1 s of every CLI start
+
     model = torchvision.models.resnet18(num_classes=n_classes)
     if in_shape[0] != 3 or cifar_stem:
         stride, kernel = (1, 3) if cifar_stem else (2, 7)
