@@ -9,6 +9,7 @@ import numpy as np
 
 import stores
 from stores import Pipeline, StoreError, location
+from stores.runs import results_table
 
 from . import grid, incremental, modular, report, report_modular
 from .crosscheck import crosscheck_edit
@@ -115,11 +116,12 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
         else:
             _consolidated(path)
     out_dir = location.join(root, pipeline.name)
+    results = stores.analysis_results(list(per_store))  # read once: the CSV and the report
     with location.open_file(location.join(out_dir, CSV), "w") as f:
-        stores.analysis_table(list(per_store)).to_csv(f, index=False)
+        results_table(results).to_csv(f, index=False)
     runs = list(per_store.items())
     extra = report_modular.section(runs, out_dir) if modular_paths else ""
-    return report.write_report(pipeline.name, out_dir, list(per_store), CSV, extra)
+    return report.write_report(pipeline.name, out_dir, list(per_store), results, CSV, extra)
 
 
 def _report_unconverged(results: list[TaskResult]) -> None:

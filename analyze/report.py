@@ -254,10 +254,11 @@ def _crosschecks(paths: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------- report
-def write_report(pipeline: str, out_dir: str, paths: list[str], csv_name: str, extra: str = "") -> str:
-    """`report.md` with its figures (PNG, under `figures/`), next to the stores; `out_dir`
-    is a path or a URL. Returns where report.md went."""
-    results = stores.analysis_results(paths)
+def write_report(pipeline: str, out_dir: str, paths: list[str], results: xr.Dataset,
+                 csv_name: str, extra: str = "") -> str:
+    """`report.md` with its figures (PNG, under `figures/`), next to the stores, from the
+    stores' `results` (`stores.analysis_results(paths)`); `out_dir` is a path or a URL.
+    Returns where report.md went."""
     figure = lambda name: location.join(out_dir, "figures", name)  # noqa: E731
     rows = summary_rows(results)
     sections = [f"""# {pipeline}: latent generalization report

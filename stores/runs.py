@@ -168,7 +168,11 @@ def analysis_results(source: str | Path | Iterable[str | Path]) -> xr.Dataset:
 def analysis_table(source: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """One row per (run, probe, layer, epoch, score): the swept parameters as columns; the
     edited model's variants appear as probes on the penultimate layer."""
-    results = analysis_results(source)
+    return results_table(analysis_results(source))
+
+
+def results_table(results: xr.Dataset) -> pd.DataFrame:
+    """`analysis_table` of results already read with `analysis_results`."""
     index_names = list(results.indexes["run"].names)
     frame = results["accuracy"].dropna("epoch", how="all").to_dataframe().reset_index()
     frames = [frame]
