@@ -19,78 +19,138 @@ def _named(pairs: list[tuple[str, nn.Module]]) -> OrderedDict[str, nn.Module]:
 
 
 class CNN(nn.Sequential):
-    """The papers' CNN: two conv blocks, then three fully connected layers of 250 and an
-    output layer without bias.
+    """The papers' CNN (`CNN_code/cnn_create.py`): six 3x3 convolutions (padding 1) of
+    16, 16, 32, 32, 64, 64 channels, each followed by a ReLU, a 2x2 max-pool after each
+    pair, then three fully connected layers of 250 with ReLU and an output layer without
+    bias. The authors' fourth pool (an average pool of kernel 1) is an identity and is
+    left out. Flattened conv output: 64*3*3 = 576 for 28-pixel inputs, 64*4*4 = 1024
+    for 32-pixel ones.
 
-    conv1-relu1-conv2-relu2-pool1 (32 channels), conv3-relu3-conv4-relu4-pool2 (64),
-    flatten, fc1-relu5, fc2-relu6, fc3-relu7 (250 each), head (no bias).
+    conv1-relu1-conv2-relu2-pool1, conv3..pool2, conv5..pool3, flatten,
+    fc1-relu7, fc2-relu8, fc3-relu9 (250 each), head (no bias).
+    """
+
+    head_name = "head"
+    penultimate = "relu9"
+
+    def __init__(self, in_shape: tuple[int, int, int], n_classes: int, width: int = 250):
+        c, h, w = in_shape
+        layers: list[tuple[str, nn.Module]] = []
+        channels = [c, 16, 16, 32, 32, 64, 64]
+        for i in range(6):
+            layers += [(f"conv{i + 1}", nn.Conv2d(channels[i], channels[i + 1], 3, padding=1)),
+                       (f"relu{i + 1}", nn.ReLU())]
+            if i % 2 == 1:
+                layers.append((f"pool{i // 2 + 1}", nn.MaxPool2d(2)))
+        flat = 64 * (h // 8) * (w // 8)  # three 2x2 pools, each flooring
+        layers.append(("flatten", nn.Flatten()))
+        dims = [flat, width, width, width]
+        for i in range(3):
+            layers += [(f"fc{i + 1}", nn.Linear(dims[i], dims[i + 1])), (f"relu{i + 7}", nn.ReLU())]
+        layers.append((self.head_name, nn.Linear(width, n_classes, bias=False)))
+        super().__init__(_named(layers))
+
+
+class AlexNet(nn.Sequential):
+    """The papers' AlexNet variants (`MASC/cnn_create.py`), conv stack then FC 4096, 4096.
+
+    32-pixel variant (CIFAR-100, `small_stem`): conv 3->64 (3x3, stride 2, pad 1); the
+    64-pixel one (Tiny ImageNet): conv 3->64 (11x11, stride 4, pad 2). Then, in both:
+    ReLU, max-pool 3/2; conv 64->192 (3x3 pad 1 in the 32-pixel variant, 5x5 pad 2 in
+    the 64-pixel one), ReLU, max-pool 3/2; convs 192->384, 384->256, 256->256 (3x3,
+    pad 1, ReLU each); max-pool 3/2 -> 256x1x1 at those sizes; flatten, fc1 -> 4096,
+    ReLU, fc2 4096 -> 4096, ReLU, head 4096 -> K (with bias; no dropout, as in the
+    papers' main runs).
     """
 
     head_name = "head"
     penultimate = "relu7"
 
-    def __init__(self, in_shape: tuple[int, int, int], n_classes: int, width: int = 250):
+    def __init__(self, in_shape: tuple[int, int, int], n_classes: int, small_stem: bool = True,
+                 width: int = 4096):
         c, h, w = in_shape
-        layers: list[tuple[str, nn.Module]] = []
-        channels = [c, 32, 32, 64, 64]
-        for i in range(4):
-            layers += [(f"conv{i + 1}", nn.Conv2d(channels[i], channels[i + 1], 3, padding=1)),
-                       (f"relu{i + 1}", nn.ReLU())]
-            if i % 2 == 1:
-                layers.append((f"pool{i // 2 + 1}", nn.MaxPool2d(2)))
-        flat = 64 * (h // 4) * (w // 4)
-        layers.append(("flatten", nn.Flatten()))
-        dims = [flat, width, width, width]
-        for i in range(3):
-            layers += [(f"fc{i + 1}", nn.Linear(dims[i], dims[i + 1])), (f"relu{i + 5}", nn.ReLU())]
-        layers.append((self.head_name, nn.Linear(width, n_classes, bias=False)))
+        first = nn.Conv2d(c, 64, 3, 2, 1) if small_stem else nn.Conv2d(c, 64, 11, 4, 2)
+        second = nn.Conv2d(64, 192, 3, padding=1) if small_stem else nn.Conv2d(64, 192, 5, padding=2)
+        layers = [("conv1", first), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(3, 2)),
+                  ("conv2", second), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(3, 2)),
+                  ("conv3", nn.Conv2d(192, 384, 3, padding=1)), ("relu3", nn.ReLU()),
+                  ("conv4", nn.Conv2d(384, 256, 3, padding=1)), ("relu4", nn.ReLU()),
+                  ("conv5", nn.Conv2d(256, 256, 3, padding=1)), ("relu5", nn.ReLU()),
+                  ("pool3", nn.MaxPool2d(3, 2)), ("flatten", nn.Flatten())]
+        flat = _flat_size(nn.Sequential(_named(layers)), in_shape)  # 256 at 32 and 64 px
+        layers += [("fc1", nn.Linear(flat, width)), ("relu6", nn.ReLU()),
+                   ("fc2", nn.Linear(width, width)), ("relu7", nn.ReLU()),
+                   (self.head_name, nn.Linear(width, n_classes))]
         super().__init__(_named(layers))
 
 
-class AlexNetSmall(nn.Sequential):
-    """AlexNet-style network for 32- and 64-pixel inputs (the small AlexNet used for
-    CIFAR in the memorization literature): two conv(5x5, 64)-ReLU-maxpool(3, 2)-LRN
-    blocks, then fully connected 384 and 192, then the head."""
-
-    head_name = "head"
-    penultimate = "relu4"
-
-    def __init__(self, in_shape: tuple[int, int, int], n_classes: int):
-        c, h, w = in_shape
-        layers = [("conv1", nn.Conv2d(c, 64, 5, padding=2)), ("relu1", nn.ReLU()),
-                  ("pool1", nn.MaxPool2d(3, 2, padding=1)), ("norm1", nn.LocalResponseNorm(4)),
-                  ("conv2", nn.Conv2d(64, 64, 5, padding=2)), ("relu2", nn.ReLU()),
-                  ("pool2", nn.MaxPool2d(3, 2, padding=1)), ("norm2", nn.LocalResponseNorm(4)),
-                  ("flatten", nn.Flatten())]
-        flat = 64 * (-(-h // 4)) * (-(-w // 4))
-        layers += [("fc1", nn.Linear(flat, 384)), ("relu3", nn.ReLU()),
-                   ("fc2", nn.Linear(384, 192)), ("relu4", nn.ReLU()),
-                   (self.head_name, nn.Linear(192, n_classes))]
-        super().__init__(_named(layers))
+def _flat_size(stack: nn.Module, in_shape: tuple[int, ...]) -> int:
+    with torch.no_grad():
+        return int(stack(torch.zeros(1, *in_shape)).shape[1])
 
 
-def resnet18(in_shape: tuple[int, int, int], n_classes: int, cifar_stem: bool) -> nn.Module:
-    """torchvision's ResNet-18; the CIFAR stem replaces the 7x7/2 conv and the max pool
-    by a 3x3/1 conv, which small images need to keep their spatial size."""
-    import torchvision  # here, not at module level: importing it costs ~1 s of every CLI start
+class BasicBlock(nn.Module):
+    """ResNet's basic block: conv3x3-BN-relu1-conv3x3-BN, plus the shortcut, then relu2.
 
-    model = torchvision.models.resnet18(num_classes=n_classes)
-    if in_shape[0] != 3 or cifar_stem:
+    Each ReLU is its own module (torchvision's block calls one ReLU twice), so a hook on
+    `layer1.0.relu1` sees the block's first ReLU only; `layer1.0` is the block's output.
+    Parameter names follow torchvision's (`downsample.0` is the 1x1 conv, `.1` its BN).
+    """
+
+    def __init__(self, n_in: int, n_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(n_in, n_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(n_out)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(n_out, n_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(n_out)
+        self.downsample = (nn.Sequential(nn.Conv2d(n_in, n_out, 1, stride, bias=False), nn.BatchNorm2d(n_out))
+                           if stride != 1 or n_in != n_out else None)
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 as the papers' `ResNet18` (`MASC/cnn_create.py`): stem conv 3->64 (3x3,
+    stride 1, pad 1, no bias; with `cifar_stem` false torchvision's 7x7 stride 2), BN,
+    ReLU, max-pool (3x3, stride 2, pad 1: kept, as the authors do), four stages of two
+    basic blocks (64, 128, 256, 512), adaptive average pool, fc 512 -> K with bias.
+    PyTorch's default initialisation, as the authors' own module has.
+    """
+
+    head_name = "fc"
+    penultimate = "avgpool"  # (B, 512, 1, 1), flattened it is fc's input
+
+    def __init__(self, in_shape: tuple[int, int, int], n_classes: int, cifar_stem: bool = True):
+        super().__init__()
         stride, kernel = (1, 3) if cifar_stem else (2, 7)
-        model.conv1 = nn.Conv2d(in_shape[0], 64, kernel, stride, kernel // 2, bias=False)
-    if cifar_stem:
-        model.maxpool = nn.Identity()
-    model.head_name = "fc"
-    model.penultimate = "avgpool"  # (B, 512, 1, 1), flattened it is fc's input
-    return model
+        self.conv1 = nn.Conv2d(in_shape[0], 64, kernel, stride, kernel // 2, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        widths, n_in = (64, 128, 256, 512), 64
+        for i, n_out in enumerate(widths, start=1):
+            stride = 1 if i == 1 else 2
+            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(n_in, n_out, stride), BasicBlock(n_out, n_out)))
+            n_in = n_out
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 def build(config: ModelConfig, in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     if config.name == "cnn":
         return CNN(in_shape, n_classes)
     if config.name == "alexnet":
-        return AlexNetSmall(in_shape, n_classes)
-    return resnet18(in_shape, n_classes, config.cifar_stem)
+        return AlexNet(in_shape, n_classes, small_stem=config.cifar_stem)
+    return ResNet18(in_shape, n_classes, config.cifar_stem)
 
 
 @torch.inference_mode()

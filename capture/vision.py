@@ -3,7 +3,8 @@
 `load_vision(config)` reads MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100 or Tiny ImageNet
 from `config.root` (torchvision's own on-disk layouts) and returns a `Dataset` whose
 inputs are float32 (n, C, H, W): pixels scaled to [0, 1], then normalised per channel
-with the dataset's standard mean and std. No augmentation: these are probe inputs.
+as the papers do (`capture.data.NORMALIZATION`: mean 0.5, std 0.5 for MNIST,
+Fashion-MNIST and CIFAR; Tiny ImageNet only scaled to [0, 1]). No augmentation.
 
 `n_train` / `n_test` pick a stratified, seeded subset of each split; `index_train` /
 `index_test` are the (sorted) rows in the source split, so a store can point back to
@@ -24,7 +25,7 @@ from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST, ImageFo
 
 from stores.config import DataConfig
 
-from .data import Dataset
+from .data import NORMALIZATION, Dataset, normalise
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 
@@ -62,14 +63,12 @@ class _LocalCIFAR100(_LocalCIFAR10, CIFAR100):
 # ------------------------------------------------------------------ what each dataset is
 @dataclass(frozen=True)
 class _Spec:
-    """Where a dataset lives under data.root, what it holds and how to normalise it."""
+    """Where a dataset lives under data.root and what it holds (normalisation: `NORMALIZATION`)."""
 
     folder: str                 # the folder under data.root that torchvision reads
     files: tuple[str, ...]      # files expected in `subfolder` (empty: checked by its reader)
     subfolder: str              # path of the files relative to data.root
     n_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
     reader: type | None         # the torchvision class; None for Tiny ImageNet
 
 
@@ -77,18 +76,16 @@ _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 SPECS: dict[str, _Spec] = {
-    "mnist": _Spec("MNIST", _IDX_FILES, "MNIST/raw", 10, (0.1307,), (0.3081,), MNIST),
-    "fashion_mnist": _Spec("FashionMNIST", _IDX_FILES, "FashionMNIST/raw", 10,
-                           (0.2860,), (0.3530,), FashionMNIST),
+    "mnist": _Spec("MNIST", _IDX_FILES, "MNIST/raw", 10, MNIST),
+    "fashion_mnist": _Spec("FashionMNIST", _IDX_FILES, "FashionMNIST/raw", 10, FashionMNIST),
     "cifar10": _Spec("cifar-10-batches-py",
                      tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"),
-                     "cifar-10-batches-py", 10,
-                     (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), _LocalCIFAR10),
+                     "cifar-10-batches-py", 10, _LocalCIFAR10),
     "cifar100": _Spec("cifar-100-python", ("train", "test", "meta"), "cifar-100-python", 100,
-                      (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), _LocalCIFAR100),
-    "tinyimagenet": _Spec("tiny-imagenet-200", (), "tiny-imagenet-200", 200,
-                          (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), None),
+                      _LocalCIFAR100),
+    "tinyimagenet": _Spec("tiny-imagenet-200", (), "tiny-imagenet-200", 200, None),
 }
+assert set(SPECS) <= set(NORMALIZATION)
 
 
 @dataclass(frozen=True)
@@ -117,10 +114,10 @@ def load_vision(config: DataConfig) -> Dataset:
     rows_train = _pick(train.labels, config.n_train, "n_train", "train", config)
     rows_test = _pick(test.labels, config.n_test, "n_test", "test", config)
     return Dataset(
-        x_train=_normalise(train.pixels(rows_train), spec),
+        x_train=normalise(train.pixels(rows_train), config.name),
         y_train=train.labels[rows_train],
         index_train=rows_train,
-        x_test=_normalise(test.pixels(rows_test), spec),
+        x_test=normalise(test.pixels(rows_test), config.name),
         y_test=test.labels[rows_test],
         index_test=rows_test,
         n_classes=n_classes,
@@ -269,13 +266,3 @@ def _pick(labels: np.ndarray, size: int | None, key: str, split: str, config: Da
         raise DatasetError(f"{config.name}: data.{key} = {size}: cannot draw a stratified subset of "
                            f"the {split} split ({n} rows, {n_classes} classes): {err}") from err
     return np.sort(rows)
-
-
-def _normalise(pixels: np.ndarray, spec: _Spec) -> np.ndarray:
-    """uint8 (n, C, H, W) -> float32 in [0, 1] -> (x - mean) / std per channel, C-contiguous."""
-    x = np.ascontiguousarray(pixels, dtype=np.float32)
-    x /= np.float32(255.0)
-    x -= np.asarray(spec.mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    x /= np.asarray(spec.std, dtype=np.float32).reshape(1, -1, 1, 1)
-    return x
-

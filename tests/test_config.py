@@ -600,3 +600,67 @@ def test_identity_keeps_only_values_that_differ_from_defaults():
     changed = RunConfig(pipeline="x", train=TrainConfig(lr=0.5))
     assert changed.identity() == {"pipeline": "x", "params": {}, "train": {"lr": 0.5}}
     assert changed.hash() != RunConfig(pipeline="x").hash()
+
+
+# ------------------------------------------------------------------ YAML 1.2 floats
+EXPONENT_SPELLINGS = {"1e-3": 1e-3, "2e-4": 2e-4, "1E-3": 1e-3, "1e3": 1000.0, "+5e-1": 0.5,
+                      "1.5e-2": 0.015, ".5e-1": 0.05, "1.e-2": 0.01, "1.0e+2": 100.0}
+
+
+@pytest.mark.parametrize("text, value", EXPONENT_SPELLINGS.items())
+def test_yaml_12_floats_parse_in_a_pipelines_file(tmp_path, text, value):
+    """PyYAML (YAML 1.1) reads `1e-3` as a string; the pipelines parser reads it as
+    YAML 1.2 does, a float: the same config (and hash) as the decimal spelling."""
+    if "." not in text:  # YAML 1.1 floats need a dot (and a signed exponent)
+        assert isinstance(yaml.safe_load(f"lr: {text}")["lr"], str)  # what plain PyYAML does
+    body = yaml.safe_dump({"quickstart": quickstart(train={"lr": "LR"})}, sort_keys=False)
+    path = tmp_path / "pipelines.yaml"
+    path.write_text(body.replace("lr: LR", f"lr: {text}"))
+    config = load_pipelines(path)["quickstart"].runs()[0]
+    assert config.train.lr == value and isinstance(config.train.lr, float)
+    decimal = load_pipelines(write(tmp_path, quickstart(train={"lr": value}), file="b.yaml"))
+    assert decimal["quickstart"].runs()[0].hash() == config.hash()
+
+
+def test_yaml_12_floats_parse_in_run_overrides(tmp_path):
+    text = yaml.safe_dump({"quickstart": quickstart(sweep={"train.lr": [0.001, 0.0002], "seed": [0]})},
+                          sort_keys=False)
+    path = tmp_path / "pipelines.yaml"
+    path.write_text(text)
+    pipeline = load_pipeline("quickstart", path)
+    assert parse_run_overrides("train.lr=1e-3,seed=0") == {"train.lr": 0.001, "seed": 0}
+    run = pipeline.run(parse_run_overrides("train.lr=2e-4"))
+    assert run.train.lr == 2e-4 and run.name == "train.lr=0.0002,seed=0"
+    assert run.hash() == pipeline.runs()[1].hash()
+
+
+def test_yaml_integers_and_words_stay_what_they_were():
+    from stores.config import yaml_load
+
+    assert yaml_load("[1, -3, 0.5, .inf, 1_000, abc, '1e-3', 1e3x]") == [
+        1, -3, 0.5, float("inf"), 1000, "abc", "1e-3", "1e3x"]
+    assert isinstance(yaml_load("7"), int)
+
+
+def test_a_quoted_exponent_is_still_a_string_and_is_rejected(tmp_path):
+    body = yaml.safe_dump({"quickstart": quickstart(train={"lr": "LR"})}, sort_keys=False)
+    path = tmp_path / "pipelines.yaml"
+    path.write_text(body.replace("lr: LR", "lr: '1e-3'"))
+    with pytest.raises(ConfigError) as err:
+        load_pipelines(path)
+    assert str(err.value) == "quickstart.train.lr: expected a number in (0.0, inf], got '1e-3'"
+
+
+# ------------------------------------------------------------------ corruption.seed
+def test_corruption_seed_defaults_to_the_run_seed_and_keeps_old_hashes(tmp_path):
+    config = load_pipelines(write(tmp_path, quickstart()))["quickstart"].runs()[0]
+    assert config.corruption.seed is None and "seed" not in config.identity().get("corruption", {})
+    fixed = load_pipelines(write(tmp_path, quickstart(corruption={"seed": 42})))["quickstart"].runs()[0]
+    assert fixed.corruption.seed == 42 and fixed.hash() != config.hash()
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "42", True])
+def test_corruption_seed_must_be_a_non_negative_integer(tmp_path, value):
+    message = config_error(tmp_path, quickstart(corruption={"seed": value}))
+    assert message.startswith("quickstart.corruption.seed: expected an integer in [0, inf]")
+    assert message.endswith(f"got {value!r}")

@@ -24,8 +24,8 @@ CASES = [
     ("mlp", (1, 28, 28), {"widths": (128, 512, 64)}),
     ("cnn", (1, 28, 28), {}),
     ("cnn", (3, 32, 32), {}),
-    ("alexnet", (3, 32, 32), {}),
-    ("alexnet", (3, 64, 64), {}),
+    ("alexnet", (3, 32, 32), {"cifar_stem": True}),
+    ("alexnet", (3, 64, 64), {"cifar_stem": False}),
     ("resnet18", (3, 32, 32), {"cifar_stem": True}),
     ("resnet18", (3, 64, 64), {"cifar_stem": False}),
 ]
@@ -125,9 +125,9 @@ def test_ketha2026_schedule_rule():
 
 def test_penultimate_cannot_be_reduced():
     model = build_model(ModelConfig(name="cnn"), (1, 28, 28), 10)
-    config = _build(RunConfig, {"pipeline": "t", "capture": {"reductions": {"relu7": "project:8"}}}, "t")
+    config = _build(RunConfig, {"pipeline": "t", "capture": {"reductions": {"relu9": "project:8"}}}, "t")
     with pytest.raises(ValueError, match="must stay flatten"):
-        capture_layers(model, ["relu7"], (1, 28, 28), config, torch.device("cpu"))
+        capture_layers(model, ["relu9"], (1, 28, 28), config, torch.device("cpu"))
 
 
 def test_capture_from_tiny_cifar_files_into_a_store(tmp_path):
@@ -152,7 +152,86 @@ def test_capture_from_tiny_cifar_files_into_a_store(tmp_path):
     assert list(run["epochs"].epoch.values) == [0, 1, 2]
     assert run["activations/relu2/values"].sizes["unit"] == 64
     assert run["activations/relu2"].attrs["projection_seed"] >= 0
-    assert run["activations/relu4/values"].sizes["unit"] == 64  # avgpool keeps the channels
-    assert run["activations/relu4"].attrs["original_shape"] == [64, 16, 16]
-    assert run["activations/relu7"].attrs["penultimate"]
+    assert run["activations/relu4/values"].sizes["unit"] == 32  # avgpool keeps the channels
+    assert run["activations/relu4"].attrs["original_shape"] == [32, 16, 16]
+    assert run["activations/relu9"].attrs["penultimate"]
     assert stores.activations(run, "input").sizes["sample"] == 40
+
+
+# ------------------------------------------------------------------ the published architectures
+# Literals from PUBLISHED.md (the authors' MASC/cnn_create.py), not read from the code.
+def _shapes_on_meta(name: str, in_shape: tuple[int, int, int], n_classes: int, **extra):
+    """The model and every module's output shape, built on the meta device: no weights
+    are allocated or initialised (AlexNet's 4096x4096 layer would be 64 MiB)."""
+    with torch.device("meta"):
+        model = build_model(ModelConfig(name=name, **extra), in_shape, n_classes)
+        return model, output_shapes(model, in_shape)
+
+
+def _convs(model):
+    return [(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding)
+            for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+@pytest.mark.parametrize("in_shape, flat", [((1, 28, 28), 576), ((3, 32, 32), 1024)])
+def test_cnn_is_six_convs_three_pools_three_fc250_and_a_bias_free_head(in_shape, flat):
+    model, shapes = _shapes_on_meta("cnn", in_shape, 10)
+    c = in_shape[0]
+    assert _convs(model) == [(a, b, (3, 3), (1, 1), (1, 1)) for a, b in
+                             [(c, 16), (16, 16), (16, 32), (32, 32), (32, 64), (64, 64)]]
+    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(pools) == 3 and all(p.kernel_size == 2 for p in pools)
+    assert shapes["flatten"] == (flat,)
+    linears = [(m.in_features, m.out_features, m.bias is not None)
+               for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears == [(flat, 250, True), (250, 250, True), (250, 250, True), (250, 10, False)]
+    assert [shapes[p] for p in ("relu7", "relu8", "relu9")] == [(250,)] * 3
+    assert model.penultimate == "relu9" and model.head_name == "head"
+
+
+@pytest.mark.parametrize("in_shape, cifar_stem, convs", [
+    ((3, 32, 32), True, [(3, 64, (3, 3), (2, 2), (1, 1)), (64, 192, (3, 3), (1, 1), (1, 1))]),
+    ((3, 64, 64), False, [(3, 64, (11, 11), (4, 4), (2, 2)), (64, 192, (5, 5), (1, 1), (2, 2))]),
+])
+def test_alexnet_variants_flatten_256_then_fc_4096_4096(in_shape, cifar_stem, convs):
+    n_classes = 100 if cifar_stem else 200
+    model, shapes = _shapes_on_meta("alexnet", in_shape, n_classes, cifar_stem=cifar_stem)
+    rest = [(192, 384, (3, 3), (1, 1), (1, 1)), (384, 256, (3, 3), (1, 1), (1, 1)),
+            (256, 256, (3, 3), (1, 1), (1, 1))]
+    assert _convs(model) == convs + rest
+    pools = [(m.kernel_size, m.stride) for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert pools == [(3, 2)] * 3
+    assert shapes["pool3"] == (256, 1, 1) and shapes["flatten"] == (256,)
+    linears = [(m.in_features, m.out_features, m.bias is not None)
+               for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears == [(256, 4096, True), (4096, 4096, True), (4096, n_classes, True)]
+    assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())
+    assert (shapes["relu6"], shapes["relu7"]) == ((4096,), (4096,)) and model.penultimate == "relu7"
+
+
+def test_resnet18_keeps_the_maxpool_after_its_3x3_stride1_stem():
+    model, shapes = _shapes_on_meta("resnet18", (3, 32, 32), 10, cifar_stem=True)
+    stem = model.conv1
+    assert (stem.kernel_size, stem.stride, stem.padding, stem.bias) == ((3, 3), (1, 1), (1, 1), None)
+    pool = model.maxpool
+    assert isinstance(pool, torch.nn.MaxPool2d) and (pool.kernel_size, pool.stride, pool.padding) == (3, 2, 1)
+    assert shapes["maxpool"] == (64, 16, 16)
+    # the authors' probe points: stem, the three ReLUs inside layer1, the stages, the pooled vector
+    assert [shapes[p] for p in ("layer1.0.relu1", "layer1.0", "layer1.1.relu1", "layer1")] == [(64, 16, 16)] * 4
+    assert [shapes[p] for p in ("layer2", "layer3", "layer4", "avgpool")] == [
+        (128, 8, 8), (256, 4, 4), (512, 2, 2), (512, 1, 1)]
+    assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == [2, 2, 2, 2]
+    assert (model.fc.in_features, model.fc.out_features, model.fc.bias is not None) == (512, 10, True)
+
+
+def test_resnet_block_relus_fire_once_each():
+    """Each ReLU of a block is its own module, so a hook on `layer1.0.relu1` sees exactly
+    the first ReLU of block 0 (torchvision's block calls one ReLU twice)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="resnet18"), (3, 16, 16), 10).eval()
+    calls = []
+    for name in ("layer1.0.relu1", "layer1.0.relu2"):
+        model.get_submodule(name).register_forward_hook(lambda m, i, o, n=name: calls.append(n))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 16, 16))
+    assert calls == ["layer1.0.relu1", "layer1.0.relu2"]

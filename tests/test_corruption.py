@@ -189,3 +189,59 @@ def test_bad_rate(uniform_labels, mode, rate):
     with pytest.raises(ValueError, match=r"\[0, 1\]") as err:
         corrupt(uniform_labels, mode, rate, K, seed=0)
     assert repr(rate) in str(err.value)
+
+
+# ------------------------------------------------------------------ the fixed mask (corruption.seed)
+from capture.corruption import corrupt_fixed, for_run  # noqa: E402
+from stores import load_pipeline  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
+
+
+def test_fixed_seed_resample_is_the_papers_draw(uniform_labels):
+    """The published definition, written out: NumPy's legacy generator seeded 42, the
+    mask `rand(N) <= p`, then `choice(K, n_masked)` for the masked labels."""
+    for rate in (0.2, 0.8):
+        observed, mask = corrupt_fixed(uniform_labels, "resample", rate, K, seed=42)
+        rs = np.random.RandomState(42)
+        expected_mask = rs.rand(len(uniform_labels)) <= rate
+        expected = uniform_labels.copy()
+        expected[expected_mask] = rs.choice(K, expected_mask.sum())
+        np.testing.assert_array_equal(mask, expected_mask)
+        np.testing.assert_array_equal(observed, expected)
+
+
+def test_fixed_mask_is_shared_by_the_seeds_and_differs_between_levels(uniform_labels):
+    """Every seed of a published setting sees the same corrupted labels; other
+    corruption levels see other ones (the mask of a lower level lies inside a higher
+    level's, since both threshold the same uniform draws)."""
+    pipeline = load_pipeline("mnist-mlp", REPO / "pipelines.yaml")
+    draws = {}
+    for run in pipeline.runs():
+        observed, mask, seed = for_run(uniform_labels, run.corruption, K, run.seed)
+        assert seed == 42
+        draws.setdefault(run.corruption.rate, []).append((observed, mask))
+    assert sorted(draws) == [0.0, 0.2, 0.4, 0.6, 0.8]
+    for rate, per_seed in draws.items():
+        assert len(per_seed) == 3
+        for observed, mask in per_seed[1:]:
+            np.testing.assert_array_equal(observed, per_seed[0][0])
+            np.testing.assert_array_equal(mask, per_seed[0][1])
+        assert within(mask.sum(), len(mask), rate)
+    masks = [draws[r][0][1] for r in (0.2, 0.4, 0.6, 0.8)]
+    observed = [draws[r][0][0] for r in (0.2, 0.4, 0.6, 0.8)]
+    for lower, higher in zip(masks, masks[1:]):
+        assert (lower <= higher).all() and (higher & ~lower).any()
+    for a, b in zip(observed, observed[1:]):
+        assert (a != b).any()
+    assert not draws[0.0][0][1].any()
+
+
+def test_without_a_corruption_seed_the_run_seed_draws_as_before(digits_labels):
+    """quickstart has no corruption.seed: its corruption is `corrupt` with the run's seed."""
+    config = load_pipeline("quickstart", REPO / "pipelines.yaml").run({"corruption": 0.6, "seed": 0})
+    assert config.corruption.seed is None
+    observed, mask, seed = for_run(digits_labels, config.corruption, K, run_seed=3)
+    expected = corrupt(digits_labels, "resample", 0.6, K, seed=3)
+    assert seed == 3
+    np.testing.assert_array_equal(observed, expected[0])
+    np.testing.assert_array_equal(mask, expected[1])
