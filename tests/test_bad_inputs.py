@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from capture.__main__ import main as capture_main
 from stores.__main__ import main as stores_main
 from stores.lock import StoreLock
 
-from .conftest import REPO
+from .conftest import REPO, tiny_pipeline_yaml
 from .storecmp import digest
 from .test_vision import write_mnist
 
@@ -184,7 +185,11 @@ def foreign_zarr(env: Env) -> list[str]:
     return ["validate", str(env.tmp / "other.zarr")]
 
 
-CASES = [
+# Parser-level cases: the pipelines file, its keys and values, the command-line options.
+# They fail before any store is opened, so all of them run in the fast
+# `test_bad_config_is_one_line`; one representative of each class (REPRESENTATIVES) also
+# runs in the end-to-end table below, on a copy of committed stores.
+PARSER_CASES = [
     # YAML syntax and file
     Case("yaml-unclosed-bracket", "capture", text("bad:\n  sweep: {corruption: [0.6\n"),
          r"not valid YAML at line \d+, column \d+"),
@@ -257,8 +262,6 @@ CASES = [
          r"bad\.model\.name: expected one of mlp, modular_mlp, cnn, alexnet, resnet18, got 'transformer'"),
     Case("unknown-optimizer", "capture", edit(put("train.optimizer", "rmsprop")),
          r"bad\.train\.optimizer: expected one of sgd, adam, adamw, got 'rmsprop'"),
-    Case("unknown-capture-point", "capture", edit(put("capture.points", ["input", "relu9"])),
-         r"capture\.points: unknown 'relu9': expected names from input, flatten, fc1"),
     Case("unknown-probe", "capture", edit(put("analysis.probes", ["masc", "svm"])),
          r"bad\.analysis\.probes: unknown 'svm': expected names from masc, velpic"),
     # sweeps
@@ -266,6 +269,20 @@ CASES = [
          r"bad\.sweep\.corruption: expected a non-empty list, got \[\]"),
     Case("empty-sweep-mapping", "capture", edit(put("sweep", {})),
          r"bad\.sweep: expected at least one name -> list of values"),
+    # command-line options
+    Case("analyze-workers-zero", "analyze",
+         lambda env: ["quickstart", "--pipelines", str(env.pipelines), "--root", str(env.root), "--workers", "0"],
+         r"--workers: expected an integer >= 1, got 0"),
+    Case("analyze-device-unknown", "analyze",
+         lambda env: ["quickstart", "--pipelines", str(env.pipelines), "--root", str(env.root),
+                      "--device", "tpu"],
+         r"--device: expected cpu, cuda or cuda:N, got 'tpu'"),
+]
+
+STORE_CASES = [
+    # found when the model is built, after the pipeline's folder is made
+    Case("unknown-capture-point", "capture", edit(put("capture.points", ["input", "relu9"])),
+         r"capture\.points: unknown 'relu9': expected names from input, flatten, fc1"),
     # data
     Case("probe-set-larger-than-dataset", "capture", mnist(n_train=1000),
          r"mnist: data\.n_train = 1000 is larger than the train split \(40 rows\)"),
@@ -297,13 +314,6 @@ CASES = [
          r"run name: expected a plain file name \(no '/'.*got 'data\.root=\.\./\.\./escaped'"),
     Case("pipeline-name-escapes-root", "capture", escaping_pipeline_name,
          r"pipeline name: expected a plain file name .*got '\.\./\.\./escaped'"),
-    Case("analyze-workers-zero", "analyze",
-         lambda env: ["quickstart", "--pipelines", str(env.pipelines), "--root", str(env.root), "--workers", "0"],
-         r"--workers: expected an integer >= 1, got 0"),
-    Case("analyze-device-unknown", "analyze",
-         lambda env: ["quickstart", "--pipelines", str(env.pipelines), "--root", str(env.root),
-                      "--device", "tpu"],
-         r"--device: expected cpu, cuda or cuda:N, got 'tpu'"),
     Case("analyze-missing-store", "analyze",
          lambda env: ["quickstart", "--pipelines", str(env.pipelines), "--root", str(env.tmp / "empty"), "--eager"],
          r"run corruption=0\.0,seed=0 has no store at .*empty/quickstart/.*: run `python -m capture quickstart"),
@@ -314,43 +324,78 @@ CASES = [
 ]
 
 
+CASES = PARSER_CASES + STORE_CASES
+# One case of each class of parser-level input, to show end to end that it, too, leaves
+# every committed store as it was.
+REPRESENTATIVES = ("yaml-unclosed-bracket", "pipelines-file-missing", "unknown-key-train",
+                   "type-lr-string", "corruption-above-one", "unknown-model",
+                   "empty-sweep-list", "unknown-run-key", "analyze-workers-zero")
+END_TO_END = [c for c in CASES if c.id in REPRESENTATIVES or c in STORE_CASES]
+
+
+def _base(pipelines: Path) -> dict:
+    base = yaml.safe_load(pipelines.read_text())["quickstart"]
+    base["sweep"] = {"corruption": [0.6], "seed": [0]}
+    return base
+
+
 @pytest.fixture
 def env(tiny_root, tmp_path) -> Env:
     pipelines, root = tiny_root
     shutil.copytree(root, tmp_path / "runs", ignore=shutil.ignore_patterns("*.lock"))
-    base = yaml.safe_load(pipelines.read_text())["quickstart"]
-    base["sweep"] = {"corruption": [0.6], "seed": [0]}
-    return Env(tmp_path, tmp_path / "runs", pipelines, base)
+    return Env(tmp_path, tmp_path / "runs", pipelines, _base(pipelines))
+
+
+@pytest.fixture
+def parser_env(tmp_path) -> Env:
+    """The tiny pipeline's file and an empty root: no store is captured or copied."""
+    pipelines = tiny_pipeline_yaml(tmp_path / "pipelines.yaml")
+    (tmp_path / "runs").mkdir()
+    return Env(tmp_path, tmp_path / "runs", pipelines, _base(pipelines))
 
 
 def _committed(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): digest(p) for p in sorted(root.rglob("*.zarr")) if p.is_dir()}
 
 
-def run_case(case: Case, env: Env, capsys) -> tuple[int, str]:
-    argv = case.setup(env)
+def _call(case: Case, argv: list[str], env: Env, capsys) -> tuple[int, str]:
     capsys.readouterr()
-    before = _committed(env.root)
     try:
         code = CLIS[case.cli](argv)
     finally:
         held = getattr(env, "held", None)
         if held is not None:
             held.release()
-    err = capsys.readouterr().err
+    return code, capsys.readouterr().err
+
+
+def run_case(case: Case, env: Env, capsys) -> tuple[int, str]:
+    argv = case.setup(env)
+    before = _committed(env.root)
+    code, err = _call(case, argv, env, capsys)
     assert _committed(env.root) == before, "committed data changed"
     return code, err
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_bad_input(case, env, capsys):
-    code, err = run_case(case, env, capsys)
+def assert_one_line(case: Case, code: int, err: str) -> None:
     lines = err.strip("\n").splitlines()
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert "Traceback" not in err
-    import re
     assert re.search(case.expect, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("case", END_TO_END, ids=lambda c: c.id)
+def test_bad_input(case, env, capsys):
+    assert_one_line(case, *run_case(case, env, capsys))
+
+
+@pytest.mark.parametrize("case", PARSER_CASES, ids=lambda c: c.id)
+def test_bad_config_is_one_line(case, parser_env, capsys):
+    """Every parser-level case, on an empty root, which it leaves empty."""
+    code, err = _call(case, case.setup(parser_env), parser_env, capsys)
+    assert_one_line(case, code, err)
+    assert list(parser_env.root.iterdir()) == []
 
 
 def test_the_catalogue_is_long_enough():
