@@ -12,12 +12,13 @@ import xarray as xr
 
 import stores
 from analyze import grid
+from analyze.__main__ import main as analyze_main
 from analyze.crosscheck import crosscheck_edit
 from analyze.edit import edit_state_dict, velpic_weight
 from analyze.pipeline import analyse
 from analyze.probes import VeLPIC
 from analyze.tasks import ProbeSettings, run_task
-from stores import load_pipeline
+from stores import load_pipeline, location
 
 from .conftest import REPO, tiny_pipeline_yaml
 
@@ -106,29 +107,35 @@ def test_analyse_writes_results_readable_by_plain_xarray(tiny_root):
 
 @pytest.mark.slow
 def test_quickstart_end_to_end_cli(tmp_path):
-    """`python -m capture` then `python -m analyze` on quickstart cut to a few epochs."""
-    pipelines = tiny_pipeline_yaml(tmp_path / "p.yaml", max_epochs=3)
-    root = tmp_path / "runs"
-    common = ["quickstart", "--pipelines", str(pipelines), "--root", str(root), "--quiet"]
+    """`python -m capture`, `python -m analyze` (two Dask worker processes) and `python -m
+    stores` as real processes, on quickstart cut to a few epochs, with the root given as a
+    file:// URL (which every command line must take as the folder it names)."""
+    pipelines = tiny_pipeline_yaml(tmp_path / "p.yaml", max_epochs=2)
+    root, url = tmp_path / "runs", f"file://{tmp_path}/runs"
+    common = ["quickstart", "--pipelines", str(pipelines), "--root", url, "--quiet"]
     for module, extra in (("capture", []), ("analyze", ["--workers", "2"])):
         done = subprocess.run([sys.executable, "-m", module, *common, *extra], cwd=REPO,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
     assert (root / "quickstart" / "report.md").is_file()
-    listing = subprocess.run([sys.executable, "-m", "stores", "ls", str(root)], cwd=REPO,
+    assert location.find_stores(url) == [str(root / "quickstart" / f"corruption={c},seed=0.zarr")
+                                         for c in ("0.0", "0.6")]
+    listing = subprocess.run([sys.executable, "-m", "stores", "ls", url], cwd=REPO,
                              capture_output=True, text=True, check=True).stdout
-    assert "corruption=0.0,seed=0.zarr" in listing and "complete" in listing
+    for name in ("corruption=0.0,seed=0.zarr", "corruption=0.6,seed=0.zarr"):
+        assert any(name in line and "complete" in line for line in listing.splitlines()), listing
     show = subprocess.run([sys.executable, "-m", "stores", "show",
                            str(root / "quickstart" / "corruption=0.6,seed=0.zarr")],
                           cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "relu2" in show and "(penultimate)" in show and "analysis   dynamics, edit" in show
 
 
-def test_analyze_reports_missing_stores(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "analyze", "quickstart", "--root",
-                           str(tmp_path), "--eager"], cwd=REPO, capture_output=True, text=True)
-    assert done.returncode == 2
-    assert done.stderr.startswith("error: run corruption=0.0,seed=0 has no store")
+def test_analyze_reports_missing_stores(tmp_path, capsys):
+    """The real quickstart pipeline on an empty root: one line, exit 2 (in this process;
+    tests/test_bad_inputs.py runs such lines as real processes)."""
+    assert analyze_main(["quickstart", "--pipelines", str(REPO / "pipelines.yaml"),
+                         "--root", str(tmp_path), "--eager"]) == 2
+    assert capsys.readouterr().err.startswith("error: run corruption=0.0,seed=0 has no store")
 
 
 def test_edit_then_train_starts_from_the_edited_checkpoint(tiny_root, tmp_path):

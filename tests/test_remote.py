@@ -1,10 +1,8 @@
-"""Remote stores: a memory:// root through capture, analysis, open_runs and validate;
-a file:// root through the command lines with Dask worker processes."""
+"""Remote stores: a memory:// root through capture, analysis, open_runs and validate.
+(A file:// root through the command lines is tests/test_analysis.py's end-to-end test.)"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 
 import numpy as np
@@ -14,7 +12,6 @@ from analyze.pipeline import analyse
 from capture.run import capture_run
 from stores import load_pipeline, location
 from stores.validate import validate
-from tests.conftest import REPO, tiny_pipeline_yaml
 
 
 def test_memory_root_end_to_end(tmp_path, tiny_root):
@@ -40,19 +37,3 @@ def test_memory_root_end_to_end(tmp_path, tiny_root):
     assert set(table.probe) >= {"masc", "velpic", "edit_zero_bias"}
     report = validate(f"{root}/quickstart/corruption=0.6,seed=0.zarr")
     assert report.ok and report.n_chunks > 0
-
-
-def test_file_url_root_through_the_command_lines(tmp_path):
-    pipelines = tiny_pipeline_yaml(tmp_path / "pipelines.yaml", max_epochs=2)
-    url = f"file://{tmp_path}/runs"
-    common = ["quickstart", "--pipelines", str(pipelines), "--root", url, "--quiet"]
-    for module, extra in (("capture", []), ("analyze", ["--workers", "2"])):
-        done = subprocess.run([sys.executable, "-m", module, *common, *extra], cwd=REPO,
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-    assert (tmp_path / "runs" / "quickstart" / "report.md").is_file()
-    assert location.find_stores(url) == [str(tmp_path / "runs" / "quickstart" / f"corruption={c},seed=0.zarr")
-                                         for c in ("0.0", "0.6")]
-    listing = subprocess.run([sys.executable, "-m", "stores", "ls", url], cwd=REPO,
-                             capture_output=True, text=True, check=True).stdout
-    assert "corruption=0.6,seed=0.zarr" in listing and "complete" in listing
