@@ -8,6 +8,7 @@ products and angles within the Johnson-Lindenstrauss distortion sqrt(8 ln n / D)
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 
@@ -46,18 +47,35 @@ def parse(spec: str, layer: str = "", seed: int = 0) -> Reduction:
 
 
 class Reducer:
-    """Applies one Reduction; a projection matrix is drawn once and kept on the device."""
+    """Applies one Reduction; a projection matrix is drawn on the first call (not when
+    a run is only planned: ResNet-18's 16384 x 2048 matrices cost a second each) and
+    then kept on the device."""
 
     def __init__(self, reduction: Reduction, sample_shape: tuple[int, ...], device: torch.device):
         self.reduction = reduction
+        self.sample_shape = tuple(sample_shape)
+        self.device = device
         self.matrix = None
         if reduction.kind in ("avgpool", "pool") and len(sample_shape) != 3:
             raise ReductionError(f"{reduction.spec}: expected a (C, H, W) map, got shape {sample_shape}")
-        if reduction.kind == "project":
-            n_in = int(torch.tensor(sample_shape).prod())
-            gen = torch.Generator().manual_seed(reduction.seed)
-            matrix = torch.randn(n_in, reduction.size, generator=gen) / reduction.size ** 0.5
-            self.matrix = matrix.to(device)
+
+    @property
+    def units(self) -> int:
+        """Stored width per sample: what `__call__` returns, known without running it."""
+        kind, size = self.reduction.kind, self.reduction.size
+        if kind == "avgpool":
+            return self.sample_shape[0]
+        if kind == "pool":
+            return self.sample_shape[0] * size * size
+        return size if kind == "project" else math.prod(self.sample_shape)
+
+    def _projection(self) -> torch.Tensor:
+        if self.matrix is None:
+            n_in = math.prod(self.sample_shape)
+            gen = torch.Generator().manual_seed(self.reduction.seed)
+            matrix = torch.randn(n_in, self.reduction.size, generator=gen) / self.reduction.size ** 0.5
+            self.matrix = matrix.to(self.device)
+        return self.matrix
 
     def __call__(self, out: torch.Tensor) -> torch.Tensor:
         kind = self.reduction.kind
@@ -66,4 +84,4 @@ class Reducer:
         if kind == "pool":
             return F.adaptive_avg_pool2d(out, self.reduction.size).flatten(1)
         flat = out.flatten(1)
-        return flat @ self.matrix.to(flat.dtype) if kind == "project" else flat
+        return flat @ self._projection().to(flat.dtype) if kind == "project" else flat

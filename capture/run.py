@@ -263,7 +263,7 @@ def capture_layers(model: torch.nn.Module, points: list[str], in_shape: tuple[in
                              f"last layer and must stay flatten, got {spec!r}")
         reduction = parse(spec, point, config.capture.projection_seed)
         reducers[point] = Reducer(reduction, shapes[point], device)
-        units = reducers[point](torch.zeros(1, *shapes[point], device=device)).shape[1]
+        units = reducers[point].units  # by formula: a projection is drawn at the first capture
         layers.append(LayerSpec(point, int(units), shapes[point], reduction.spec,
                                 point == model.penultimate, reduction.seed))
     return layers, reducers
