@@ -33,6 +33,8 @@ from analyze.probes import (
     make_probe,
 )
 
+from .tolerance import clear_argmax, eigenspace_atol, eigh_perturbation, gamma, sum_atol
+
 # --------------------------------------------------------------------------
 # Independent references
 # --------------------------------------------------------------------------
@@ -128,8 +130,12 @@ def test_class_spectra_matches_symmetrised_pca(cases, case):
         w, _ = ref_eigh(X[y == c])
         r = len(lam)
         assert np.all(np.diff(lam) <= 0)
-        # M = 2·XcᵀXc, so the reference eigenvalues are 2λ.
-        np.testing.assert_allclose(2 * lam, w[:r], rtol=1e-9, atol=1e-9 * w[0])
+        # M = 2·XcᵀXc, so the reference eigenvalues are 2λ. Two eigh paths (on XcᵀXc or
+        # XcXcᵀ there, on [Xc; −Xc]ᵀ[Xc; −Xc] here): by Weyl each eigenvalue is within
+        # ‖E‖₂ of the exact one, E the product's rounding plus eigh's backward error
+        # (eigh_perturbation), 2‖E‖ for 2λ and ‖E_Z‖ = 2‖E‖ for w: 4‖E‖ in all.
+        atol = 4 * eigh_perturbation(X[y == c])
+        np.testing.assert_allclose(2 * lam, w[:r], rtol=0, atol=atol)
         np.testing.assert_allclose(V @ V.T, np.eye(r), atol=1e-12)
         assert r <= min(np.sum(y == c), X.shape[1])
 
@@ -156,14 +162,29 @@ def test_class_spectra_drops_zero_directions():
 def test_masc_matches_reference(cases, case, n):
     X, y, Xte, _ = cases[case]
     masc = MASC(n_components=n).fit(X, y)
+    bounds = []
     for i, c in enumerate(np.unique(y)):
         w, W = ref_eigh(X[y == c])
         k = ref_k(w, n)
         assert masc.n_components_[i] == k
         B = masc.components_[i]
         assert B.shape == (k, X.shape[1])
-        np.testing.assert_allclose(B.T @ B, W[:, :k] @ W[:, :k].T, atol=1e-8)
-    np.testing.assert_array_equal(masc.predict(Xte), ref_masc_predict(X, y, Xte, n))
+        # Two eigensolvers' projectors onto the top-k subspace: each within
+        # eigenspace_atol (Davis–Kahan on the eigengap at k) of the exact one.
+        bounds.append(eigenspace_atol(X[y == c], k))
+        np.testing.assert_allclose(B.T @ B, W[:, :k] @ W[:, :k].T, rtol=0, atol=2 * bounds[-1])
+    # A score ‖Px‖/‖x‖ moves by at most ‖P̂ − P‖₂ with the projector, and its evaluation
+    # (a length-d product, a length-k norm, ‖x‖, one division) by γ_(d+k+3) relative
+    # (scores ≤ 1). Rows whose top two classes are further apart than twice that get
+    # the same label on both paths; the others are near ties rounding may decide.
+    d = X.shape[1]
+    atol = np.asarray(bounds) + gamma(np.float64, d + max(masc.n_components_) + 3)
+    sure = clear_argmax(masc.decision_function(Xte), atol)
+    got, want = masc.predict(Xte), ref_masc_predict(X, y, Xte, n)
+    np.testing.assert_array_equal(got[sure], want[sure])
+    # Not a tolerance: the comparison must cover nearly every row (none is a near tie
+    # in these cases; the bounds are 1e-12..1e-8 against margins of 1e-3 and more).
+    assert np.mean(~sure) <= 0.01
 
 
 def test_masc_decision_function_is_cosine_to_subspace(cases):
@@ -171,9 +192,21 @@ def test_masc_decision_function_is_cosine_to_subspace(cases):
     masc = MASC().fit(X, y)
     S = masc.decision_function(Xte)
     assert S.shape == (len(Xte), len(masc.classes_))
+    d, norms = Xte.shape[1], np.linalg.norm(Xte, axis=1)
     for i, B in enumerate(masc.components_):
-        expect = np.linalg.norm(Xte @ B.T @ B, axis=1) / np.linalg.norm(Xte, axis=1)
-        np.testing.assert_allclose(S[:, i], expect, rtol=1e-12)
+        expect = np.linalg.norm(Xte @ B.T @ B, axis=1) / norms
+        # ‖Bx‖ there, ‖BᵀBx‖ here: equal for orthonormal rows; |‖Bᵀy‖ − ‖y‖| ≤
+        # ‖BBᵀ − I‖₂·‖y‖ for the rows B has. Rounding: y = Bx has per element error
+        # ≤ γ_d·(|B||x|), BᵀBx adds γ_k·(|Bᵀ||y|) and carries |B|ᵀ·err(y); the norms,
+        # ‖x‖ and the division γ_(d+k+4) relative to the score (≤ 1).
+        k = len(B)
+        y = np.abs(Xte) @ np.abs(B).T
+        err_y = gamma(np.float64, d) * y
+        err_z = gamma(np.float64, k) * (np.abs(Xte @ B.T) @ np.abs(B)) + err_y @ np.abs(B)
+        orth = np.linalg.norm(B @ B.T - np.eye(k), 2)
+        atol = ((np.linalg.norm(err_y, axis=1) + np.linalg.norm(err_z, axis=1)) / norms
+                + orth + 2 * gamma(np.float64, d + k + 4))
+        np.testing.assert_allclose(S[:, i], expect, rtol=0, atol=atol.max())
     assert np.all((S >= 0) & (S <= 1 + 1e-12))
     # a zero row has no angle: score 0 for every class
     np.testing.assert_array_equal(masc.decision_function(np.zeros((2, X.shape[1]))), 0)
@@ -223,10 +256,14 @@ def test_velpic_matches_reference(cases, case):
         _, W = ref_eigh(X[y == c])
         top = W[:, 0]
         sign = np.sign(vel.coef_[i] @ top)
-        np.testing.assert_allclose(vel.coef_[i], sign * top, atol=1e-8)
+        # Two eigensolvers' unit top vectors, sign-aligned: ‖v̂ − v‖ = 2·sin(θ/2) ≤
+        # √2·sin θ, and sin θ ≤ each path's eigenspace_atol (k = 1) from the exact one.
+        atol = np.sqrt(2) * 2 * eigenspace_atol(X[y == c], 1)
+        np.testing.assert_allclose(vel.coef_[i], sign * top, rtol=0, atol=atol)
         # sign rule: mean projection of ALL training rows is non-negative
         assert (X @ vel.coef_[i]).mean() >= 0
-    np.testing.assert_allclose(vel.decision_function(Xte), Xte @ vel.coef_.T, rtol=1e-12)
+    # exact: decision_function is this very product, X @ coef_.T, on the same float64 X
+    np.testing.assert_array_equal(vel.decision_function(Xte), Xte @ vel.coef_.T)
     np.testing.assert_array_equal(
         vel.predict(Xte), vel.classes_[np.argmax(Xte @ vel.coef_.T, axis=1)]
     )
@@ -272,6 +309,7 @@ def test_fit_spectral_probes_equals_separate_fits(cases, case, n):
     X, y, Xte, _ = cases[case]
     masc, vel = fit_spectral_probes(X, y, n_components=n)
     masc_ref, vel_ref = MASC(n_components=n).fit(X, y), VeLPIC().fit(X, y)
+    # exact throughout: method="exact" calls the same class_spectra on the same float64 X
     assert masc.get_params() == masc_ref.get_params()
     np.testing.assert_array_equal(masc.classes_, masc_ref.classes_)
     np.testing.assert_array_equal(masc.n_components_, masc_ref.n_components_)
@@ -288,6 +326,7 @@ def test_from_spectra_classmethods(cases):
     classes = np.unique(y)
     spectra = class_spectra(X, y, classes)
     masc = MASC.from_spectra(spectra, classes, X, n_components=0.9)
+    # exact: fit runs this same class_spectra on the same X, then the same _fit_from_spectra
     assert isinstance(masc, MASC) and masc.n_components == 0.9
     np.testing.assert_array_equal(masc.predict(Xte), MASC(0.9).fit(X, y).predict(Xte))
     vel = VeLPIC.from_spectra(spectra, classes, X)
@@ -303,11 +342,22 @@ def test_ncm_matches_direct_formula(cases):
     X, y, Xte, _ = cases["synthetic_n_gt_d"]
     ncm = NearestMeanCosine().fit(X, y)
     means = np.stack([X[y == c].mean(axis=0) for c in np.unique(y)])
-    np.testing.assert_allclose(ncm.means_, means, rtol=1e-12)
+    # exact: fit computes this very expression on the same float64 X
+    np.testing.assert_array_equal(ncm.means_, means)
     cos = np.array([[x @ m / (np.linalg.norm(x) * np.linalg.norm(m)) for m in means]
                     for x in Xte])
-    np.testing.assert_allclose(ncm.decision_function(Xte), cos, rtol=1e-10)
-    np.testing.assert_array_equal(ncm.predict(Xte), np.unique(y)[cos.argmax(axis=1)])
+    # One gemm there, one dot per pair here: the numerators within 2·γ_d·(|x|·|m|) of
+    # each other (sum_atol), over ‖x‖‖m‖ (≥ |x|·|m|, so at most 2·γ_d); the two norms,
+    # their product and the division round within γ_(d+4) relative on each path.
+    d = X.shape[1]
+    mags = (np.abs(Xte) @ np.abs(means).T
+            / (np.linalg.norm(Xte, axis=1)[:, None] * np.linalg.norm(means, axis=1)[None, :]))
+    atol = sum_atol(np.float64, d, mags.max()) + 2 * gamma(np.float64, d + 4) * np.abs(cos).max()
+    np.testing.assert_allclose(ncm.decision_function(Xte), cos, rtol=0, atol=atol)
+    # Labels agree wherever the top two cosines are further apart than rounding.
+    sure = clear_argmax(cos, atol)
+    assert np.mean(~sure) <= 0.01  # not a tolerance: nearly every row is compared
+    np.testing.assert_array_equal(ncm.predict(Xte)[sure], np.unique(y)[cos.argmax(axis=1)][sure])
 
 
 def test_ncm_zero_norms_give_zero_cosine():
@@ -315,7 +365,9 @@ def test_ncm_zero_norms_give_zero_cosine():
     y = np.array([0, 0, 1, 1])  # class 0 mean is exactly zero
     ncm = NearestMeanCosine().fit(X, y)
     S = ncm.decision_function(np.array([[0.0, 0.0], [3.0, 4.0]]))
-    np.testing.assert_allclose(S, [[0.0, 0.0], [0.0, 0.8]])
+    # exact: 6/(5·1.5), the products, sums and square roots all exact, and the one
+    # division rounds (IEEE, correctly) to the double nearest 0.8, which the literal is
+    np.testing.assert_array_equal(S, [[0.0, 0.0], [0.0, 0.8]])
 
 
 # --------------------------------------------------------------------------
@@ -370,6 +422,7 @@ def test_low_precision_input_is_upcast(cases, cls):
     b = cls().fit(X16.astype(np.float64), y).decision_function(
         Xte.astype(np.float16).astype(np.float64))
     assert a.dtype == np.float64
+    # exact: the estimator upcasts first, so both run the same float64 code on the same values
     np.testing.assert_array_equal(a, b)
 
 

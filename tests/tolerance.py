@@ -91,3 +91,51 @@ def dft_ipr_rtol(dtype, p: int) -> float:
     u = unit_roundoff(dtype)
     per_path = 8 * np.sqrt(2 * k) * (gamma(dtype, p) + (4 * np.pi * p + 4) * u) + gamma(dtype, 2 * k + 4)
     return 2 * float(per_path)
+
+
+def eigh_perturbation(X, dtype=np.float64, n_terms: int | None = None) -> float:
+    """A bound on ‖E‖₂, where the eigenpairs one path computes from a product of the
+    block X (n, d), XᵀX or XXᵀ formed and then passed to `eigh`, in `dtype`, are
+    those of the exact XᵀX + E (the nonzero spectrum is the same on both sides).
+
+    Forming it: every entry within γ_len·(|X|ᵀ|X|)_ij (len the inner length, n or d;
+    `n_terms`, default 2·max(n, d), which also covers stacking [X; −X]), so
+    ‖ΔM‖₂ ≤ ‖ΔM‖_F ≤ γ_len·‖X‖_F². Decomposing it: Householder tridiagonalisation
+    and the tridiagonal solver are normwise backward stable, the worst-case constant
+    of order m² for an m×m matrix (Higham §19.3: γ_{cm²}; c = 1 taken), m = min(n, d):
+    γ_{m²}·‖M‖_F ≤ γ_{m²}·‖X‖_F². Then Weyl: each computed eigenvalue is within ‖E‖₂
+    of the exact one, and Davis–Kahan bounds the subspaces (`eigenspace_atol`)."""
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    m = min(n, d)
+    fro2 = float(np.sum(X * X))
+    n_terms = 2 * max(n, d) if n_terms is None else n_terms
+    return (gamma(dtype, n_terms) + gamma(dtype, m * m)) * fro2
+
+
+def eigenspace_atol(X, k: int, dtype=np.float64) -> float:
+    """How far (2-norm, so any element too) one path's orthogonal projector onto the
+    top-k right singular subspace of X (n, d) can lie from the exact one, the
+    subspace computed as in `eigh_perturbation` (and, on the Gram side n < d, mapped
+    back as V = XᵀU·S⁻¹ and re-orthonormalised by QR). Twice it for two paths.
+
+    Davis–Kahan: ‖sin Θ‖₂ ≤ ‖E‖₂ / (gap − 2‖E‖₂), gap = s_k² − s_{k+1}² (s_{k+1} = 0
+    past the rank), which is ‖P̂ − P‖₂. Gram side: U's span moves by that much, and
+    Xᵀ maps it with tan θ scaled by s_{k+1}/s_k ≤ 1; the product XᵀU_k adds
+    γ_n·√k·‖X‖_F over σ_min = s_k; QR is backward stable (γ_{dk}·√k on the
+    near-orthonormal columns), which keeps the leading span. Exact singular values
+    from a float64 SVD of X (their own error, ~1e-16·s₁, is nothing next to these).
+    Infinite if the gap is not resolved (then no projector comparison is meaningful)."""
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    s = np.linalg.svd(X, compute_uv=False)
+    lam = s ** 2
+    e = eigh_perturbation(X, dtype)
+    gap = lam[k - 1] - (lam[k] if k < len(lam) else 0.0)
+    if gap <= 2 * e:
+        return float("inf")
+    out = e / (gap - 2 * e)
+    if n < d:
+        out += gamma(dtype, n) * np.sqrt(k) * np.sqrt(float(np.sum(X * X))) / s[k - 1]
+        out += gamma(dtype, d * k) * np.sqrt(k)
+    return float(out)
