@@ -44,8 +44,8 @@ class P2Cell:
     """One setup at one corruption level in P2's edit table (run 1)."""
 
     unedited: float | None  # the model at its final epoch (None: not found)
-    edited: float           # edited with zero bias, then trained on: final epoch
-    edited_max: float       # ... its maximum over epochs
+    edited: float           # the final epoch's model, last layer edited (zero bias)
+    edited_max: float       # the edited model's maximum over the epochs' checkpoints
 
 
 @dataclass(frozen=True)

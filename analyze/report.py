@@ -9,6 +9,8 @@ standard deviation as a band or a ± term.
 
 from __future__ import annotations
 
+import dataclasses
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on batch nodes
@@ -18,6 +20,8 @@ import xarray as xr  # noqa: E402
 
 import stores  # noqa: E402
 from stores import location  # noqa: E402
+
+from . import published  # noqa: E402
 
 PROBE_LABELS = {"masc": "MASC", "velpic": "VeLPIC", "ncm": "nearest mean (cos)",
                 "knn": "k-NN (cos)", "logreg": "logistic reg."}
@@ -225,6 +229,55 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+PUBLISHED_COLUMNS = {"model": "model (P1)", "masc_observed": "MASC, observed-label subspaces (P1)",
+                     "masc_true": "MASC, true-label subspaces (P1)",
+                     "unedited": "unedited (P2, run 1)", "edited": "edited, bias 0 (P2, run 1)",
+                     "edited_max": "edited, max over epochs (P2, run 1)"}
+
+
+def _published_cells(pipeline: str, key: dict) -> dict[str, float | None]:
+    """The published numbers for one group of runs (by its corruption level), by
+    PUBLISHED_COLUMNS key; None where the source has none."""
+    cells = dict.fromkeys(PUBLISHED_COLUMNS)
+    found = published.lookup(pipeline, key["corruption"]) if "corruption" in key else None
+    for table in (found.p1, found.p2) if found else ():
+        if table is not None:
+            cells.update(dataclasses.asdict(table))
+    return cells
+
+
+def published_table(pipeline: str, rows: list[dict]) -> str:
+    """For a published setup: its published numbers on the same rows as `_table` (one
+    per group of runs, by corruption level), "—" where the source has no number, then
+    the setup's caveat and the sources. "" for any other pipeline."""
+    setup = published.setup_of(pipeline)
+    if setup is None:
+        return ""
+    columns = list(PUBLISHED_COLUMNS)
+    if setup not in published.P2:  # P2's edit table covers the MLPs and CNNs only
+        columns = columns[:3]
+    lines = ["| runs | " + " | ".join(PUBLISHED_COLUMNS[c] for c in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for r in rows:
+        cells = _published_cells(pipeline, r["key"])
+        lines.append(f"| {r['label']} | "
+                     + " | ".join("—" if cells[c] is None else f"{cells[c]:.1f}" for c in columns) + " |")
+    sources = [published.P1_SOURCE] + ([published.P2_SOURCE] if "edited" in columns else [])
+    caveat = published.CAVEATS.get(pipeline)
+    caveat = f"\nCaveat: {caveat}\n" if caveat else ""
+    table = "\n".join(lines)
+    return f"""### Published: {setup}
+
+The published numbers of the {setup} setup on the same rows (test accuracy, %; P1: mean
+of 3 runs, best layer; "—": the source has no number, e.g. P1's table has no corruption
+0.0).
+{caveat}
+{table}
+
+Sources: {"; ".join(sources)}.
+"""
+
+
 def _peaks_table(results: xr.Dataset) -> str:
     lines = ["| runs | probe | layer | peak epoch | peak | final | final − peak |",
              "|---|---|---|---:|---:|---:|---:|"]
@@ -280,6 +333,8 @@ Edit cross-check (predictions of the zero-bias edited model rebuilt from the sto
 weights and run on the stored inputs, against those computed from the stored
 penultimate activations): {_crosschecks(paths)}.
 """]
+    if published.setup_of(pipeline):
+        sections.append(published_table(pipeline, rows))
     numeric = [name for name in results.indexes["run"].names if name != REPLICATE
                and len({row["key"][name] for row in rows}) > 1]
     if len(numeric) == 1 and len(rows) > 2:
