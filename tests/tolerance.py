@@ -139,3 +139,24 @@ def eigenspace_atol(X, k: int, dtype=np.float64) -> float:
         out += gamma(dtype, n) * np.sqrt(k) * np.sqrt(float(np.sum(X * X))) / s[k - 1]
         out += gamma(dtype, d * k) * np.sqrt(k)
     return float(out)
+
+
+def ritz_sin_theta(X, B) -> tuple[float, float, float]:
+    """A posteriori distance of span(rows of B) (k, d), any precision, from the exact
+    top-k right singular subspace of X (n, d): (sin_theta, residual, separation).
+
+    Q = an orthonormal basis of the rows' span (float64 QR), H = QᵀMQ, M = XᵀX and
+    R = MQ − QH, all in float64 (their own rounding, ~1e-16·‖M‖, is nothing next to a
+    float32 basis). Davis–Kahan's sin Θ theorem: ‖sin Θ‖₂ ≤ ‖R‖₂ / δ with δ =
+    λ_min(H) − λ_{k+1}(M) (0 past the rank) > 0; δ ≤ 0 means the span is not (close
+    to) the top-k subspace, and sin_theta is then infinite."""
+    X = np.asarray(X, dtype=np.float64)
+    Q = np.linalg.qr(np.asarray(B, dtype=np.float64).T)[0]
+    k = Q.shape[1]
+    M = X.T @ X
+    H = Q.T @ M @ Q
+    residual = float(np.linalg.norm(M @ Q - Q @ H, 2))
+    lam = np.linalg.eigvalsh(M)[::-1]
+    below = lam[k] if k < len(lam) else 0.0
+    sep = float(np.linalg.eigvalsh((H + H.T) / 2)[0] - max(below, 0.0))
+    return (residual / sep if sep > 0 else float("inf")), residual, sep
