@@ -29,6 +29,9 @@ from analyze.neurons import (
     two_stage,
 )
 
+from .tolerance import clear_argmax, dft_ipr_rtol, sum_atol, unit_roundoff
+from .tolerance import gamma as gamma_n
+
 # --------------------------------------------------------------------------
 # Independent references
 # --------------------------------------------------------------------------
@@ -48,15 +51,30 @@ def cosine(p: int, k: int, phi: float = 0.0) -> np.ndarray:
     return np.cos(2 * np.pi * k * np.arange(p) / p + phi)
 
 
-def brute_force_curve(hidden, w2, order, labels, mask):
-    """Accuracy after zeroing W2[:, order[:n]], recomputed from scratch for each n."""
-    accs = []
+def brute_force_curve(hidden, w2, order, labels, mask, sure=False):
+    """Accuracy after zeroing W2[:, order[:n]], recomputed from scratch for each n.
+
+    With `sure`, also the fraction of the group's rows whose label rounding cannot
+    decide, per n: pruning_curve reaches the same logits by one product and n rank-1
+    subtractions, within γ_(2N+1)·2·(|h||W2|ᵀ) (the product's γ_N, each subtraction's
+    two roundings on a running value bounded by the full magnitudes), and this
+    product within γ_N·(|h||W|ᵀ); a row whose top-two margin here exceeds twice the
+    sum (clear_argmax) gets the same label on both, and a row with nothing left is
+    exactly 0 on both (argmax: class 0)."""
+    n_units = hidden.shape[1]
+    full = np.abs(hidden) @ np.abs(np.asarray(w2, dtype=np.float64)).T
+    accs, slack = [], []
     for n in range(len(order) + 1):
         w = np.array(w2, dtype=np.float64)
         w[:, order[:n]] = 0.0
-        pred = np.argmax(hidden @ w.T, axis=1)
+        logits = hidden @ w.T
+        pred = np.argmax(logits, axis=1)
         accs.append(np.mean(pred[mask] == labels[mask]))
-    return np.array(accs)
+        mag = np.abs(hidden) @ np.abs(w).T
+        err = gamma_n(np.float64, 2 * n_units + 1) * 2 * full + gamma_n(np.float64, n_units) * mag
+        clear = clear_argmax(logits, err) | (mag.max(axis=1) == 0)
+        slack.append(np.sum(mask & ~clear) / mask.sum())
+    return (np.array(accs), np.array(slack)) if sure else np.array(accs)
 
 
 # --------------------------------------------------------------------------
@@ -82,19 +100,27 @@ def test_one_hot_has_flat_spectrum(p, expected):
 def test_matches_explicit_dft(p):
     rows = np.random.default_rng(p).normal(size=(8, p))
     expected = [ref_ipr(r) for r in rows]
-    np.testing.assert_allclose(fourier_ipr(rows), expected, rtol=1e-10, atol=0)
+    # FFT against the explicit float64 sum: the DFT IPR bound (p = 97: 2.3e-11)
+    np.testing.assert_allclose(fourier_ipr(rows), expected, rtol=dft_ipr_rtol(np.float64, p), atol=0)
 
 
 def test_scale_and_shift_invariance_and_leading_shape():
     x = np.random.default_rng(0).normal(size=(3, 4, 97))
     base = fourier_ipr(x)
     assert base.shape == (3, 4) and base.dtype == np.float64
-    np.testing.assert_allclose(fourier_ipr(-3.7 * x), base, rtol=1e-12)
+    # The same FFT on other inputs: each computation within half the DFT IPR bound of
+    # the exact IPR (which ignores scale and shifts); −3.7·x rounds each element once
+    # more (u relative: 8·√(2K)·u on the IPR to first order, as in dft_ipr_rtol).
+    rtol = dft_ipr_rtol(np.float64, 97)
+    k = 97 // 2 + 1
+    np.testing.assert_allclose(fourier_ipr(-3.7 * x), base,
+                               rtol=rtol + 8 * np.sqrt(2 * k) * unit_roundoff(np.float64))
     for shift in (1, 13, 96):
-        np.testing.assert_allclose(fourier_ipr(np.roll(x, shift, axis=-1)), base, rtol=1e-12)
-    # float32 input gives the float64 answer of the same values
+        np.testing.assert_allclose(fourier_ipr(np.roll(x, shift, axis=-1)), base, rtol=rtol)
+    # float32 input gives the float64 answer of the same values; exact: the upcast is
+    # exact, so both run the same float64 code on the same values
     x32 = x.astype(np.float32)
-    np.testing.assert_allclose(fourier_ipr(x32), fourier_ipr(x32.astype(np.float64)), rtol=0)
+    np.testing.assert_array_equal(fourier_ipr(x32), fourier_ipr(x32.astype(np.float64)))
 
 
 def test_zero_row_is_zero_not_nan():
@@ -135,7 +161,10 @@ def test_neuron_ipr_is_mean_of_three():
     w1, w2 = rng.normal(size=(5, 2 * 10)), rng.normal(size=(10, 5))
     expected = [np.mean([ref_ipr(w1[k, :10]), ref_ipr(w1[k, 10:]), ref_ipr(w2[:, k])])
                 for k in range(5)]
-    np.testing.assert_allclose(neuron_ipr(w1, w2), expected, rtol=1e-10)
+    # FFTs against explicit sums (p = 10: the DFT IPR bound, 8.6e-13), then a mean of
+    # three positive terms on each side (γ_3 more, relative)
+    np.testing.assert_allclose(neuron_ipr(w1, w2), expected,
+                               rtol=dft_ipr_rtol(np.float64, 10) + 2 * gamma_n(np.float64, 3))
 
 
 def test_neuron_ipr_epoch_axis():
@@ -143,8 +172,12 @@ def test_neuron_ipr_epoch_axis():
     w1, w2 = rng.normal(size=(4, 6, 22)), rng.normal(size=(4, 11, 6))
     out = neuron_ipr(w1, w2)
     assert out.shape == (4, 6)
+    # Batched (24 rows per FFT call) against one epoch at a time: the FFT may take
+    # other (vectorised) code for other row counts, so not exact; each within half the
+    # DFT IPR bound (p = 11) of the exact value, and the mean of three adds γ_3.
+    rtol = dft_ipr_rtol(np.float64, 11) + 2 * gamma_n(np.float64, 3)
     for e in range(4):
-        np.testing.assert_array_equal(out[e], neuron_ipr(w1[e], w2[e]))
+        np.testing.assert_allclose(out[e], neuron_ipr(w1[e], w2[e]), rtol=rtol, atol=0)
 
 
 @pytest.mark.parametrize("shape1, shape2", [
@@ -199,8 +232,12 @@ def test_pruning_curve_matches_brute_force(seed):
         assert set(curves) == set(groups)
         for name, mask in groups.items():
             assert curves[name].shape == (n + 1,)
-            np.testing.assert_array_equal(
-                curves[name], brute_force_curve(hidden, w2, order, labels, mask))
+            # Incremental against recomputed logits: equal but for near-tie rows
+            # (brute_force_curve's slack), plus one rounding of each mean (2·u).
+            want, slack = brute_force_curve(hidden, w2, order, labels, mask, sure=True)
+            gap = np.abs(curves[name] - want)
+            assert np.all(gap <= slack + 2 * unit_roundoff(np.float64)), (name, gap, slack)
+            # exact: step 0 is the same float64 product hidden @ w2.T on the same arrays
             assert curves[name][0] == unpruned[mask].mean()
             # nothing left: all logits 0, argmax is class 0
             assert curves[name][-1] == np.mean(labels[mask] == 0)
@@ -407,8 +444,12 @@ def test_bn_effective_gain():
     gamma = np.array([1.0, -2.0, 0.5])
     var = np.array([4.0, 0.25, 0.0])
     expected = [1 / np.sqrt(4 + 1e-5), -2 / np.sqrt(0.25 + 1e-5), 0.5 / np.sqrt(1e-5)]
-    np.testing.assert_allclose(bn_effective_gain(gamma, var), expected, rtol=1e-15)
-    np.testing.assert_allclose(bn_effective_gain(gamma, var, eps=1e-3)[0], 1 / np.sqrt(4.001))
+    # exact: the same correctly rounded IEEE +, sqrt and / on the same float64 values
+    np.testing.assert_array_equal(bn_effective_gain(gamma, var), expected)
+    # 4 + 1e-3 there, the literal 4.001 here: within 2u of each other (a rounding
+    # each), u after sqrt, then sqrt and / round once more on each side: γ_3·2
+    np.testing.assert_allclose(bn_effective_gain(gamma, var, eps=1e-3)[0], 1 / np.sqrt(4.001),
+                               rtol=2 * gamma_n(np.float64, 3), atol=0)
     with pytest.raises(ValueError, match="expected .*, got"):
         bn_effective_gain(gamma, var[:2])
 
@@ -422,7 +463,11 @@ def test_gain_ratio():
     assert out["ratio"] == 2.0
     # Spearman against the definition: Pearson of average ranks
     expected = np.corrcoef(_ranks(np.abs(gain)), _ranks(ipr))[0, 1]
-    assert out["spearman"] == pytest.approx(expected, abs=1e-12)
+    # SciPy's Pearson (if present) against NumPy's corrcoef of the same exact ranks:
+    # centred half-integer ranks are exact, then each path normalises and takes a
+    # length-n dot product whose |terms| sum to ≤ 1 (Cauchy–Schwarz): sum_atol with
+    # n + 4 roundings (the norms' roots and divisions).
+    assert out["spearman"] == pytest.approx(expected, abs=sum_atol(np.float64, 6 + 4, 1.0))
     assert gain_ratio(np.arange(1.0, 6.0), np.linspace(0, 1, 5))["spearman"] == pytest.approx(1.0)
 
     empty = gain_ratio(gain, np.full(6, 0.1))
@@ -439,7 +484,9 @@ def test_spearman_numpy_fallback_matches_scipy(monkeypatch):
     gain, ipr = rng.normal(size=30), np.round(rng.random(30), 1)  # ties in ipr
     with_scipy = gain_ratio(gain, ipr)["spearman"]
     monkeypatch.setattr(neurons, "_scipy_spearmanr", None)
-    assert gain_ratio(gain, ipr)["spearman"] == pytest.approx(with_scipy, abs=1e-12)
+    # as in test_gain_ratio: two Pearson codes on the same exact ranks, n = 30
+    assert gain_ratio(gain, ipr)["spearman"] == pytest.approx(with_scipy,
+                                                              abs=sum_atol(np.float64, 30 + 4, 1.0))
     assert np.isnan(gain_ratio(np.ones(4), np.arange(4.0))["spearman"])  # constant gain
 
 
