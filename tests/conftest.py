@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing.process
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,33 @@ from capture.run import capture_run
 from stores import load_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
+FAST_TIER = "not slow"  # `make test-fast`: pytest -m "not slow"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_tier_starts_no_process(request):
+    """The fast tier promises no subprocesses: there, a test that starts a Python process
+    (a command line, a Dask worker) fails with a line saying to mark it slow."""
+    if request.config.getoption("markexpr") != FAST_TIER:
+        yield
+        return
+    popen = subprocess.Popen.__init__
+
+    def refuse(what):
+        raise RuntimeError(f"this test starts {what}: mark it @pytest.mark.slow "
+                           "(`make test-fast` runs no subprocess)")
+
+    def checked_popen(self, args, *rest, **kwargs):
+        argv = [args] if isinstance(args, (str, bytes)) else list(args)
+        if argv and (Path(str(argv[0])).name.startswith("python") or str(argv[0]) == sys.executable):
+            refuse(f"a Python process ({' '.join(map(str, argv[:3]))} ...)")
+        popen(self, args, *rest, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "__init__", checked_popen)
+        patch.setattr(multiprocessing.process.BaseProcess, "start",
+                      lambda self: refuse(f"a process ({type(self).__name__})"))
+        yield
 
 
 def tiny_pipeline_yaml(path: Path, **train) -> Path:
@@ -32,7 +63,15 @@ def tiny_root(tmp_path_factory) -> tuple[Path, Path]:
     root = base / "runs"
     for config in load_pipeline("quickstart", pipelines).runs():
         capture_run(config, str(root), progress=False)
+    shutil.copytree(root, base / "pristine")  # before any test analyses `root` in place
     return pipelines, root
+
+
+def fresh_tiny_root(tiny_root, dest: Path) -> Path:
+    """A copy at `dest` of the tiny stores as capture left them (no analysis results,
+    whatever other tests did to `tiny_root`): for tests that analyse from scratch."""
+    shutil.copytree(tiny_root[1].parent / "pristine", dest)
+    return dest
 
 
 @pytest.fixture(scope="session")

@@ -384,6 +384,7 @@ def assert_one_line(case: Case, code: int, err: str) -> None:
     assert re.search(case.expect, lines[0]), lines[0]
 
 
+@pytest.mark.slow  # the command lines, in process, on copied stores
 @pytest.mark.parametrize("case", END_TO_END, ids=lambda c: c.id)
 def test_bad_input(case, env, capsys):
     assert_one_line(case, *run_case(case, env, capsys))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -505,37 +505,22 @@ CLI_CASES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cli_procs(tmp_path_factory):
-    """`python -m capture quickstart` on each bad file, started with this module's first test.
+@pytest.fixture(scope="module")
+def cli_results(tmp_path_factory):
+    """`python -m capture quickstart` on each bad file, through the `main` the command
+    line calls (tests/test_bad_inputs.py runs such lines as real processes too)."""
+    from capture.__main__ import main
 
-    Each one imports torch (seconds), so they run together and alongside the tests above;
-    `cli_results` waits for them.
-    """
     base = tmp_path_factory.mktemp("cli")
-    procs = {}
+    results = {}
     for case, raw in CLI_CASES.items():
         (base / case).mkdir()
         pipelines = write(base / case, raw)
         root = base / case / "runs"
-        procs[case] = (root, subprocess.Popen(
-            [sys.executable, "-m", "capture", "quickstart", "--pipelines", str(pipelines),
-             "--root", str(root), "--quiet"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
-    yield procs
-    for _, proc in procs.values():
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-
-
-@pytest.fixture(scope="module")
-def cli_results(_cli_procs):
-    results = {}
-    for case, (root, proc) in _cli_procs.items():
-        out, err = proc.communicate(timeout=120)
-        results[case] = (proc.returncode, out, err, root)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["quickstart", "--pipelines", str(pipelines), "--root", str(root), "--quiet"])
+        results[case] = (code, out.getvalue(), err.getvalue(), root)
     return results
 
 
@@ -560,7 +545,6 @@ def test_cli_bad_value(cli_results):
 
 
 def test_cli_unknown_pipeline(tmp_path, capsys):
-    """In process (a third subprocess would double the time of this file)."""
     from capture.__main__ import main
 
     root = tmp_path / "runs"

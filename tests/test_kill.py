@@ -6,7 +6,10 @@ kills the process: while the store is being laid out or before its first commit,
 between two commits (paused first, so that a second capture started meanwhile is
 refused by the lock, which the killed one then does not leave behind, and `analyze`
 meanwhile reads the half-written store), and while the background writer is writing an
-epoch (its first chunk is on disk, its commit flag not).
+epoch (its first chunk is on disk, its commit flag not). Only what must be a separate
+process is one (the uninterrupted reference, run alongside, and the captures that are
+killed); the refused capture, the analysis and the final resume run in this process,
+through the same `main` the command line calls.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ import xarray as xr
 import yaml
 import zarr
 
+from analyze.__main__ import main as analyze_main
+from capture.__main__ import main as capture_main
+
 from .conftest import REPO
 from .storecmp import differences
 
 RUN = "corruption=0.6,seed=0.zarr"
-EPOCHS = 14  # every epoch captured: slots 0..14
+EPOCHS = 10  # every epoch captured: slots 0..10 (kill 2 needs 3 commits, kill 3 one more)
 
 
 def _pipeline(path: Path) -> Path:
@@ -41,15 +47,18 @@ def _pipeline(path: Path) -> Path:
 
 class Capture:
     def __init__(self, pipelines: Path, root: Path):
-        self.argv = [sys.executable, "-m", "capture", "kill", "--pipelines", str(pipelines),
-                     "--root", str(root), "--quiet"]
+        self.args = ["kill", "--pipelines", str(pipelines), "--root", str(root), "--quiet"]
         self.store = root / "kill" / RUN
 
     def start(self) -> subprocess.Popen:
-        return subprocess.Popen(self.argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen([sys.executable, "-m", "capture", *self.args], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    def run(self) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    def run(self, capsys) -> tuple[int, str]:
+        """`python -m capture ...` in this process: (exit status, stderr)."""
+        capsys.readouterr()
+        code = capture_main(self.args)
+        return code, capsys.readouterr().err
 
     def committed_files(self) -> list[int]:
         """Slots whose commit flag is on disk (a flag is only ever written as True here)."""
@@ -84,7 +93,7 @@ class Capture:
 
 
 @pytest.mark.slow
-def test_sigkill_at_several_points_then_resume_gives_the_uninterrupted_store(tmp_path):
+def test_sigkill_at_several_points_then_resume_gives_the_uninterrupted_store(tmp_path, capsys):
     pipelines = _pipeline(tmp_path / "p.yaml")
     reference = Capture(pipelines, tmp_path / "reference")
     uninterrupted = reference.start()  # alongside the kills
@@ -97,15 +106,14 @@ def test_sigkill_at_several_points_then_resume_gives_the_uninterrupted_store(tmp
 
     # 2. Between two commits, paused: a second capture is refused by the lock ...
     paused = cap.kill_when(lambda: len(cap.committed_files()) >= 3, pause=True)
-    second = cap.run()
-    assert second.returncode == 2
-    assert len(second.stderr.strip().splitlines()) == 1
-    assert f"{cap.store} is being written by another process (capture, pid {paused.pid}" in second.stderr
+    code, err = cap.run(capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert f"{cap.store} is being written by another process (capture, pid {paused.pid}" in err
     committed_now = cap.committed()
-    analysis = subprocess.run([sys.executable, "-m", "analyze", "kill", "--pipelines", str(pipelines),
-                               "--root", str(cap.store.parent.parent), "--eager", "--quiet"],
-                              cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert analysis.returncode == 0, analysis.stderr  # ... analysis of the half-written store works
+    code = analyze_main(["kill", "--pipelines", str(pipelines), "--root", str(cap.store.parent.parent),
+                         "--eager", "--quiet"])
+    assert code == 0, capsys.readouterr().err  # ... analysis of the half-written store works
     with xr.open_zarr(str(cap.store), group="analysis/dynamics", consolidated=False) as ds:
         assert ds.epoch.values.tolist() == committed_now  # epoch n is slot n here
     paused.send_signal(signal.SIGKILL)  # ... then it dies without releasing anything
@@ -126,8 +134,8 @@ def test_sigkill_at_several_points_then_resume_gives_the_uninterrupted_store(tmp
         pytest.fail("never killed while an epoch was being written")
 
     # 4. The same command finishes it (the dead captures' lock is gone).
-    finished = cap.run()
-    assert finished.returncode == 0, finished.stderr
+    code, err = cap.run(capsys)
+    assert code == 0, err
     assert uninterrupted.wait(timeout=600) == 0, uninterrupted.stderr.read().decode()
     assert differences(reference.store, cap.store, skip_analysis=True) == []
     resumes = zarr.open_group(str(cap.store), mode="r").attrs["resumes"]

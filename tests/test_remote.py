@@ -13,6 +13,8 @@ from capture.run import capture_run
 from stores import load_pipeline, location
 from stores.validate import validate
 
+pytestmark = pytest.mark.slow  # builds its own stores end to end: not in `make test-fast`
+
 
 def test_memory_root_end_to_end(tmp_path, tiny_root):
     """The same pipeline captured into memory:// and onto disk gives the same arrays."""

@@ -29,6 +29,8 @@ from stores.lock import LockError, StoreLock, lock_path
 from .conftest import REPO
 from .storecmp import differences
 
+pytestmark = pytest.mark.slow  # builds its own stores end to end: not in `make test-fast`
+
 # name -> changes to the quickstart pipeline (digits, MLP) or a modular one
 SETUPS = {
     "sgd": {"model": {"name": "mlp", "widths": [32, 16]},

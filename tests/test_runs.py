@@ -41,6 +41,7 @@ def test_open_runs_selects_by_swept_parameter(tiny_root):
     assert not clean["corrupted"].any()
 
 
+@pytest.mark.slow
 def test_runs_with_different_epochs_line_up(tmp_path):
     """Runs that stop at different epochs share one epoch axis; what a run lacks is NaN."""
     pipelines = tiny_pipeline_yaml(tmp_path / "pipelines.yaml")
@@ -87,12 +88,18 @@ def test_open_runs_needs_stores(tmp_path):
         stores.open_runs(tmp_path)
 
 
+@pytest.mark.slow
 def test_report_averages_over_seeds(tmp_path):
     """The report's table is the mean ± std over seeds of each run's final-epoch values,
     read independently from each store; every figure it references exists."""
-    pipelines = tiny_pipeline_yaml(tmp_path / "pipelines.yaml", max_epochs=2)
+    pipelines = tiny_pipeline_yaml(tmp_path / "pipelines.yaml", max_epochs=1)
     raw = yaml.safe_load(pipelines.read_text())
+    # Three levels (the levels figure needs more than two groups) x two seeds, the
+    # smallest grid that has both; two layers and the two probes the report's table
+    # and heatmaps are about keep the analysis small.
     raw["quickstart"]["sweep"] = {"corruption": [0.0, 0.3, 0.6], "seed": [0, 1]}
+    raw["quickstart"]["capture"]["points"] = ["relu1", "relu2"]
+    raw["quickstart"]["analysis"]["probes"] = ["masc", "velpic"]
     pipelines.write_text(yaml.safe_dump(raw))
     pipeline = load_pipeline("quickstart", pipelines)
     root = tmp_path / "runs"
