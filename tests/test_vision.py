@@ -18,6 +18,8 @@ from PIL import Image
 from capture.vision import DatasetError, load_vision
 from stores.config import DataConfig
 
+from .tolerance import gamma
+
 # The papers' constants (PUBLISHED.md: mean 0.5 / std 0.5 per channel for MNIST,
 # Fashion-MNIST and CIFAR; Tiny ImageNet only scaled to [0, 1]), written out here so a
 # typo in capture/data.py shows up.
@@ -30,8 +32,15 @@ STATS = {
 }
 
 
+# How far pixels_of(normalise(k)) can be from the byte k. normalise: fl(k/255) (within
+# u32·k/255), then − mean (exact for 0; for 0.5 within u32·|x − 0.5| ≤ u32/2), then / std
+# (a power of two: exact); pixels_of undoes the last two exactly in float64 and rounds
+# once more in ·255 (u64). So |error| ≤ 255·(u32 + u32/2 + u64) < 255·γ_2(float32) = 3.0e-5.
+PIXEL_ATOL = 255 * gamma(np.float32, 2)
+
+
 def pixels_of(x: np.ndarray, name: str) -> np.ndarray:
-    """Undo the normalisation: back to 0..255 pixel values (float)."""
+    """Undo the normalisation: back to 0..255 pixel values (float), within PIXEL_ATOL."""
     mean, std = (np.asarray(v, dtype=np.float64).reshape(1, -1, 1, 1) for v in STATS[name])
     return (x.astype(np.float64) * std + mean) * 255.0
 
@@ -74,7 +83,7 @@ def test_mnist_formats_roundtrip(tmp_path, name, folder):
     ):
         assert x.shape == (len(images), 1, 28, 28) and x.dtype == np.float32
         assert x.flags.c_contiguous
-        np.testing.assert_allclose(pixels_of(x, name)[:, 0], images, atol=1e-3)
+        np.testing.assert_allclose(pixels_of(x, name)[:, 0], images, rtol=0, atol=PIXEL_ATOL)
         np.testing.assert_array_equal(y, labels)
         assert y.dtype == np.int64
         np.testing.assert_array_equal(index, np.arange(len(images)))
@@ -191,7 +200,8 @@ def test_cifar_roundtrip(tmp_path, name, writer, n_classes):
         assert x.shape == (len(rows), 3, 32, 32) and x.dtype == np.float32
         assert x.flags.c_contiguous
         # Each row of 3072 is channel-major: 1024 red, 1024 green, 1024 blue, row by row.
-        np.testing.assert_allclose(pixels_of(x, name), rows.reshape(-1, 3, 32, 32), atol=1e-3)
+        np.testing.assert_allclose(pixels_of(x, name), rows.reshape(-1, 3, 32, 32), rtol=0,
+                                   atol=PIXEL_ATOL)
         np.testing.assert_array_equal(y, labels)
         np.testing.assert_array_equal(index, np.arange(len(rows)))
 
@@ -202,7 +212,7 @@ def test_cifar_pixel_layout_spot_check(tmp_path):
     x = pixels_of(load_vision(config("cifar10", tmp_path)).x_train, "cifar10")
     rows = written["train"][0]
     for c, h, w in [(0, 0, 1), (1, 5, 7), (2, 31, 30)]:
-        assert abs(x[3, c, h, w] - rows[3, 1024 * c + 32 * h + w]) < 1e-3
+        assert abs(x[3, c, h, w] - rows[3, 1024 * c + 32 * h + w]) <= PIXEL_ATOL
 
 
 # ------------------------------------------------------------------ Tiny ImageNet
@@ -252,13 +262,15 @@ def test_tinyimagenet_roundtrip(tmp_path):
     # ImageFolder order: classes sorted, files sorted within each class.
     train_paths = [p for wnid in order for p in sorted(written["train"][wnid])]
     np.testing.assert_array_equal(data.y_train, np.repeat(np.arange(3), 4))
+    # the loader decodes with PIL too (torchvision's loader), so only the scaling differs
     np.testing.assert_allclose(pixels_of(data.x_train, "tinyimagenet"),
-                               np.stack([decoded(p) for p in train_paths]), atol=1e-3)
+                               np.stack([decoded(p) for p in train_paths]), rtol=0, atol=PIXEL_ATOL)
     # Test split: val_annotations.txt rows in file order, labelled by the sorted wnid position.
     np.testing.assert_array_equal(data.y_test, [order.index(w) for w in written["val_wnids"]])
     np.testing.assert_array_equal(data.index_test, np.arange(6))
     np.testing.assert_allclose(pixels_of(data.x_test, "tinyimagenet"),
-                               np.stack([decoded(p) for p in written["val_paths"]]), atol=1e-3)
+                               np.stack([decoded(p) for p in written["val_paths"]]), rtol=0,
+                               atol=PIXEL_ATOL)
 
 
 def test_tinyimagenet_grayscale_becomes_rgb(tmp_path):
@@ -267,8 +279,10 @@ def test_tinyimagenet_grayscale_becomes_rgb(tmp_path):
     row = 4 + 1  # n02 is the second class; its image 1 was saved grayscale
     gray = pixels_of(data.x_train[row:row + 1], "tinyimagenet")[0]
     assert written["train"]["n02"][1].name == "n02_1.JPEG"
-    np.testing.assert_allclose(gray[0], gray[1], atol=1e-3)
-    np.testing.assert_allclose(gray[1], gray[2], atol=1e-3)
+    # exact: PIL's L -> RGB copies the byte into all three channels, and every channel
+    # then goes through the same arithmetic (mean 0, std 1) on the same value
+    np.testing.assert_array_equal(gray[0], gray[1])
+    np.testing.assert_array_equal(gray[1], gray[2])
 
 
 def test_tinyimagenet_subset_decodes_only_picked_rows(tmp_path):
