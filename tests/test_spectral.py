@@ -150,7 +150,7 @@ def test_fast_path_matches_explicit_eigh(n_train, d, n, device):
     sure_vel = clear_argmax(ref_vel, atol)
     np.testing.assert_array_equal(vel.predict(Xte)[sure_vel], classes[ref_vel.argmax(1)][sure_vel])
     # Not tolerances: nearly every row is compared (the old ">= 0.995 agreement",
-    # now on labels rounding cannot decide; here at most 1 row in 400 is a near tie).
+    # now on labels rounding cannot decide; none of these 400 rows is a near tie).
     assert np.mean(sure) >= 0.99 and np.mean(sure_vel) >= 0.99, (np.mean(sure), np.mean(sure_vel))
 
 
