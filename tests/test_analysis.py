@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 import stores
 from analyze import grid
@@ -21,17 +22,54 @@ from analyze.tasks import ProbeSettings, run_task
 from stores import load_pipeline, location
 
 from .conftest import REPO, tiny_pipeline_yaml
+from .tolerance import clear_argmax, relu_mlp_atol, unit_roundoff
+from .tolerance import gamma as gamma_n
 
 SETTINGS = ProbeSettings(probes=("masc", "velpic", "ncm", "knn", "logreg"))
 
 
 def _same(a, b):
+    # Exact throughout: both paths call run_task on the same stores, and run_task caps
+    # BLAS to settings.blas_threads (1) inside the task on either path (threadpoolctl),
+    # so the eager process and the worker processes run the same code with the same
+    # thread count on the same machine: the same sums in the same order.
     assert a.task == b.task
     assert a.accuracy == b.accuracy
     np.testing.assert_array_equal(a.masc_k, b.masc_k)
     assert a.edit_accuracy == b.edit_accuracy
     if a.edit_weight is not None:
         np.testing.assert_array_equal(a.edit_weight, b.edit_weight)
+
+
+def _near_ties(store, slot, weight, bias, hidden, cast=False):
+    """Rows (all samples) whose label, from logits hidden·Wᵀ (+ b) computed in float64
+    on the float16-stored penultimate `hidden` (the store path), a float32 torch forward
+    from the stored input through the stored weights of `slot` and then W (+ b) may
+    label otherwise: the complement of clear_argmax on the store path's logits.
+
+    Against the exact head applied to the capture's float32 hidden h: the stored one is
+    within dh = u16·|h| + 2^-25 (half the subnormal spacing) of h; another float32
+    forward's hidden within e = relu_mlp_atol of the layers below (two float32 paths);
+    the float32 head adds γ_(N+1)(float32) of its magnitudes, the float64 one
+    γ_(N+1)(float64). With `cast`, the float32 side has `weight` rounded to float32
+    (the edit's float64 VeLPIC weight as stored): u32·|W| more."""
+    state = {n: stores.weight_slab(store, n, slot) for n in stores.param_names(store)}
+    fcs = sorted({n.split(".")[0] for n in state if n.startswith("fc")}, key=lambda n: int(n[2:]))
+    x = stores.slab(store, "input", slot).astype(np.float64)  # pixels k/16: exact in float16
+    e = relu_mlp_atol(x, [(state[f"{n}.weight"], state.get(f"{n}.bias")) for n in fcs], np.float32)
+    h = hidden.astype(np.float64)
+    u16, tiny = unit_roundoff(np.float16), 2.0 ** -25
+    dh = u16 * (np.abs(h) + tiny) / (1 - u16) + tiny
+    w = np.abs(np.asarray(weight, dtype=np.float64))
+    b = np.zeros(len(w)) if bias is None else np.abs(np.asarray(bias, dtype=np.float64))
+    n = w.shape[1] + 1
+    atol = ((dh + e) @ w.T + gamma_n(np.float32, n) * ((np.abs(h) + dh + e) @ w.T + b)
+            + gamma_n(np.float64, n) * (np.abs(h) @ w.T + b))
+    if cast:
+        atol += unit_roundoff(np.float32) * ((np.abs(h) + dh + e) @ w.T)
+    from analyze.edit import edited_logits
+
+    return ~clear_argmax(edited_logits(hidden, weight, bias), atol)
 
 
 def test_dask_path_equals_eager_path(tiny_store):
@@ -53,16 +91,31 @@ def test_zero_bias_edit_predicts_exactly_as_velpic(tiny_store):
     table = stores.sample_table(tiny_store)
     x = stores.slab(tiny_store, task.layer, task.slot).astype(np.float32)
     train = table["split"] == "train"
-    probe = VeLPIC().fit(x[train], table["label_observed"][train])
-    np.testing.assert_array_equal(result.edit_predictions, probe.predict(x))
+    # Exact: the tiny store's layers are narrower than spectral.EXACT_BELOW, so the task's
+    # fast path fits VeLPIC by the same float64 code as VeLPIC().fit, and the zero-bias
+    # edit's logits are the same float64 product x @ coefᵀ; BLAS is held to the task's
+    # one thread here too, so both compute the same sums in the same order.
+    with threadpool_limits(SETTINGS.blas_threads):
+        probe = VeLPIC().fit(x[train], table["label_observed"][train])
+        np.testing.assert_array_equal(result.edit_predictions, probe.predict(x))
     assert result.edit_accuracy["edit_zero_bias"] == result.accuracy["velpic"]
     # The unedited variant reproduces the model's own stored test accuracy.
+    # The stored test_acc came from the capture's float32 forward, ours from the float16
+    # slab in float64: they differ by the near-tie test rows at most (_near_ties), plus
+    # the rounding of the stored float32 mean (2·u32), as in tests/test_capture.py.
     metrics = stores.metrics(stores.open_run(tiny_store))
-    assert result.edit_accuracy["unedited"]["test"] == pytest.approx(
-        float(metrics["test_acc"].sel(epoch=4)), abs=1 / 360 + 1e-9)
-    # The model rebuilt from stored weights with the edit applied agrees.
+    stored = float(metrics["test_acc"].sel(epoch=4))
+    head = stores.run_attrs(tiny_store).get("head", "head")
+    w, b = (stores.weight_slab(tiny_store, f"{head}.{p}", task.slot) for p in ("weight", "bias"))
+    ties = _near_ties(tiny_store, task.slot, w, b, x)
+    test = ~train
+    assert abs(result.edit_accuracy["unedited"]["test"] - stored) <= (
+        ties[test].sum() / test.sum() + 2 * unit_roundoff(np.float32))
+    # The model rebuilt from stored weights with the edit applied agrees but on the rows
+    # whose zero-bias edited label rounding can decide (the agreement a float64 mean).
     check = crosscheck_edit(tiny_store, task.slot, result.edit_weight, result.edit_predictions)
-    assert check["crosscheck_agreement"] >= 0.99
+    ties = _near_ties(tiny_store, task.slot, result.edit_weight, None, x, cast=True)
+    assert check["crosscheck_agreement"] >= 1 - ties.mean() - unit_roundoff(np.float64)
 
 
 def test_edit_is_out_of_place():
@@ -96,7 +149,12 @@ def test_analyse_writes_results_readable_by_plain_xarray(tiny_root):
     assert list(acc.layer.values) == ["input", "relu1", "relu2"]
     assert ((acc >= 0) & (acc <= 1)).all()
     assert tree["analysis/edit"]["weight"].dims == ("epoch", "out", "in")
-    assert tree["analysis/edit"].attrs["crosscheck_agreement"] >= 0.99
+    # the rebuilt model's float32 forward against the store path: all but near ties
+    edit_attrs = tree["analysis/edit"].attrs
+    task = next(t for t in grid.plan([path]) if t.penultimate and t.slot == edit_attrs["crosscheck_slot"])
+    ties = _near_ties(path, task.slot, tree["analysis/edit"]["weight"].sel(epoch=task.epoch).values,
+                      None, stores.slab(path, task.layer, task.slot), cast=True)
+    assert edit_attrs["crosscheck_agreement"] >= 1 - ties.mean() - unit_roundoff(np.float64)
     run = stores.open_run(path)  # the analysis groups line up with the committed epochs
     assert run["analysis/dynamics"]["accuracy"].sizes["epoch"] == 4
     import pandas as pd
@@ -166,7 +224,16 @@ def test_edit_then_train_starts_from_the_edited_checkpoint(tiny_root, tmp_path):
             want = stores.weights(src, name).sel(epoch=2).values
         np.testing.assert_array_equal(got, want, err_msg=name)
     edited = float(src["analysis/edit"]["accuracy"].sel(variant="edit_zero_bias", epoch=2, score="test"))
-    assert float(stores.metrics(new)["test_acc"].sel(epoch=0)) == pytest.approx(edited, abs=2 / 360)
+    # The new run's first test_acc is the edited model's float32 forward; `edited` came
+    # from the float16 slab in float64: apart by the near-tie test rows (_near_ties)
+    # and the stored float32 mean's rounding at most.
+    slot = next(t.slot for t in grid.plan([source]) if t.penultimate and t.epoch == 2)
+    hidden = stores.slab(source, stores.penultimate_layer(source), slot)
+    ties = _near_ties(source, slot, src["analysis/edit"]["weight"].sel(epoch=2).values, None, hidden,
+                      cast=True)
+    test = stores.sample_table(source)["split"] == "test"
+    assert abs(float(stores.metrics(new)["test_acc"].sel(epoch=0)) - edited) <= (
+        ties[test].sum() / test.sum() + 2 * unit_roundoff(np.float32))
     assert list(new.epoch.values) == [0, 1, 2]  # then it trains on
 
 
@@ -231,9 +298,12 @@ def test_spectral_setting_reaches_the_tasks_and_decides_what_is_recomputed(tiny_
     table = stores.sample_table(tiny_store)
     x = stores.slab(tiny_store, task.layer, task.slot).astype(np.float32)
     train = table["split"] == "train"
-    masc = MASC(settings.masc_components).fit(x[train], table["label_observed"][train])
-    test = ~train
-    assert exact.accuracy["masc"]["test"] == np.mean(masc.predict(x[test]) == table["label_true"][test])
+    # Exact: spectral "exact" runs MASC's own float64 fit on the same slab; BLAS held to
+    # the task's thread count here too, so the same sums in the same order.
+    with threadpool_limits(settings.blas_threads):
+        masc = MASC(settings.masc_components).fit(x[train], table["label_observed"][train])
+        test = ~train
+        assert exact.accuracy["masc"]["test"] == np.mean(masc.predict(x[test]) == table["label_true"][test])
     np.testing.assert_array_equal(exact.masc_k, masc.n_components_)
 
     fast = ProbeSettings(probes=("masc",))
