@@ -72,6 +72,7 @@ def _near_ties(store, slot, weight, bias, hidden, cast=False):
     return ~clear_argmax(edited_logits(hidden, weight, bias), atol)
 
 
+@pytest.mark.slow  # two Dask worker processes
 def test_dask_path_equals_eager_path(tiny_store):
     from distributed import Client, LocalCluster
 
@@ -196,6 +197,7 @@ def test_analyze_reports_missing_stores(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: run corruption=0.0,seed=0 has no store")
 
 
+@pytest.mark.slow  # captures a run of its own
 def test_edit_then_train_starts_from_the_edited_checkpoint(tiny_root, tmp_path):
     import yaml
 
