@@ -21,11 +21,20 @@ def cmd_ls(args: argparse.Namespace) -> None:
         print(f"no run stores under {args.dir}")
         return
     print(f"{'store':60s} {'status':9s} {'epochs':>9s} {'last':>5s} {'MiB':>8s}")  # epochs: committed
+    damaged = []
     for path in runs:
-        s = summary(path)
+        try:
+            s = summary(path)
+        except StoreError as err:  # one broken store does not hide the others
+            print(f"{path:60s} {'damaged':9s} {'?':>9s} {'?':>5s} {'?':>8s}")
+            damaged.append(str(err))
+            continue
         epochs = str(s["committed"])  # the stop epoch may add one to the schedule
         last = "-" if s["last_epoch"] is None else str(s["last_epoch"])
         print(f"{s['path']:60s} {s['status']:9s} {epochs:>9s} {last:>5s} {s['size_mib']:8.1f}")
+    if damaged:
+        raise StoreError(damaged[0] + (f" (and {len(damaged) - 1} more damaged store(s))"
+                                       if len(damaged) > 1 else ""))
 
 
 def cmd_show(args: argparse.Namespace) -> None:
@@ -71,7 +80,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     where = f" in epoch slot(s) {', '.join(map(str, slots))}" if slots else ""
     print(f"error: {args.store}: {len(report.problems)} problem(s){where}; "
           f"`python -m stores repair {args.store}` un-commits damaged epochs so that resuming "
-          "the capture rewrites them", file=sys.stderr)
+          "the capture rewrites them, rebuilds lost metadata and commit flags, and removes "
+          "broken analysis results", file=sys.stderr)
     return 1
 
 
@@ -80,15 +90,25 @@ def cmd_repair(args: argparse.Namespace) -> int:
     if report.ok:
         print(f"{args.store}: nothing to repair")
         return 0
+    for name in result.rebuilt:
+        print(f"rebuilt the metadata of {name} from the schema")
+    if result.marked_running:
+        print(f"marked {args.store} running (so that resuming the capture completes it)")
+    for name in result.removed:
+        if name == schema.ANALYSIS:
+            print(f"removed {name} (it covered the epochs that are no longer committed; "
+                  "`python -m analyze` computes it again)")
+        else:
+            print(f"removed {name} (broken; `python -m analyze` computes it again)")
     for slot, epoch in result.uncommitted:
         print(f"un-committed epoch {epoch} (slot {slot})")
+    for slot, epoch in result.recommitted:
+        print(f"committed epoch {epoch} (slot {slot}) again (every chunk of it present and valid)")
     for name in result.invalidated:
         print(f"marked {name} invalid (training state; a resume uses the other copy or retrains)")
-    for name in result.removed:
-        print(f"removed {name} (`python -m analyze` computes it again)")
     for problem in result.unrepairable:
         print(f"cannot repair: {problem}")
-    if result.uncommitted:
+    if result.uncommitted or result.marked_running:
         attrs = run_attrs(args.store)
         root = location.parent(location.parent(location.normalize(args.store)))
         print(f"resume the capture to rewrite them: python -m capture {attrs.get('pipeline')} "

@@ -11,20 +11,34 @@ beside its final name and renamed into place, as zarr's LocalStore does, so a re
 never sees half a chunk; the chunk directories are made when the store is laid out.
 Anything else (compression, a partial chunk, another store, another dtype) returns
 False and the caller writes through zarr.
+
+Reading: zarr reads an absent chunk as the fill value (zarr-python 3.1 has no setting
+that makes it raise). In a run store, an absent chunk of a committed epoch is damage,
+never fill: `checked_group` opens a store through `CheckedStore`, which raises
+StoreError, naming the array, the chunk, the epoch and what to do, when a read finds
+such a chunk absent. It costs nothing while every chunk is there (zarr learns that a
+chunk is absent from the same read that would have returned its bytes).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import re
 import sys
 import uuid
 
 import google_crc32c
 import numpy as np
 import zarr
+import zarr.api.asynchronous as zarr_async
 from zarr.codecs import BytesCodec, Crc32cCodec
-from zarr.storage import LocalStore
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.group import AsyncGroup
+from zarr.storage import LocalStore, StorePath, WrapperStore
+
+from . import schema
 
 
 def _plain_target(array: zarr.Array) -> str | None:
@@ -127,3 +141,96 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
     while len(view):  # a short write goes on where it stopped
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n
+
+
+# ------------------------------------------------------------------ checked reads
+_CHUNK_KEY = re.compile(r"^(?P<array>.+)/c(?P<index>(?:/\d+)+)$")  # default "/" encoding
+
+
+class CheckedStore(WrapperStore):
+    """A run store's storage, read-only, for the library's readers: a read that finds a
+    chunk absent that a committed epoch (or the probe set) needs raises StoreError.
+
+    `committed`: the committed slots, when the caller has read them already; otherwise
+    an absent chunk's slot is looked up (only then, so a whole store costs nothing)."""
+
+    def __init__(self, store, path: str, prefix: str = "", committed: frozenset | None = None):
+        super().__init__(store)
+        self._path, self._prefix, self._committed = path, prefix.strip("/"), committed
+
+    def _with_store(self, store):
+        return type(self)(store, self._path, self._prefix, self._committed)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, CheckedStore) and self._store == other._store
+
+    async def get(self, key, prototype, byte_range=None):
+        value = await self._store.get(key, prototype, byte_range)
+        if value is None and not key.endswith("zarr.json"):
+            await self._absent(key)
+        return value
+
+    def _node(self, name: str) -> str:
+        return f"{self._prefix}/{name}" if self._prefix else name
+
+    async def _absent(self, key: str) -> None:
+        from .writer import StoreError  # writer imports this module
+
+        name = key[len(self._prefix):].strip("/") if self._prefix else key
+        match = _CHUNK_KEY.match(name)
+        if not match:
+            return
+        array, index = match["array"], tuple(int(i) for i in match["index"].strip("/").split("/"))
+        top = array.split("/")[0]
+        if top == schema.SAMPLES:
+            if await self._checksummed(array):  # older stores left fill-valued chunks out
+                raise StoreError(f"{self._path}: {array} chunk {index} is missing (the probe set "
+                                 f"is damaged): run `python -m stores validate {self._path}`; "
+                                 "the run must be captured again (--overwrite)")
+            return
+        if top not in schema.CAPTURED or array == f"{schema.EPOCHS}/committed":
+            return  # uncommitted flags and analysis chunks may be absent
+        slot = index[0]
+        if not await self._is_committed(slot):
+            return  # an uncommitted slot: nobody's data yet
+        epoch = await self._read(f"{schema.EPOCHS}/epoch", slot)
+        which = f"epoch {int(epoch)}" if epoch is not None and epoch >= 0 else "an epoch"
+        raise StoreError(
+            f"{self._path}: {array} chunk {index} of committed {which} (slot {slot}) is missing "
+            f"(damage, not fill): run `python -m stores validate {self._path}`, then "
+            f"`python -m stores repair {self._path}` and resume the capture")
+
+    async def _is_committed(self, slot: int) -> bool:
+        if self._committed is not None:
+            return slot in self._committed
+        flag = await self._read(f"{schema.EPOCHS}/committed", slot, damaged=True)
+        return bool(flag)
+
+    async def _read(self, name: str, slot: int, damaged=None):
+        """Element `slot` of a small (epoch,) array, read past this wrapper; None if
+        absent, `damaged` if unreadable."""
+        try:
+            array = await zarr_async.open_array(store=self._store, path=self._node(name),
+                                                mode="r", zarr_format=3)
+            if await self._store.get(self._node(f"{name}/c/{slot}"),
+                                     default_buffer_prototype()) is None:
+                return None
+            return (await array.getitem((slot,))).item()
+        except Exception:  # noqa: BLE001  (a damaged flag counts as committed: suspect)
+            return damaged
+
+    async def _checksummed(self, array: str) -> bool:
+        raw = await self._store.get(self._node(f"{array}/zarr.json"), default_buffer_prototype())
+        try:
+            codecs = json.loads(raw.to_bytes())["codecs"] if raw is not None else []
+        except (ValueError, KeyError, TypeError):
+            return True
+        return any(isinstance(c, dict) and c.get("name") == "crc32c" for c in codecs)
+
+
+def checked_group(group: zarr.Group, path: str, committed=None) -> zarr.Group:
+    """`group` (a store's root, opened for reading) read through a CheckedStore."""
+    where = group.store_path
+    store = CheckedStore(where.store, path, where.path,
+                         None if committed is None else frozenset(int(s) for s in committed))
+    return zarr.Group(AsyncGroup(group.metadata, StorePath(store, where.path)))

@@ -13,10 +13,13 @@ import xarray as xr
 import zarr
 
 from . import schema
+from .chunkio import CheckedStore, checked_group
 from .writer import StoreError
 
 
-def _open_group(path: str) -> zarr.Group:
+def _open_group(path: str, checked: bool = True) -> zarr.Group:
+    """The store's root group; `checked`: read through a CheckedStore, so that a chunk
+    missing from a committed epoch raises StoreError instead of reading as fill."""
     try:
         # Zarr v3 only: a v2 store could name a pickle codec, and nothing is unpickled here.
         group = zarr.open_group(path, mode="r", zarr_format=3)
@@ -27,15 +30,34 @@ def _open_group(path: str) -> zarr.Group:
     version = group.attrs.get("schema_version")
     if version != schema.SCHEMA_VERSION:
         raise StoreError(schema.version_message(path, version))
-    return group
+    return checked_group(group, path) if checked else group
+
+
+def _array(group: zarr.Group, name: str, path: str) -> zarr.Array:
+    """group[name], or one line naming the node and what to do when it is not there."""
+    try:
+        return group[name]
+    except KeyError:
+        raise StoreError(f"{path}: {name} is missing: run `python -m stores validate {path}` "
+                         f"(`python -m stores repair {path}` rebuilds what it can)") from None
 
 
 def committed_slots(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(slots, epochs) of the committed epochs, in training order."""
+    """(slots, epochs) of the committed epochs, in training order.
+
+    A complete store whose flags have holes inside its trained range (or none at all)
+    has lost them: StoreError, since showing fewer epochs would be silently wrong."""
     group = _open_group(path)
-    committed = group[f"{schema.EPOCHS}/committed"][:]
+    committed = _array(group, f"{schema.EPOCHS}/committed", path)[:]
     slots = np.flatnonzero(committed)
-    epochs = group[f"{schema.EPOCHS}/epoch"][:][slots]
+    # Only the committed slots' numbers: the spare slot's chunk is absent until it is used.
+    epochs = _array(group, f"{schema.EPOCHS}/epoch", path).get_orthogonal_selection(slots)
+    if group.attrs.get("status") == schema.STATUS_COMPLETE:
+        lost = schema.lost_commits(committed, list(group.attrs.get("schedule", [])), epochs)
+        if lost:
+            raise StoreError(f"{path}: marked complete but epoch(s) {', '.join(map(str, lost))} "
+                             f"are not committed (lost commit flags or an interrupted repair): "
+                             f"run `python -m stores repair {path}`")
     order = np.argsort(epochs, kind="stable")
     return slots[order], epochs[order]
 
@@ -89,11 +111,16 @@ def open_run(path: str) -> xr.DataTree:
     `sample` dim carry the sample coordinates `sample` (0..n-1), `split`,
     `label_true`, `label_observed` and `corrupted`.
     """
-    group = _open_group(path)  # clear errors for a missing or foreign store
+    group = _open_group(path, checked=False)  # clear errors for a missing or foreign store
     # A finished store has consolidated metadata; a running one is read without it.
     consolidated = group.metadata.consolidated_metadata is not None
-    raw = xr.open_datatree(path, engine="zarr", chunks={}, consolidated=consolidated, zarr_format=3)
     slots, epochs = committed_slots(path)
+    # Through a CheckedStore that knows the committed slots: a chunk of one of them that
+    # is absent raises when it is read (lazily) instead of reading as NaN.
+    where = group.store_path
+    store = CheckedStore(where.store, path, where.path, frozenset(int(s) for s in slots))
+    raw = xr.open_datatree(store, engine="zarr", chunks={}, consolidated=consolidated,
+                           zarr_format=3, **({"group": where.path} if where.path else {}))
     table = sample_table(path)
     sample_coords = {name: ("sample", values) for name, values in table.items() if name != "index"}
     sample_coords["sample"] = np.arange(len(table["split"]))

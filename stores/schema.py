@@ -6,9 +6,13 @@ Everything that names a node of a store lives here, so the writer, the reader an
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 from typing import Any
+
+import numpy as np
 
 SCHEMA_VERSION = 1
 
@@ -19,6 +23,13 @@ ACTIVATIONS = "activations"
 WEIGHTS = "weights"
 METRICS = "metrics"
 ANALYSIS = "analysis"
+
+# The groups indexed by epoch slot, written under the commit protocol.
+CAPTURED = (EPOCHS, ACTIVATIONS, WEIGHTS, METRICS)
+
+# analysis/<name>: the variables a whole write of each kind `analyze` writes leaves
+# (a group without them is what a killed write leaves).
+ANALYSIS_VARIABLES = {"dynamics": ("accuracy", "masc_k"), "edit": ("accuracy",)}
 
 # Every capture point and every parameter is a group holding one array of this name,
 # so that a dim name has one size within a group (layers differ in width).
@@ -66,6 +77,18 @@ def version_message(path: str, version: Any) -> str:
     return f"{path}: expected schema_version {SCHEMA_VERSION}, got {version!r}"
 
 
+def lost_commits(committed, schedule: list[int], committed_epochs) -> list[int]:
+    """The scheduled epochs that a *complete* store must have committed and has not:
+    every scheduled epoch up to its last committed one (all of them if none is). A
+    capture commits its epochs in order and marks the store complete after the last, so
+    these are flags lost, or epochs un-committed by a repair that was interrupted
+    before it could mark the store running."""
+    committed = np.asarray(committed, dtype=bool)
+    final = max((int(e) for e in committed_epochs), default=None)
+    return [int(e) for slot, e in enumerate(schedule)
+            if slot < len(committed) and not committed[slot] and (final is None or e < final)]
+
+
 def weight_dims(ndim: int) -> tuple[str, ...]:
     """Dim names after `epoch` for a parameter of `ndim` axes, named by role."""
     roles = {0: (), 1: ("out",), 2: ("out", "in"), 4: ("out", "in", "kh", "kw")}
@@ -89,3 +112,108 @@ def canonical_json(obj: Any) -> str:
 def config_hash(config: dict) -> str:
     """The identity of a run: sha256 of its resolved config in canonical JSON."""
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ array metadata
+# What the writer lays out, array by array (stores/writer.py): `python -m stores validate`
+# compares each array's own zarr.json (and the consolidated copy) with it, and
+# `python -m stores repair` writes it again where it is unreadable or wrong.
+def reduced_units(reduction: str, original_shape) -> int:
+    """Stored width of a capture point (capture/reduce.py's rule, known without data)."""
+    shape = [int(n) for n in original_shape]
+    kind, _, size = str(reduction).partition(":")
+    if kind == "avgpool":
+        return shape[0]
+    if kind == "pool":
+        return shape[0] * int(size) ** 2
+    if kind == "project":
+        return int(size)
+    return int(math.prod(shape))
+
+
+def _document(shape, chunks, dtype, fill_value, dims, compressors) -> dict:
+    """The zarr.json that zarr writes for an array created with these arguments."""
+    import zarr
+    from zarr.storage import MemoryStore
+
+    store: dict = {}
+    zarr.create_array(MemoryStore(store), name="a", shape=tuple(shape), chunks=tuple(chunks),
+                      dtype=dtype, fill_value=fill_value, dimension_names=list(dims),
+                      compressors=compressors)
+    return json.loads(store["a/zarr.json"].to_bytes())
+
+
+def compressors(compressor: str | None) -> list:
+    """Bytes-to-bytes codecs of the captured arrays (as the writer's `_codecs`)."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    if compressor in (None, "none"):
+        return [Crc32cCodec()]
+    return [ZstdCodec(level=1), Crc32cCodec()]
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What the metadata of a store's arrays follows from: the slots, the probe set's
+    size, the activation dtype and compressor, and each layer's and parameter's shape."""
+
+    n_slots: int
+    n_samples: int
+    activation_dtype: str = "float16"
+    compressor: str = "none"
+    units: dict = dataclasses.field(default_factory=dict)  # layer -> units
+    params: dict = dataclasses.field(default_factory=dict)  # param -> shape
+
+
+def expected_metadata(layout: Layout, name: str) -> dict | None:
+    """The zarr.json document of array `name` as the writer lays it out (None: not an
+    array the schema knows, such as state/ or analysis/)."""
+    codecs = compressors(layout.compressor)
+    parts = name.split("/")
+    n, slots = layout.n_samples, layout.n_slots
+    if parts[0] == SAMPLES and len(parts) == 2 and parts[1] in SAMPLE_FIELDS:
+        kind = SAMPLE_FIELDS[parts[1]]
+        from zarr.codecs import Crc32cCodec, ZstdCodec
+
+        return _document((n,), (n,), str if kind == "str" else kind, None, ["sample"],
+                         [ZstdCodec(level=1), Crc32cCodec()])
+    if parts[0] == EPOCHS and len(parts) == 2 and parts[1] in ("epoch", "committed"):
+        dtype, fill = ("int64", -1) if parts[1] == "epoch" else ("bool", False)
+        return _document((slots,), (1,), dtype, fill, ["epoch"], codecs)
+    if parts[0] == METRICS and len(parts) == 2 and parts[1] in METRIC_NAMES:
+        return _document((slots,), (1,), "float64", float("nan"), ["epoch"], codecs)
+    if parts[0] == ACTIVATIONS and len(parts) == 3 and parts[2] == VALUES and parts[1] in layout.units:
+        units, dtype = int(layout.units[parts[1]]), layout.activation_dtype
+        block = sample_block(n, units, np.dtype(dtype).itemsize)
+        return _document((slots, n, units), (1, block, units), dtype, float("nan"),
+                         ["epoch", "sample", "unit"], codecs)
+    if parts[0] == WEIGHTS and len(parts) == 3 and parts[2] == VALUES and parts[1] in layout.params:
+        shape = tuple(int(s) for s in layout.params[parts[1]])
+        return _document((slots, *shape), (1, *shape), WEIGHT_DTYPE, float("nan"),
+                         ["epoch", *weight_dims(len(shape))], codecs)
+    return None
+
+
+# The metadata fields compared with the schema (not attributes: arrays carry none).
+METADATA_FIELDS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value",
+                   "codecs", "dimension_names", "node_type")
+
+
+def metadata_differences(expected: dict, have: dict) -> list[str]:
+    """'field: expected X, got Y' for every compared field that differs."""
+    out = []
+    for key in METADATA_FIELDS:
+        want, got = expected.get(key), have.get(key)
+        if key == "shape" or key == "dimension_names":
+            want, got = list(want or []), list(got or [])
+        if want != got:
+            out.append(f"{key}: expected {_brief(want)}, got {_brief(got)}")
+    return out
+
+
+def _brief(value) -> str:
+    if isinstance(value, dict) and set(value) == {"name", "configuration"}:
+        return _brief(value["configuration"].get("chunk_shape", value))
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "name" in v for v in value):
+        return "[" + ", ".join(v["name"] for v in value) + "]"
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)

@@ -1,36 +1,59 @@
-"""Check a store chunk by chunk, and repair it by un-committing damaged epochs.
+"""Check a store chunk by chunk, and repair what can be repaired from what it holds.
 
 `validate` checks the schema version, that every node the schema names is there with
-its dims and a shape that agrees with the epoch axis and the probe set, and reads every
-chunk of every array, so that each chunk's crc32c checksum is verified. A chunk that
-fails, or one that a committed epoch (or the probe set, or a valid training-state copy)
-needs and that is missing, is a problem, reported by array and chunk index. Damage in
-an uncommitted slot is only noted: the capture rewrites those slots anyway.
+its dims and a shape that agrees with the epoch axis and the probe set, that every
+array's own metadata (and its consolidated copy) has the dtype, chunks, codecs and fill
+value the schema lays out, and reads every chunk of every array, so that each chunk's
+crc32c checksum is verified. A chunk that fails, or one that a committed epoch (or the
+probe set, or a valid training-state copy) needs and that is missing, is a problem,
+reported by array and chunk index. Damage in an uncommitted slot is only noted: the
+capture rewrites those slots anyway. The commit flags are checked against the data: an
+epoch whose every chunk is there and valid but that is not committed, in a store marked
+complete or before a later committed epoch, has lost its flag; a store marked complete
+with an uncommitted epoch inside its trained range (an interrupted repair) is a problem.
+So is an analysis group that is empty or partial (an interrupted analysis write).
 
-`repair` un-commits exactly the epochs that have a problem (their data are no longer
-shown), marks damaged training-state copies invalid, and removes damaged analysis
-results (`python -m analyze` recomputes them). A resumed capture then replays training
-from the latest intact state before the first un-committed epoch (from initialization
-if there is none), recomputing the epochs it passes and writing only the un-committed
-ones: on CPU they come out bit for bit as they were. Damage outside the epochs (the
-probe set, the layout) cannot be repaired this way; the store must be captured again.
+`repair`, in an order that any kill leaves a store that a later repair (or the resumed
+capture) completes: writes unreadable or wrong array metadata again from the schema;
+marks the store running, removes its analysis results (`python -m analyze` recomputes
+them) and only then un-commits exactly the epochs that have a problem; commits again
+the epochs whose flags were lost (only those whose every chunk exists and decodes);
+marks damaged training-state copies invalid and removes broken analysis groups. A
+resumed capture then replays training from the latest intact state before the first
+un-committed epoch (from initialization if there is none), recomputing the epochs it
+passes and writing only the un-committed ones: on CPU they come out bit for bit as they
+were. Damage to the probe set cannot be repaired this way; the store must be captured
+again.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 import zarr
+from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from . import location, schema
 from .lock import StoreLock
 from .reader import _open_group
 from .writer import StoreError, consolidate
 
-EPOCH_GROUPS = (schema.EPOCHS, schema.ACTIVATIONS, schema.WEIGHTS, schema.METRICS)
+EPOCH_GROUPS = schema.CAPTURED
+COMMITTED = f"{schema.EPOCHS}/committed"
+
+# Problem kinds: what repair does about them.
+DAMAGE = "damage"  # a chunk: un-commit its epoch (or invalidate, remove, refuse)
+LAYOUT = "layout"  # a node missing or misshapen: rebuilt from the schema when it knows it
+METADATA = "metadata"  # unreadable or wrong zarr.json: written again from the schema
+LOST = "lost"  # a complete epoch whose commit flag is lost: committed again
+HOLE = "hole"  # an uncommitted epoch in a store marked complete: marked running
+ANALYSIS = "analysis"  # an empty or partial analysis group: removed
+
 
 
 @dataclass(frozen=True)
@@ -38,6 +61,7 @@ class Problem:
     array: str  # path of the array (or group) in the store
     index: tuple[int, ...] | None  # chunk index; None for the whole array
     what: str
+    kind: str = DAMAGE
 
     @property
     def top(self) -> str:
@@ -45,8 +69,8 @@ class Problem:
 
     @property
     def slot(self) -> int | None:
-        """The epoch slot of a chunk of a captured (epoch-indexed) array."""
-        if self.top in EPOCH_GROUPS and self.index:
+        """The epoch slot of a damaged chunk of a captured (epoch-indexed) array."""
+        if self.kind == DAMAGE and self.top in EPOCH_GROUPS and self.index:
             return self.index[0]
         return None
 
@@ -63,30 +87,42 @@ class Report:
     n_arrays: int = 0
     n_chunks: int = 0
     committed: np.ndarray | None = None
+    incomplete: set[int] = field(default_factory=set)  # slots with a chunk missing or damaged
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    def add(self, array: str, index, what: str, kind: str = DAMAGE) -> None:
+        self.problems.append(Problem(array, index, what, kind))
+
 
 # ------------------------------------------------------------------ validate
-def validate(path: str) -> Report:
-    """Every problem of the store at `path` (StoreError if it is not a readable store)."""
-    _open_group(path)  # missing store, foreign store, newer schema: StoreError
+def validate(path: str, flags_lost: bool = False) -> Report:
+    """Every problem of the store at `path` (StoreError if it is not a readable store).
+    `flags_lost`: the commit flags are known to be lost (repair rebuilt the array)."""
+    _open_group(path, checked=False)  # missing store, foreign store, newer schema: StoreError
     report = Report(path)
     if not _metadata_readable(path, report):
         return report  # the tree cannot be walked
     # Each node's own metadata, not a consolidated copy of it (which may be stale).
     root = zarr.open_group(path, mode="r", use_consolidated=False, zarr_format=3)
     _check_layout(root, report)
-    try:
-        report.committed = _committed(root)
-    except KeyError:  # no commit flags (reported above): every chunk counts as needed
-        report.committed = np.ones(len(root.attrs.get("schedule", [])) + 1, dtype=bool)
+    docs = documents(path)
+    layout = layout_of(docs)
+    if layout is not None:
+        _check_metadata(root, docs, layout, report)
+    flags_lost = flags_lost or COMMITTED not in root
+    n_slots = len(root.attrs.get("schedule", [])) + 1
+    # Lost flags: nothing is known committed (the data decide, below).
+    report.committed = np.zeros(n_slots, dtype=bool) if flags_lost else _committed(root)
     valid_copies = _valid_state_copies(root)
     for name, array in _walk(root):
         report.n_arrays += 1
         _check_chunks(path, name, array, report, valid_copies)
+    if schema.EPOCHS in root and schema.METRICS in root:
+        _check_commits(root, report, flags_lost)
+    _check_analysis(root, report)
     partial = [p for p in location.glob(path, "**/*.partial") if location.is_file(p)]
     if partial:
         report.notes.append(f"{len(partial)} leftover temporary file(s) of interrupted writes "
@@ -97,12 +133,19 @@ def validate(path: str) -> Report:
 def _metadata_readable(base: str, report: Report) -> bool:
     base = location.normalize(base)
     for meta in location.glob(base, "**/zarr.json"):
+        node = location.parent(meta)[len(base):].strip("/") or "/"
         try:
             with location.open_file(meta, "rb") as f:
-                json.loads(f.read())
-        except (ValueError, OSError) as err:
-            node = location.parent(meta)[len(base):].strip("/") or "/"
-            report.problems.append(Problem(node, None, f"unreadable metadata ({err})"))
+                doc = json.loads(f.read())
+            if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
+                raise ValueError("not Zarr v3 metadata")
+            if doc.get("node_type") == "array":
+                ArrayV3Metadata.from_dict(dict(doc))
+            elif doc.get("node_type") != "group":
+                raise ValueError(f"node_type {doc.get('node_type')!r}")
+        except (ValueError, TypeError, KeyError, OSError) as err:
+            what = f"unreadable metadata ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+            report.add(node, None, what, METADATA)
     return report.ok
 
 
@@ -115,7 +158,7 @@ def _walk(group: zarr.Group, prefix: str = ""):
 
 def _committed(root: zarr.Group) -> np.ndarray:
     """Committed flags; a slot whose flag cannot be read counts as committed (suspect)."""
-    array = root[f"{schema.EPOCHS}/committed"]
+    array = root[COMMITTED]
     out = np.zeros(array.shape[0], dtype=bool)
     for slot in range(array.shape[0]):
         try:
@@ -134,6 +177,7 @@ def _valid_state_copies(root: zarr.Group) -> set[str]:
 def _check_chunks(base: str, name: str, array: zarr.Array, report: Report,
                   valid_copies: set[str]) -> None:
     top = name.split("/")[0]
+    epoch_data = top in EPOCH_GROUPS and name != COMMITTED  # what a complete epoch holds
     for index in itertools.product(*(range(n) for n in array.cdata_shape)):
         report.n_chunks += 1
         key = array.metadata.encode_chunk_key(index)
@@ -141,9 +185,11 @@ def _check_chunks(base: str, name: str, array: zarr.Array, report: Report,
         committed_slot = top in EPOCH_GROUPS and (
             index[0] >= len(report.committed) or bool(report.committed[index[0]]))
         if not location.is_file(file):
+            if epoch_data:
+                report.incomplete.add(index[0])
             if (top == schema.SAMPLES and _checksummed(array)) or committed_slot or (
                     top == schema.STATE and name.split("/")[1] in valid_copies):
-                report.problems.append(Problem(name, index, _missing_what(top, index, report)))
+                report.add(name, index, _missing_what(top, index))
             elif top == schema.SAMPLES:  # written before every chunk was stored: all fill
                 report.notes.append(f"{name} chunk {index}: absent (reads as the fill value; "
                                     "an older store)")
@@ -152,6 +198,8 @@ def _check_chunks(base: str, name: str, array: zarr.Array, report: Report,
             array.blocks[index]
         except Exception as err:  # noqa: BLE001  (crc32c mismatch, truncation, bad codec)
             what = _damage(err)
+            if epoch_data:
+                report.incomplete.add(index[0])
             if top in EPOCH_GROUPS and not committed_slot:
                 report.notes.append(f"{name} chunk {index}: {what} in an uncommitted slot "
                                     "(the capture rewrites it)")
@@ -159,7 +207,7 @@ def _check_chunks(base: str, name: str, array: zarr.Array, report: Report,
                 report.notes.append(f"{name} chunk {index}: {what} in an invalid training-state "
                                     "copy (never used; the capture rewrites it)")
             else:
-                report.problems.append(Problem(name, index, what))
+                report.add(name, index, what)
 
 
 def _checksummed(array: zarr.Array) -> bool:
@@ -167,7 +215,7 @@ def _checksummed(array: zarr.Array) -> bool:
                for c in array.metadata.codecs)
 
 
-def _missing_what(top: str, index: tuple, report: Report) -> str:
+def _missing_what(top: str, index: tuple) -> str:
     if top in EPOCH_GROUPS:
         return f"missing (slot {index[0]} is committed)"
     return "missing"
@@ -180,14 +228,8 @@ def _damage(err: Exception) -> str:
     return f"damaged ({type(err).__name__}: {text.splitlines()[0] if text else ''})"
 
 
-def _check_layout(root: zarr.Group, report: Report) -> None:
-    """Groups, arrays, dims and shapes the schema asks for."""
-    add = lambda name, what: report.problems.append(Problem(name, None, what))  # noqa: E731
-    missing = [g for g in (schema.SAMPLES, *EPOCH_GROUPS) if g not in root]
-    for g in missing:
-        add(g, "missing group")
-    if missing:
-        return
+def _expected_nodes(root: zarr.Group) -> dict[str, tuple[tuple, tuple]]:
+    """name -> (dims, shape) of every array the schema asks of this store."""
     n_slots = len(root.attrs.get("schedule", [])) + 1
     n_samples = root[f"{schema.SAMPLES}/split"].shape[0] if "split" in root[schema.SAMPLES] else None
     expected: dict[str, tuple[tuple, tuple]] = {}
@@ -205,16 +247,180 @@ def _check_layout(root: zarr.Group, report: Report) -> None:
         shape = tuple(group.attrs.get("shape", ()))
         expected[f"{schema.WEIGHTS}/{param}/{schema.VALUES}"] = (
             ("epoch", *schema.weight_dims(len(shape))), (n_slots, *shape))
-    for name, (dims, shape) in expected.items():
+    return expected
+
+
+def _check_layout(root: zarr.Group, report: Report) -> None:
+    """Groups, arrays, dims and shapes the schema asks for."""
+    missing = [g for g in (schema.SAMPLES, *EPOCH_GROUPS) if g not in root]
+    for g in missing:
+        report.add(g, None, "missing group", LAYOUT)
+    if missing:
+        return
+    for name, (dims, shape) in _expected_nodes(root).items():
         if name not in root:
-            add(name, "missing array")
+            report.add(name, None, "missing array", LAYOUT)
             continue
         array = root[name]
         have_dims = tuple(array.metadata.dimension_names or ())
         if have_dims != dims:
-            add(name, f"dims: expected {dims}, got {have_dims}")
+            report.add(name, None, f"dims: expected {dims}, got {have_dims}", LAYOUT)
         if array.shape != shape:
-            add(name, f"shape: expected {shape}, got {array.shape}")
+            report.add(name, None, f"shape: expected {shape}, got {array.shape}", LAYOUT)
+
+
+def documents(path: str) -> dict[str, dict | None]:
+    """node -> its parsed zarr.json ('' is the root; None where it is unreadable)."""
+    base = location.normalize(path)
+    out: dict[str, dict | None] = {}
+    for meta in location.glob(base, "**/zarr.json"):
+        node = location.parent(meta)[len(base):].strip("/")
+        try:
+            with location.open_file(meta, "rb") as f:
+                doc = json.loads(f.read())
+            out[node] = doc if isinstance(doc, dict) else None
+        except (ValueError, OSError):
+            out[node] = None
+    return out
+
+
+def layout_of(docs: dict[str, dict | None]) -> schema.Layout | None:
+    """What the store's array metadata should follow from: the root attributes, the
+    probe set, the layers' attributes and the parameters' shapes, read from the nodes
+    that are readable (or their consolidated copies); None if it cannot be worked out."""
+    root = docs.get("") or {}
+    attrs = root.get("attributes") or {}
+    consolidated = ((root.get("consolidated_metadata") or {}).get("metadata")) or {}
+    doc = lambda name: docs.get(name) or consolidated.get(name) or {}  # noqa: E731
+    node_attrs = lambda name: doc(name).get("attributes") or {}  # noqa: E731
+    names = set(docs) | set(consolidated)
+    act, wts = f"{schema.ACTIVATIONS}/", f"{schema.WEIGHTS}/"
+    order = node_attrs(schema.ACTIVATIONS).get("order") or sorted(
+        {n.split("/")[1] for n in names if n.startswith(act)})
+    units = {}
+    for layer in order:
+        group, values = node_attrs(f"{act}{layer}"), doc(f"{act}{layer}/{schema.VALUES}")
+        if "original_shape" in group:
+            units[layer] = schema.reduced_units(group.get("reduction", "flatten"), group["original_shape"])
+        elif values.get("shape"):
+            units[layer] = values["shape"][-1]
+    params = {}
+    for param in sorted({n.split("/")[1] for n in names if n.startswith(wts)}):
+        group, values = node_attrs(f"{wts}{param}"), doc(f"{wts}{param}/{schema.VALUES}")
+        if "shape" in group:
+            params[param] = list(group["shape"])
+        elif values.get("shape"):
+            params[param] = values["shape"][1:]
+    sizes = [doc(f"{schema.SAMPLES}/{n}").get("shape", [None])[0] for n in schema.SAMPLE_FIELDS]
+    sizes += [(doc(f"{act}{layer}/{schema.VALUES}").get("shape") or [None, None])[1] for layer in order]
+    sizes = [int(n) for n in sizes if isinstance(n, int)]
+    if not sizes or "schedule" not in attrs:
+        return None
+    capture = (attrs.get("config") or {}).get("capture") or {}
+    dtype = capture.get("dtype")
+    if dtype not in schema.ACTIVATION_DTYPES:  # a store laid out without a run config
+        have = {doc(f"{act}{layer}/{schema.VALUES}").get("data_type") for layer in order}
+        dtype = next(iter(sorted(have & set(schema.ACTIVATION_DTYPES))), "float16")
+    compressor = capture.get("compressor")
+    if compressor not in ("none", "zstd"):
+        codecs = doc(f"{schema.METRICS}/{schema.METRIC_NAMES[0]}").get("codecs") or []
+        compressor = "zstd" if any(c.get("name") == "zstd" for c in codecs) else "none"
+    return schema.Layout(len(attrs["schedule"]) + 1, max(set(sizes), key=sizes.count),
+                         dtype, compressor, units, params)
+
+
+def _check_metadata(root: zarr.Group, docs: dict, layout: schema.Layout, report: Report) -> None:
+    """Each array's own metadata, and its consolidated copy, against the schema's."""
+    consolidated = (((docs.get("") or {}).get("consolidated_metadata") or {}).get("metadata")) or {}
+    reported = {p.array for p in report.problems}  # dims and shape said already
+    for name in _expected_nodes(root):
+        expected = schema.expected_metadata(layout, name)
+        if expected is None:
+            continue
+        skip = ("shape", "dimension_names") if name in reported else ()
+        for label, doc in (("", docs.get(name)), ("consolidated metadata: ", consolidated.get(name))):
+            if doc is None:
+                continue
+            diffs = [d for d in schema.metadata_differences(expected, doc) if d.split(":")[0] not in skip]
+            if diffs:
+                report.add(name, None, f"{label}{'; '.join(diffs)} (the schema's; repair writes "
+                           "it again)", METADATA)
+
+
+def _slot_epochs(root: zarr.Group, n_slots: int) -> np.ndarray:
+    """Each slot's epoch number, -1 where it cannot be read."""
+    out = np.full(n_slots, -1, dtype=np.int64)
+    if f"{schema.EPOCHS}/epoch" not in root:
+        return out
+    array = root[f"{schema.EPOCHS}/epoch"]
+    for slot in range(min(n_slots, array.shape[0])):
+        try:
+            out[slot] = int(array[slot])
+        except Exception:  # noqa: BLE001  (reported with its chunk)
+            pass
+    return out
+
+
+def _check_commits(root: zarr.Group, report: Report, flags_lost: bool) -> None:
+    """Flags that the data contradict: complete epochs not committed where a capture
+    would have committed them (LOST), and in a store marked complete, epochs inside the
+    trained range that are neither committed nor complete (HOLE)."""
+    committed = report.committed
+    epochs = _slot_epochs(root, len(committed))
+    complete_store = root.attrs.get("status") == schema.STATUS_COMPLETE
+    final = max((int(epochs[s]) for s in np.flatnonzero(committed)), default=-1)
+    intact = [s for s in range(len(committed)) if not committed[s] and s not in report.incomplete
+              and epochs[s] >= 0]
+    lost = [s for s in intact if flags_lost or complete_store or epochs[s] < final]
+    for slot in lost:
+        report.add(COMMITTED, (slot,), f"epoch {epochs[slot]} is not committed, though every "
+                   "chunk of it is present and valid (a lost flag; repair commits it again)", LOST)
+    frontier = sorted(set(intact) - set(lost))
+    if frontier:
+        report.notes.append(f"epoch slot(s) {', '.join(map(str, frontier))}: written but not "
+                            "committed (an interrupted capture; resuming it rewrites them)")
+    if complete_store:
+        now = committed.copy()
+        now[lost] = True
+        schedule = list(root.attrs.get("schedule", []))
+        for epoch in schema.lost_commits(now, schedule, epochs[now]):
+            slot = schedule.index(epoch)
+            report.add(COMMITTED, (slot,), f"epoch {epoch} is not committed in a store marked "
+                       "complete (an interrupted repair, or data lost): repair marks it running "
+                       "so that resuming the capture rewrites it", HOLE)
+
+
+def _check_analysis(root: zarr.Group, report: Report) -> None:
+    """Each analysis group holds what a whole write leaves: at least one data array, the
+    variables its kind needs, and one size per dim name."""
+    if schema.ANALYSIS not in root:
+        return
+    for name, group in root[schema.ANALYSIS].groups():
+        where = f"{schema.ANALYSIS}/{name}"
+        arrays = dict(group.arrays())
+        dims = {d for a in arrays.values() for d in (a.metadata.dimension_names or ())}
+        data = set(arrays) - dims
+        missing = [v for v in schema.ANALYSIS_VARIABLES.get(name, ()) if v not in arrays]
+        sizes: dict[str, set[int]] = {}
+        for array in arrays.values():
+            for dim, n in zip(array.metadata.dimension_names or (), array.shape):
+                sizes.setdefault(dim, set()).add(int(n))
+        uneven = sorted(d for d, n in sizes.items() if len(n) > 1)
+        # A label coordinate is never all fill (""): absent chunks are a write cut short.
+        absent = [c for c in dims & set(arrays) if arrays[c].metadata.data_type.to_json(3) == "string"
+                  and arrays[c].nchunks_initialized < arrays[c].nchunks]
+        if not data:
+            what = "empty"
+        elif missing:
+            what = f"partial (no {', '.join(missing)})"
+        elif uneven:
+            what = f"partial (dims {', '.join(uneven)} have more than one size)"
+        elif absent:
+            what = f"partial (coordinate {', '.join(sorted(absent))} not written)"
+        else:
+            continue
+        report.add(where, None, f"{what}: an interrupted analysis write (repair removes it; "
+                   "`python -m analyze` computes it again)", ANALYSIS)
 
 
 def damaged(path: str, limit: int = 1) -> list[Problem]:
@@ -226,41 +432,66 @@ def damaged(path: str, limit: int = 1) -> list[Problem]:
 @dataclass
 class Repair:
     uncommitted: list[tuple[int, int]] = field(default_factory=list)  # (slot, epoch)
+    recommitted: list[tuple[int, int]] = field(default_factory=list)  # (slot, epoch)
+    rebuilt: list[str] = field(default_factory=list)  # array metadata written again
     invalidated: list[str] = field(default_factory=list)  # state copies
     removed: list[str] = field(default_factory=list)  # analysis groups
+    marked_running: bool = False
     unrepairable: list[Problem] = field(default_factory=list)
 
 
+def _step(name: str) -> None:
+    """Called after each write of a repair: a test hook (tests raise here to kill the
+    repair between two writes)."""
+
+
 def repair(path: str) -> tuple[Report, Repair]:
-    """Un-commit the epochs that `validate` finds a problem in (holding the write lock)."""
+    """Repair what `validate` finds (holding the write lock), in a crash-safe order."""
     with StoreLock(path, purpose="repair"):
         report = validate(path)
         result = Repair()
         if report.ok:
             return report, result
-        root = zarr.open_group(path, mode="r+", use_consolidated=False)
-        _uncommit(root, report, result)
+        if any(p.kind in (METADATA, LAYOUT) for p in report.problems):
+            flags_lost = _rebuild_metadata(path, report, result)
+            if result.rebuilt:  # now every chunk of the rebuilt arrays can be checked
+                report = validate(path, flags_lost=flags_lost)
+        root = zarr.open_group(path, mode="r+", use_consolidated=False, zarr_format=3)
+        was_complete = root.attrs.get("status") == schema.STATUS_COMPLETE
+        slots = sorted({p.slot for p in report.problems if p.slot is not None})
+        if slots or any(p.kind == HOLE for p in report.problems):
+            # First mark it running: a kill from here on leaves a store that capture resumes
+            # (and that a later repair finishes). Then drop the results of what goes.
+            root.attrs["status"] = schema.STATUS_RUNNING
+            result.marked_running = True
+            _step("status")
+            if schema.ANALYSIS in root:
+                location.remove(location.join(path, schema.ANALYSIS))
+                result.removed.append(schema.ANALYSIS)
+                _step("analysis")
+            _uncommit(root, slots, result)
+        _recommit(root, sorted(p.index[0] for p in report.problems if p.kind == LOST), result)
         for copy in sorted({p.array.split("/")[1] for p in report.problems if p.top == schema.STATE}):
             root[f"{schema.STATE}/{copy}"].attrs.put({"valid": False})
             result.invalidated.append(f"{schema.STATE}/{copy}")
-        for name in sorted({"/".join(p.array.split("/")[:2]) for p in report.problems
-                            if p.top == schema.ANALYSIS}):
-            location.remove(location.join(path, name))
-            result.removed.append(name)
-        result.unrepairable = [p for p in report.problems
-                               if p.slot is None and p.top not in (schema.STATE, schema.ANALYSIS)]
-        if result.uncommitted:
-            root.attrs["status"] = schema.STATUS_RUNNING  # so that capture resumes it
-        elif result.removed and root.attrs.get("status") == schema.STATUS_COMPLETE:
-            consolidate(path)
+            _step("state")
+        if schema.ANALYSIS not in result.removed:
+            for name in sorted({"/".join(p.array.split("/")[:2]) for p in report.problems
+                                if p.top == schema.ANALYSIS}):
+                location.remove(location.join(path, name))
+                result.removed.append(name)
+                _step("analysis")
+        result.unrepairable = [p for p in report.problems if p.slot is None and p.kind in
+                               (DAMAGE, LAYOUT, METADATA) and p.top not in (schema.STATE, schema.ANALYSIS)]
+        if was_complete and not result.marked_running:
+            consolidate(path)  # the consolidated copy follows every change made
         return report, result
 
 
-def _uncommit(root: zarr.Group, report: Report, result: Repair) -> None:
-    slots = sorted({p.slot for p in report.problems if p.slot is not None})
+def _uncommit(root: zarr.Group, slots: list[int], result: Repair) -> None:
     if not slots:
         return
-    committed = root[f"{schema.EPOCHS}/committed"].with_config({"write_empty_chunks": True})
+    committed = root[COMMITTED].with_config({"write_empty_chunks": True})
     epochs = root[f"{schema.EPOCHS}/epoch"]
     schedule = list(root.attrs.get("schedule", []))
     for slot in slots:
@@ -270,3 +501,52 @@ def _uncommit(root: zarr.Group, report: Report, result: Repair) -> None:
         except Exception:  # noqa: BLE001  (its chunk is among the damaged ones)
             epoch = schedule[slot] if slot < len(schedule) else -1
         result.uncommitted.append((slot, epoch))
+        _step("uncommit")
+
+
+def _recommit(root: zarr.Group, slots: list[int], result: Repair) -> None:
+    """Commit again the complete epochs whose flags were lost (validate has read every
+    chunk of them: all there, all valid, with an epoch number)."""
+    if not slots:
+        return
+    committed = root[COMMITTED].with_config({"write_empty_chunks": True})
+    epochs = root[f"{schema.EPOCHS}/epoch"]
+    for slot in slots:
+        committed[slot] = True
+        result.recommitted.append((slot, int(epochs[slot])))
+        _step("recommit")
+
+
+def _rebuild_metadata(path: str, report: Report, result: Repair) -> bool:
+    """Write the zarr.json of every array whose metadata is unreadable, wrong or missing
+    again from the schema (a group's from its consolidated copy). True if the commit
+    flags' array was among them (its flags are then lost: the data decide)."""
+    docs = documents(path)
+    layout = layout_of(docs)
+    consolidated = (((docs.get("") or {}).get("consolidated_metadata") or {}).get("metadata")) or {}
+    for name in sorted({p.array for p in report.problems if p.kind in (METADATA, LAYOUT)}):
+        doc = schema.expected_metadata(layout, name) if layout is not None else None
+        if doc is None and docs.get(name, {}) is None:  # an unreadable group
+            doc = consolidated.get(name)
+            doc = doc if (doc or {}).get("node_type") == "group" else None
+        if doc is None:
+            continue  # not a node the schema lays out: left for `unrepairable`
+        _write_json(location.join(path, name, "zarr.json"), doc)
+        result.rebuilt.append(name)
+        _step("metadata")
+    return COMMITTED in result.rebuilt
+
+
+def _write_json(target: str, doc: dict) -> None:
+    """Replace a zarr.json whole (written aside, then renamed: a kill leaves the old or
+    the new one)."""
+    data = json.dumps(doc, indent=2).encode()
+    if location.is_local(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        aside = f"{target}.{uuid.uuid4().hex}.partial"
+        with open(aside, "wb") as f:
+            f.write(data)
+        os.replace(aside, target)
+    else:
+        with location.open_file(target, "wb") as f:
+            f.write(data)
