@@ -91,7 +91,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
         print(f"{args.store}: nothing to repair")
         return 0
     for name in result.rebuilt:
-        print(f"rebuilt the metadata of {name} from the schema")
+        print(f"rebuilt the metadata of {name} from {result.sources.get(name, 'the schema')}")
     if result.marked_running:
         print(f"marked {args.store} running (so that resuming the capture completes it)")
     for name in result.removed:

@@ -395,7 +395,7 @@ def _check_analysis(root: zarr.Group, report: Report) -> None:
     variables its kind needs, and one size per dim name."""
     if schema.ANALYSIS not in root:
         return
-    for name, group in root[schema.ANALYSIS].groups():
+    for name, group in sorted(root[schema.ANALYSIS].groups(), key=lambda t: t[0]):
         where = f"{schema.ANALYSIS}/{name}"
         arrays = dict(group.arrays())
         dims = {d for a in arrays.values() for d in (a.metadata.dimension_names or ())}
@@ -433,7 +433,8 @@ def damaged(path: str, limit: int = 1) -> list[Problem]:
 class Repair:
     uncommitted: list[tuple[int, int]] = field(default_factory=list)  # (slot, epoch)
     recommitted: list[tuple[int, int]] = field(default_factory=list)  # (slot, epoch)
-    rebuilt: list[str] = field(default_factory=list)  # array metadata written again
+    rebuilt: list[str] = field(default_factory=list)  # node metadata written again
+    sources: dict[str, str] = field(default_factory=dict)  # node -> what it was rebuilt from
     invalidated: list[str] = field(default_factory=list)  # state copies
     removed: list[str] = field(default_factory=list)  # analysis groups
     marked_running: bool = False
@@ -452,6 +453,7 @@ def repair(path: str) -> tuple[Report, Repair]:
         result = Repair()
         if report.ok:
             return report, result
+        found = report  # what was wrong (the caller's to show); `report`: what is left
         if any(p.kind in (METADATA, LAYOUT) for p in report.problems):
             flags_lost = _rebuild_metadata(path, report, result)
             if result.rebuilt:  # now every chunk of the rebuilt arrays can be checked
@@ -485,7 +487,7 @@ def repair(path: str) -> tuple[Report, Repair]:
                                (DAMAGE, LAYOUT, METADATA) and p.top not in (schema.STATE, schema.ANALYSIS)]
         if was_complete and not result.marked_running:
             consolidate(path)  # the consolidated copy follows every change made
-        return report, result
+        return found, result
 
 
 def _uncommit(root: zarr.Group, slots: list[int], result: Repair) -> None:
@@ -525,15 +527,24 @@ def _rebuild_metadata(path: str, report: Report, result: Repair) -> bool:
     layout = layout_of(docs)
     consolidated = (((docs.get("") or {}).get("consolidated_metadata") or {}).get("metadata")) or {}
     for name in sorted({p.array for p in report.problems if p.kind in (METADATA, LAYOUT)}):
-        doc = schema.expected_metadata(layout, name) if layout is not None else None
-        if doc is None and docs.get(name, {}) is None:  # an unreadable group
-            doc = consolidated.get(name)
-            doc = doc if (doc or {}).get("node_type") == "group" else None
+        doc, source = schema.expected_metadata(layout, name) if layout else None, "the schema"
+        if doc is None and docs.get(name, {}) is None:  # an unreadable group: its copy
+            copy = dict(consolidated.get(name) or {})
+            copy.pop("consolidated_metadata", None)  # a subgroup's copy carries an empty one
+            doc, source = (copy, "its consolidated copy") if copy.get("node_type") == "group" \
+                else (None, "")
         if doc is None:
             continue  # not a node the schema lays out: left for `unrepairable`
         _write_json(location.join(path, name, "zarr.json"), doc)
         result.rebuilt.append(name)
+        result.sources[name] = source
         _step("metadata")
+    if result.rebuilt and consolidated:
+        try:  # the consolidated copies follow (a store marked complete has them)
+            consolidate(path)
+        except Exception:  # noqa: BLE001  (another node is still unreadable: reported)
+            pass
+        _step("consolidate")
     return COMMITTED in result.rebuilt
 
 
