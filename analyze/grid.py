@@ -13,9 +13,9 @@ from typing import Iterable
 import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
-from zarr.codecs import Crc32cCodec, ZstdCodec
 
 import stores
+from stores.writer import write_analysis
 
 from .edit import VARIANTS
 from .tasks import SCORES, ProbeSettings, Task, TaskResult, run_task
@@ -125,14 +125,7 @@ def _collect_edit(results: list[TaskResult], epochs: list[int]) -> xr.Dataset:
 
 
 def write(path: str, datasets: dict[str, xr.Dataset]) -> None:
-    """Replace `analysis/<name>` groups of one store; nothing else is touched.
-
-    A store that is still being written is not consolidated here (its capture does that
-    when it finishes, and it is read without consolidated metadata until then)."""
-    for name, ds in datasets.items():
-        # Every chunk checksummed, as the captured data are (`python -m stores validate`).
-        encoding = {v: {"compressors": [ZstdCodec(level=1), Crc32cCodec()]} for v in ds.variables}
-        ds.to_zarr(path, group=f"analysis/{name}", mode="w", zarr_format=3, consolidated=False,
-                   encoding=encoding)
-    if stores.run_attrs(path).get("status") == stores.schema.STATUS_COMPLETE:
-        stores.consolidate(path)
+    """Replace `analysis/<name>` groups of one store, each atomically (a reader or a kill
+    sees the old group or the new one: `stores.writer.write_analysis`); nothing else is
+    touched. The caller holds the store's analysis lock."""
+    write_analysis(path, datasets)

@@ -12,24 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
-import zarr
 
-from stores import schema
+from stores.runs import stored_analysis
 
 from .tasks import ProbeSettings
 
 
 def stored(path: str) -> dict[str, xr.Dataset]:
-    """Every `analysis/<name>` group of a store, loaded into memory (empty if none)."""
-    group = zarr.open_group(path, mode="r", use_consolidated=False, zarr_format=3)
-    if schema.ANALYSIS not in group:
-        return {}
-    out = {}
-    for name, _ in group[schema.ANALYSIS].groups():
-        with xr.open_zarr(path, group=f"{schema.ANALYSIS}/{name}", consolidated=False,
-                          zarr_format=3) as ds:
-            out[name] = ds.load()
-    return out
+    """Every whole `analysis/<name>` group of a store, loaded into memory (empty if none);
+    a group an interrupted analysis left incomplete is absent here, so it is recomputed."""
+    return stored_analysis(path)
 
 
 def usable(results: dict[str, xr.Dataset], settings: ProbeSettings) -> bool:

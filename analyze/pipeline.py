@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 
@@ -9,7 +10,9 @@ import numpy as np
 
 import stores
 from stores import Pipeline, StoreError, location
+from stores.lock import StoreLock
 from stores.runs import results_table
+from stores.writer import consolidate_if_stale, recover_analysis
 
 from . import grid, incremental, modular, report, report_modular
 from .crosscheck import crosscheck_edit
@@ -26,10 +29,11 @@ def settings_for(pipeline: Pipeline) -> ProbeSettings:
                          spectral=analysis.spectral, device=analysis.device)
 
 
-def store_paths(pipeline: Pipeline, root: str) -> list[str]:
+def store_paths(pipeline: Pipeline, root: str, missing: list | None = None) -> list[str]:
     """The pipeline's run stores that exist (a capture may still be writing later ones);
-    none at all is an error that says what to run."""
-    paths, missing = [], []
+    none at all is an error that says what to run. `missing`, if given, receives the
+    (config, path) of each run without a store yet."""
+    paths, missing = [], [] if missing is None else missing
     for config in pipeline.runs():
         path = config.store_path(root)
         if not location.is_store(path):
@@ -52,13 +56,25 @@ def analyse(pipeline: Pipeline, root: str, client=None, progress: bool = True,
             device: str | None = None) -> str:
     """Run the grid (on `client`, or eagerly without one) for what is new, write results
     and the report. `device` overrides the pipeline's `analysis.device`. A damaged chunk
-    stops it with the chunk's name."""
-    paths = store_paths(pipeline, root)
+    stops it with the chunk's name.
+
+    Each store's analysis lock (`RUN.zarr.analysis.lock`, beside the capture's lock) is
+    held from before its earlier results are read until its new ones are written: a
+    second analysis of the same store is refused, naming the holder, before it computes
+    anything (as a second capture of a run is); a capture may go on writing meanwhile."""
+    missing: list = []
+    paths = store_paths(pipeline, root, missing)
     settings = settings_for(pipeline)
     if device is not None:
         settings = dataclasses.replace(settings, device=device)
     try:
-        return _analyse(pipeline, root, paths, client, progress, settings)
+        with contextlib.ExitStack() as locks:
+            for path in paths:
+                locks.enter_context(StoreLock(path, purpose="analysis"))
+                for what in recover_analysis(path):
+                    log.warning("%s: %s (left by an interrupted analysis)", path, what)
+            pending = [f"{config.name} (no store yet)" for config, _ in missing]
+            return _analyse(pipeline, root, paths, client, progress, settings, pending)
     except ValueError as err:
         if "checksum" not in str(err).lower():
             raise
@@ -78,10 +94,14 @@ def _damage_error(paths: list[str], err: ValueError) -> StoreError:
 
 
 def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: bool,
-             settings: ProbeSettings) -> str:
+             settings: ProbeSettings, pending: list[str]) -> str:
     old = {path: incremental.stored(path) for path in paths}
     tasks = grid.plan(paths, {path: incremental.done(old[path], settings, stores.layers(path))
                               for path in paths})
+    # A capture may commit more epochs while this runs: everything below is about the
+    # epochs committed now, when the tasks were planned.
+    planned = {path: int(epochs[-1]) for path in paths
+               if len(epochs := stores.committed_slots(path)[1])}
     log.info("%d new tasks over %d runs", len(tasks), len(paths))
     if not tasks:
         results = []
@@ -94,14 +114,17 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
     per_store = {}
     for path in paths:
         if path in new:
-            new[path]["edit"].attrs.update(_crosscheck(path, results))
+            new[path]["edit"].attrs.update(_crosscheck(path, results, planned.get(path)))
             if incremental.usable(old[path], settings):
                 new[path] = incremental.merge(old[path], new[path], stores.layers(path))
             per_store[path] = new[path]
         elif incremental.usable(old[path], settings):
             per_store[path] = {k: old[path][k] for k in ("dynamics", "edit")}
     if not per_store:
-        raise StoreError(f"no store of pipeline {pipeline.name} has a committed epoch yet")
+        raise StoreError(f"no store of pipeline {pipeline.name} has a committed epoch yet: "
+                         f"analyse it once its capture has committed one")
+    pending += [f"{stores.run_attrs(p).get('run_name', p)} (no committed epoch yet)"
+                for p in paths if p not in per_store]
     modular_paths = [path for path in per_store if modular.is_modular(path)]
     redo = [path for path in modular_paths if path in new or "neurons" not in old[path]]
     for path, datasets in zip(redo, _neuron_results(redo, client)):
@@ -117,11 +140,12 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
             _consolidated(path)
     out_dir = location.join(root, pipeline.name)
     results = stores.analysis_results(list(per_store))  # read once: the CSV and the report
-    with location.open_file(location.join(out_dir, CSV), "w") as f:
+    with report.replacing(location.join(out_dir, CSV), "w") as f:
         results_table(results).to_csv(f, index=False)
     runs = list(per_store.items())
     extra = report_modular.section(runs, out_dir) if modular_paths else ""
-    return report.write_report(pipeline.name, out_dir, list(per_store), results, CSV, extra)
+    return report.write_report(pipeline.name, out_dir, list(per_store), results, CSV, extra,
+                               pending=pending)
 
 
 def _report_unconverged(results: list[TaskResult]) -> None:
@@ -137,15 +161,12 @@ def _report_unconverged(results: list[TaskResult]) -> None:
 
 
 def _consolidated(path: str) -> None:
-    """A finished store whose consolidated metadata misses its analysis (its capture
-    finished while an analysis was writing) is consolidated again."""
-    import zarr
-
-    if stores.run_attrs(path).get("status") != stores.schema.STATUS_COMPLETE:
-        return
-    meta = zarr.open_group(path, mode="r", zarr_format=3).metadata.consolidated_metadata
-    if meta is None or grid.DYNAMICS not in meta.flattened_metadata:
-        stores.consolidate(path)
+    """A finished store whose consolidated metadata is missing or does not describe its
+    analysis groups as they are (its capture finished while an analysis was swapping
+    them, or an analysis was killed between the swap and the consolidation) is
+    consolidated again."""
+    if stores.run_attrs(path).get("status") == stores.schema.STATUS_COMPLETE:
+        consolidate_if_stale(path)
 
 
 def _neuron_results(paths: list[str], client) -> list[dict]:
@@ -155,12 +176,13 @@ def _neuron_results(paths: list[str], client) -> list[dict]:
     return client.gather(client.map(modular.neuron_task, paths, pure=False))
 
 
-def _crosscheck(path: str, results: list[TaskResult]) -> dict:
-    """Cross-check the edit once per run, at its final committed epoch (when that one is
-    among the new results; else the stored cross-check stands)."""
+def _crosscheck(path: str, results: list[TaskResult], last: int | None) -> dict:
+    """Cross-check the edit once per run, at its final committed epoch when the tasks
+    were planned (`last`; when that one is among the new results; else the stored
+    cross-check stands)."""
     final = max((r for r in results if r.task.store == path and r.task.penultimate),
                 key=lambda r: r.task.epoch, default=None)
-    if final is None or final.task.epoch != int(stores.committed_slots(path)[1][-1]):
+    if final is None or final.task.epoch != last:
         return {}
     check = crosscheck_edit(path, final.task.slot, final.edit_weight, final.edit_predictions)
     if check and check["crosscheck_agreement"] < 0.99:

@@ -9,7 +9,9 @@ standard deviation as a band or a ± term.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 
 import matplotlib
 
@@ -19,7 +21,7 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 import stores  # noqa: E402
-from stores import location  # noqa: E402
+from stores import StoreError, location  # noqa: E402
 
 from . import published  # noqa: E402
 
@@ -58,10 +60,19 @@ def _n_seeds(positions: np.ndarray) -> str:
     return f"{len(positions)} seed{'s' if len(positions) > 1 else ''}"
 
 
+def analysed(results: xr.Dataset) -> xr.DataArray:
+    """(run, epoch): the epochs of each run that have both the model's metrics and probe
+    results. Runs stop at different epochs (an epoch a run did not reach is NaN in the
+    shared axis), and a run still being captured may have committed epochs that this
+    analysis has not computed yet (committed after its tasks were planned)."""
+    probed = results["accuracy"].notnull().any([d for d in results["accuracy"].dims
+                                                 if d not in ("run", "epoch")])
+    return (results["model_test_acc"].notnull() & probed).transpose("run", "epoch")
+
+
 def last_epochs(results: xr.Dataset) -> xr.DataArray:
-    """Each run's final (last committed) epoch: runs stop at different epochs, and an
-    epoch a run did not reach is NaN in the shared axis."""
-    reached = results["model_test_acc"].notnull().values
+    """Each run's final analysed epoch (its last committed one once it is analysed)."""
+    reached = analysed(results).values
     return xr.DataArray([results.epoch.values[np.flatnonzero(row)[-1]] for row in reached], dims="run")
 
 
@@ -125,7 +136,7 @@ def heatmap_figure(results: xr.Dataset, probe: str, path: str) -> str:
     image = None
     for c, (label, pos) in enumerate(rows):
         ax = axes[0, c]
-        reached = results["model_test_acc"].isel(run=pos).notnull().any("run")
+        reached = analysed(results).isel(run=pos).any("run")
         group = test.isel(run=pos).sel(epoch=reached)
         epochs = group.epoch.values
         grid = group.mean("run", skipna=True).transpose("layer", "epoch").values
@@ -174,10 +185,31 @@ def _legend_below(fig, axes) -> None:
 
 def save_figure(fig, path: str, **savefig) -> str:
     """Write a figure as PNG to a path or URL, and free it."""
-    with location.open_file(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110, **savefig)
-    plt.close(fig)
+    try:
+        with replacing(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=110, **savefig)
+    finally:
+        plt.close(fig)
     return path
+
+
+@contextlib.contextmanager
+def replacing(path: str, mode: str = "w"):
+    """A file object whose content replaces `path` only once it is whole: written to
+    `PATH.partial-<pid>`, then renamed over `path` (one atomic rename on a local file
+    system; a move on an object store), so a reader or a kill never finds half a report."""
+    partial = f"{path}.partial-{os.getpid()}"
+    try:
+        with location.open_file(partial, mode) as f:
+            yield f
+        location.move(partial, path)
+    except BaseException as err:
+        location.remove(partial)
+        if isinstance(err, OSError):
+            raise StoreError(f"cannot write {path} ({(err.strerror or str(err)).lower()}); "
+                             "the stores' analysis results are written: free space or make "
+                             "the folder writable, then run the analysis again") from err
+        raise
 
 
 # ------------------------------------------------------------------------- tables
@@ -185,16 +217,20 @@ COLUMN_LABELS = {"model": "model", "masc": "best-layer MASC", "velpic": "best-la
                  "edit_zero_bias": "edited (bias 0)", "edit_keep_bias": "edited (bias kept)"}
 
 
-def summary_rows(results: xr.Dataset) -> list[dict]:
-    """The published-style numbers per group at each run's final epoch (test split, %):
-    (mean, std) over seeds; a probe's best layer is the one with the highest mean."""
+def summary_rows(results: xr.Dataset, notes: dict[str, str] | None = None) -> list[dict]:
+    """The published-style numbers per group at each run's final analysed epoch (test
+    split, %): (mean, std) over seeds; a probe's best layer is the one with the highest
+    mean. `notes` (run name -> note, e.g. a run still being captured) go into the row
+    of the run's group."""
     test = results["accuracy"].sel(score="test")
     rows = []
+    names = [str(v) for v in results["run_name"].values] if "run_name" in results.coords else []
     for label, pos in groups(results):
         group = results.isel(run=pos)
         index = group.indexes["run"]
         row = {"label": label, "key": index.to_frame(index=False).iloc[0].to_dict(),
-               "n": len(pos), "epochs": last_epochs(group).values}
+               "n": len(pos), "epochs": last_epochs(group).values,
+               "notes": _group_notes([names[i] for i in pos] if names else [], notes or {})}
         row["model"] = _stat(100 * final(group, group["model_test_acc"]))
         for probe in ("masc", "velpic"):
             if probe in test.probe:
@@ -206,6 +242,32 @@ def summary_rows(results: xr.Dataset) -> list[dict]:
                 row[variant] = _stat(100 * final(group, group["edit_accuracy"].sel(variant=variant, score="test")))
         rows.append(row)
     return rows
+
+
+def _group_notes(runs: list[str], notes: dict[str, str]) -> str:
+    """The notes of a group's runs: "(running: ...)" for a one-run group, else each
+    noted run by name."""
+    noted = [run for run in runs if run in notes]
+    if not noted:
+        return ""
+    if len(runs) == 1:
+        return f" ({notes[noted[0]]})"
+    return " (" + "; ".join(f"{run} {notes[run]}" for run in noted) + ")"
+
+
+def run_notes(paths: list[str]) -> dict[str, str]:
+    """Run name -> "running: N of M scheduled epochs committed", for each store whose
+    capture has not finished (as the store says now)."""
+    out = {}
+    for path in paths:
+        attrs = stores.run_attrs(path)
+        if attrs.get("status") == stores.schema.STATUS_COMPLETE:
+            continue
+        committed = len(stores.committed_slots(path)[0])
+        scheduled = len(attrs.get("schedule", []))
+        out[str(attrs.get("run_name", path))] = (f"running: {committed} of {scheduled} "
+                                                 "scheduled epochs committed")
+    return out
 
 
 def _stat(values: xr.DataArray) -> tuple[float, float]:
@@ -224,7 +286,7 @@ def _table(rows: list[dict]) -> str:
     for r in rows:
         lo, hi = int(np.min(r["epochs"])), int(np.max(r["epochs"]))
         epochs = f"{lo}" if lo == hi else f"{lo}–{hi}"
-        lines.append(f"| {r['label']} ({_n_seeds(np.arange(r['n']))}) | {epochs} | "
+        lines.append(f"| {r['label']} ({_n_seeds(np.arange(r['n']))}){r.get('notes', '')} | {epochs} | "
                      + " | ".join(_cell(r[c], r["n"]) for c in columns) + " |")
     return "\n".join(lines)
 
@@ -283,7 +345,7 @@ def _peaks_table(results: xr.Dataset) -> str:
              "|---|---|---|---:|---:|---:|---:|"]
     for label, pos in groups(results):
         mean = results.isel(run=pos)[["accuracy"]].mean("run", skipna=True)
-        reached = results["model_test_acc"].isel(run=pos).notnull().any("run")
+        reached = analysed(results).isel(run=pos).any("run")
         p = peaks(mean.sel(epoch=reached))
         for probe in ("masc", "velpic"):
             if probe not in p.probe:
@@ -308,12 +370,22 @@ def _crosschecks(paths: list[str]) -> str:
 
 # ------------------------------------------------------------------------- report
 def write_report(pipeline: str, out_dir: str, paths: list[str], results: xr.Dataset,
-                 csv_name: str, extra: str = "") -> str:
+                 csv_name: str, extra: str = "", pending: list[str] | None = None) -> str:
     """`report.md` with its figures (PNG, under `figures/`), next to the stores, from the
     stores' `results` (`stores.analysis_results(paths)`); `out_dir` is a path or a URL.
+    A run still being captured says so in its row; `pending` lists the pipeline's runs
+    that are not in the report yet (no store, or no committed epoch), with why.
     Returns where report.md went."""
     figure = lambda name: location.join(out_dir, "figures", name)  # noqa: E731
-    rows = summary_rows(results)
+    notes = run_notes(paths)
+    rows = summary_rows(results, notes)
+    unfinished = ""
+    if notes:
+        unfinished += ("\nSome captures are still running (marked in their rows): this report "
+                       "covers the epochs they had committed when it was made; run `python -m "
+                       "analyze` again to extend it.\n")
+    if pending:
+        unfinished += f"\nNot in this report yet: {'; '.join(pending)}.\n"
     sections = [f"""# {pipeline}: latent generalization report
 
 Accuracies are on the held-out test split against true labels, in percent. Probes are
@@ -326,7 +398,7 @@ together: mean ± standard deviation over the seeds.
 The memorizing model beside the best layer's probes and the model with its last layer
 replaced by the VeLPIC vectors of its penultimate layer (no retraining), at each run's
 final epoch.
-
+{unfinished}
 {_table(rows)}
 
 Edit cross-check (predictions of the zero-bias edited model rebuilt from the stored
@@ -377,6 +449,6 @@ to the final epoch.
 under `analysis/` and open as one xarray Dataset with `stores.analysis_results`.
 """)
     path = location.join(out_dir, "report.md")
-    with location.open_file(path, "w") as f:
+    with replacing(path, "w") as f:
         f.write("\n".join(sections))
     return path

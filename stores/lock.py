@@ -1,11 +1,17 @@
 """One writer per store: an advisory lock that dies with the process holding it.
 (Stores at a URL other than file:// are written unlocked: object stores have no flock.)
 
-The lock is `STORE.lock`, next to the store (so it exists before the store does and
-survives `--overwrite`). It is held with `flock`, which the kernel releases when the
-holder exits, however it exits (SIGKILL, OOM, a preempted node's NFS lease running out):
-a dead capture never leaves a lock behind. The file's text (pid, host, start time) only
-serves the message shown to a second writer; the file is removed on release.
+A store has two locks, next to it (so they exist before the store does and survive
+`--overwrite`): `STORE.lock`, held by whoever writes the captured data (capture,
+`stores repair`), and `STORE.analysis.lock`, held by `python -m analyze` while it reads
+the store's earlier results and writes its `analysis/` groups. They are separate so that
+analysis can run while a capture writes (it reads committed epochs only), and two
+analyses of one store cannot interleave their writes: the second is refused, as a second
+capture is. Both are held with `flock`, which the kernel releases when the holder exits,
+however it exits (SIGKILL, OOM, a preempted node's NFS lease running out): a dead process
+never leaves a lock behind, and the file it leaves (with its stale text) is simply
+locked again by the next one. The file's text (purpose, pid, host, start time) only
+serves the message shown to a second holder; the file is removed on release.
 """
 
 from __future__ import annotations
@@ -31,15 +37,23 @@ class LockError(StoreError):
     """Another live process is writing the store."""
 
 
-def lock_path(store: str) -> str:
-    return f"{str(store).rstrip('/')}.lock"
+WRITE, ANALYSIS = "write", "analysis"  # the two locks of a store
+_SUFFIX = {WRITE: ".lock", ANALYSIS: ".analysis.lock"}
+
+
+def lock_path(store: str, which: str = WRITE) -> str:
+    return f"{str(store).rstrip('/')}{_SUFFIX[which]}"
 
 
 class StoreLock:
-    """`with StoreLock(path):` holds the write lock of the store at `path`."""
+    """`with StoreLock(path):` holds the write lock of the store at `path`;
+    `StoreLock(path, purpose="analysis")` its analysis lock (`which` picks the lock when
+    the purpose alone does not: `repair` may take both)."""
 
-    def __init__(self, store: str, purpose: str = "capture"):
-        self.store, self.path, self.purpose = str(store).rstrip("/"), lock_path(store), purpose
+    def __init__(self, store: str, purpose: str = "capture", which: str | None = None):
+        which = which or (ANALYSIS if purpose == "analysis" else WRITE)
+        self.store, self.path, self.purpose = str(store).rstrip("/"), lock_path(store, which), purpose
+        self.which = which
         self._fd: int | None = None
 
     def __enter__(self) -> "StoreLock":
@@ -60,7 +74,8 @@ class StoreLock:
             except BlockingIOError:
                 holder = _read(fd)
                 os.close(fd)
-                raise LockError(f"{self.store} is being written by another process ({holder}); "
+                doing = "analysed" if self.which == ANALYSIS else "written"
+                raise LockError(f"{self.store} is being {doing} by another process ({holder}); "
                                 "wait for it to end or stop it, then run this again")
             except OSError as err:
                 if err.errno not in _UNSUPPORTED:

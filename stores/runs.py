@@ -13,20 +13,72 @@ Dataset (probe × layer × epoch × score × run) and one tidy pandas table.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+import zarr
 
 from . import location, schema
 from .catalog import list_runs
 from .reader import open_run, run_attrs
 from .writer import StoreError
 
+log = logging.getLogger(__name__)
+
 DYNAMICS = f"{schema.ANALYSIS}/dynamics"
 EDIT = f"{schema.ANALYSIS}/edit"
+
+# The variables (and their dims) of each analysis group that `python -m analyze` writes:
+# a group that lacks one (left by an analysis killed before writes were atomic, or cut
+# short on an object store) is read as absent, so the analysis computes it again.
+ANALYSIS_LAYOUT = {
+    "dynamics": {"accuracy": ("probe", "layer", "epoch", "score"), "masc_k": ("layer", "epoch", "class")},
+    "edit": {"accuracy": ("variant", "epoch", "score"), "weight": ("epoch", "out", "in")},
+    "neurons": {"ipr": ("epoch", "neuron"), "mean_ipr": ("epoch",), "ipr_histogram": ("epoch", "bin")},
+    "pruning": {"accuracy": ("order", "group", "pruned"), "neuron_order": ("order", "rank")},
+}
+
+
+def stored_analysis(path: str) -> dict[str, xr.Dataset]:
+    """Every whole `analysis/<name>` group of a store, loaded into memory ({} if none).
+    A group that is not whole (see ANALYSIS_LAYOUT; or unreadable) is left out with a
+    warning: it is what an interrupted write left, and is recomputed, never trusted."""
+    group = zarr.open_group(path, mode="r", use_consolidated=False, zarr_format=3)
+    if schema.ANALYSIS not in group:
+        return {}
+    out = {}
+    for name in sorted(name for name, _ in group[schema.ANALYSIS].groups()):
+        try:
+            with xr.open_zarr(path, group=f"{schema.ANALYSIS}/{name}", consolidated=False,
+                              zarr_format=3) as ds:
+                ds = ds.load()
+            problem = _incomplete(name, ds)
+        except (KeyError, ValueError, OSError, TypeError) as err:
+            problem = f"unreadable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        if problem:
+            log.warning("%s: analysis/%s is incomplete (%s), as an interrupted analysis leaves "
+                        "it; it is recomputed", path, name, problem)
+            continue
+        out[name] = ds
+    return out
+
+
+def _incomplete(name: str, ds: xr.Dataset) -> str:
+    """Why a loaded analysis group is not whole ("" if it is)."""
+    if not ds.data_vars:
+        return "no arrays"
+    for var, dims in ANALYSIS_LAYOUT.get(name, {}).items():
+        if var not in ds.data_vars:
+            return f"no {var!r}"
+        if ds[var].dims != dims:
+            return f"{var!r} has dims {ds[var].dims}, expected {dims}"
+    if "epoch" in ds.dims and ("epoch" not in ds.coords or ds.indexes["epoch"].has_duplicates):
+        return "no epoch coordinate" if "epoch" not in ds.coords else "repeated epochs"
+    return ""
 
 
 def run_paths(source: str | Path | Iterable[str | Path]) -> list[str]:

@@ -7,7 +7,11 @@ synchronous: `capture` drives it from one background thread, in order.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as _dt
+import errno
+import os
+import posixpath
 import warnings
 from dataclasses import dataclass
 from typing import Mapping
@@ -16,7 +20,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from . import schema
+from . import location, schema
 from .chunkio import make_chunk_dirs, write_chunk
 
 
@@ -243,3 +247,171 @@ class RunWriter:
     def finish(self, status: str = schema.STATUS_COMPLETE) -> None:
         self.group.attrs["status"] = status
         consolidate(self.path)
+
+
+# ------------------------------------------------------------------ analysis results
+# `python -m analyze` writes each `analysis/<name>` group aside, as a Zarr group of its
+# own beside the store (`RUN.zarr.analysis-<name>.creating`: outside the store, so that
+# neither a reader nor a consolidation of the store ever lists it), then swaps it into
+# place. A reader sees the old group or the new one, never a part of either:
+# * on a local file system the swap is one `renameat2(RENAME_EXCHANGE)` (Linux), and the
+#   old group, now aside, is removed; where the kernel or file system cannot exchange,
+#   the old group is renamed aside (`.replaced`) and the new one renamed in: for an
+#   instant the group is absent (never partial), and a kill there leaves the old group
+#   aside, which `recover_analysis` puts back;
+# * on an object store (s3://, memory://) nothing renames a tree in one step: the old
+#   group's `zarr.json` goes first (the group is absent), then its arrays, then the new
+#   arrays, then the new group's `zarr.json` last. A kill in between leaves no group or
+#   one whose arrays are incomplete, which `stores.runs.stored_analysis` reads as absent
+#   (so analysis recomputes it).
+# The store's consolidated metadata (present once a capture finished) would describe the
+# old group: it is dropped before the first swap and written again after the last.
+STAGING, REPLACED = "creating", "replaced"
+
+
+def analysis_aside(path: str, name: str, what: str = STAGING) -> str:
+    """Where the group `analysis/<name>` of the store at `path` is written aside."""
+    return f"{str(path).rstrip('/')}.{schema.ANALYSIS}-{name}.{what}"
+
+
+def write_analysis(path: str, datasets: Mapping) -> None:
+    """Replace `analysis/<name>` groups of one store (`{name: xarray.Dataset}`) one by
+    one, each atomically as above; nothing else in the store is touched. The caller holds
+    the store's analysis lock (`stores.lock`). A store that is still being written is not
+    consolidated here (its capture does that when it finishes)."""
+    from .reader import run_attrs  # (reader imports this module)
+
+    if not datasets:
+        return
+    complete = run_attrs(path).get("status") == schema.STATUS_COMPLETE
+    name = next(iter(datasets))
+    try:
+        for name, ds in datasets.items():
+            staging = analysis_aside(path, name)
+            location.remove(staging)
+            # Every chunk checksummed, as the captured data are (`python -m stores validate`).
+            encoding = {v: {"compressors": [ZstdCodec(level=1), Crc32cCodec()]} for v in ds.variables}
+            ds.to_zarr(staging, mode="w-", zarr_format=3, consolidated=False, encoding=encoding)
+        _drop_consolidated(path)
+        root = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+        if schema.ANALYSIS not in root:
+            root.create_group(schema.ANALYSIS)
+        for name in datasets:
+            _swap_in(analysis_aside(path, name), f"{str(path).rstrip('/')}/{schema.ANALYSIS}/{name}",
+                     analysis_aside(path, name, REPLACED))
+        if complete:
+            consolidate(path)
+    except OSError as err:  # a full disk, a read-only folder: one line, nothing committed touched
+        for aside in datasets:
+            location.remove(analysis_aside(path, aside))
+        raise StoreError(f"{path}: cannot write analysis/{name} "
+                         f"({(err.strerror or str(err)).lower()}); the captured data and the "
+                         "earlier analysis results are intact: free space or make the folder "
+                         "writable, then run the analysis again") from err
+
+
+def recover_analysis(path: str) -> list[str]:
+    """Tidy what a killed analysis left beside the store: a group written aside but not
+    swapped in is removed (it is recomputed); an old group moved aside whose replacement
+    never arrived is put back. Returns what it did, one phrase each."""
+    done = []
+    parent, base = location.parent(path), location.name(path)
+    prefix = f"{base}.{schema.ANALYSIS}-"
+    try:
+        entries = [location.name(e) for e in location.listdir(parent)]
+    except FileNotFoundError:
+        return done
+    for entry in sorted(e for e in entries if e.startswith(prefix)):
+        name, _, what = entry[len(prefix):].rpartition(".")
+        aside = location.join(parent, entry)
+        target = location.join(path, schema.ANALYSIS, name)
+        if what == REPLACED and not location.is_store(target):
+            location.remove(target)
+            location.move(aside, target)
+            done.append(f"put back analysis/{name}")
+        elif what in (STAGING, REPLACED):
+            location.remove(aside)
+            done.append(f"removed {entry}")
+    return done
+
+
+def consolidate_if_stale(path: str) -> bool:
+    """Consolidate the store's metadata again when its consolidated copy is missing or
+    describes `analysis/` otherwise than the groups now there; True if it did."""
+    meta = zarr.open_group(path, mode="r", zarr_format=3).metadata.consolidated_metadata
+    plain = zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False)
+    described = lambda node: {k: v for k, v in node.to_dict().items()  # noqa: E731
+                              if k != "consolidated_metadata"}
+    now = {}
+    if schema.ANALYSIS in plain:
+        now = {f"{schema.ANALYSIS}/{key}": described(node.metadata)
+               for key, node in plain[schema.ANALYSIS].members(max_depth=None)}
+    seen = {} if meta is None else {key: described(node) for key, node in meta.flattened_metadata.items()
+                                     if key.startswith(f"{schema.ANALYSIS}/")}
+    if meta is not None and now == seen:
+        return False
+    consolidate(path)
+    return True
+
+
+def _drop_consolidated(path: str) -> None:
+    """Rewrite the root metadata without its consolidated copy of the tree (one atomic
+    file write), so that no reader trusts it while analysis groups are swapped."""
+    if zarr.open_group(path, mode="r", zarr_format=3).metadata.consolidated_metadata is None:
+        return
+    root = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+    root.attrs["status"] = root.attrs.get("status", schema.STATUS_RUNNING)  # rewrites zarr.json
+
+
+def _swap_in(staging: str, target: str, replaced: str) -> None:
+    if not location.is_local(staging):
+        return _swap_in_remote(staging, target)
+    staging, target, replaced = (location.normalize(p) for p in (staging, target, replaced))
+    if not os.path.exists(target):
+        _rename(staging, target)
+        return
+    if _exchange(staging, target):
+        location.remove(staging)  # the old group, now aside
+        return
+    location.remove(replaced)
+    _rename(target, replaced)
+    _rename(staging, target)
+    location.remove(replaced)
+
+
+def _rename(source: str, target: str) -> None:
+    os.rename(source, target)  # (one name, so that a test can kill the swap here)
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths in one step (Linux `renameat2(RENAME_EXCHANGE)`); False where the
+    C library, kernel or file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), a)
+
+
+def _swap_in_remote(staging: str, target: str) -> None:
+    """The best an object store allows: the group is absent while it is replaced, and its
+    `zarr.json` arrives last (see the comment above `write_analysis`)."""
+    fs, src = location.filesystem(staging)
+    dst = location.filesystem(target)[1]
+    if fs.exists(dst):
+        if fs.exists(posixpath.join(dst, "zarr.json")):
+            fs.rm(posixpath.join(dst, "zarr.json"))
+        fs.rm(dst, recursive=True)
+    top = posixpath.join(src, "zarr.json")
+    files = sorted(fs.find(src), key=lambda f: f.rstrip("/") == top.rstrip("/"))
+    for file in files:
+        fs.mv(file, dst + file[len(src):])
+    if fs.exists(src):
+        fs.rm(src, recursive=True)
