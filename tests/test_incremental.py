@@ -5,7 +5,11 @@ equal those of one analysis of the finished stores."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -70,8 +74,10 @@ def test_analysis_during_capture_is_incremental_and_equals_a_full_one(tiny_root,
             capture_run(corrupted, str(live), progress=False)
     path = corrupted.store_path(str(live))
     assert stores.run_attrs(path)["status"] == "running"
-    analyse(pipeline, str(live), client=None, progress=False)
+    report = Path(analyse(pipeline, str(live), client=None, progress=False)).read_text()
     assert counted == [3 * 3]  # three layers x the three committed epochs
+    assert "Not in this report yet: corruption=0.0,seed=0 (no store yet)." in report
+    assert "(running: 3 of 4 scheduled epochs committed) | 2 |" in report
     partial = _results(path)
     assert list(partial["dynamics"].epoch.values) == [0, 1, 2]
     assert stores.run_attrs(path)["status"] == "running"  # analysis did not consolidate it
@@ -97,6 +103,52 @@ def test_a_store_without_a_committed_epoch_is_skipped(tmp_path, monkeypatch, cou
         crash_at(patch, RunWriter, "write_activations", 2)  # inside epoch 0
         with pytest.raises(Exception):
             capture_run(corrupted, str(tmp_path), progress=False)
-    analyse(pipeline, str(tmp_path), client=None, progress=False)
+    report = Path(analyse(pipeline, str(tmp_path), client=None, progress=False)).read_text()
     assert counted == [3 * 3]  # the clean run only
+    assert "Not in this report yet: corruption=0.6,seed=0 (no committed epoch yet)." in report
     assert "analysis" not in stores.open_run(corrupted.store_path(str(tmp_path))).children
+
+
+def test_a_capture_committing_during_the_analysis_is_reported_as_running(tiny_root, tmp_path, monkeypatch,
+                                                                         counted):
+    """Issue 14, case 4: a capture that commits an epoch while `analyze` computes made the
+    report step fail (`KeyError: not all values found in index 'layer'`: the report took
+    each run's final epoch from the model's metrics, which had an epoch the probes had
+    not). The report uses the last analysed epoch and says the run is still running; runs
+    at different committed epochs and a finished one sit side by side."""
+    pipelines, _ = tiny_root
+    pipeline = load_pipeline("quickstart", pipelines)
+    clean, corrupted = pipeline.runs()  # slots: epochs 0, 1, 2, 4
+    root = fresh_tiny_root(tiny_root, tmp_path / "runs")  # the 0.0 run is finished
+    path = corrupted.store_path(str(root))
+    shutil.rmtree(path)
+    with monkeypatch.context() as patch:
+        crash_at(patch, RunWriter, "commit", 3)  # epochs 0 and 1 committed
+        with pytest.raises(Exception):
+            capture_run(corrupted, str(root), progress=False)
+    planned = grid.run_eager
+
+    def capture_meanwhile(tasks, settings, progress=False):
+        results = planned(tasks, settings, progress)
+        with monkeypatch.context() as patch:  # the capture goes on and commits epoch 2
+            crash_at(patch, RunWriter, "commit", 2)
+            with pytest.raises(Exception):
+                capture_run(corrupted, str(root), progress=False)
+        return results
+
+    monkeypatch.setattr(grid, "run_eager", capture_meanwhile)
+    report = Path(analyse(pipeline, str(root), client=None, progress=False)).read_text()
+    assert counted == [3 * 4 + 3 * 2]
+    assert "| corruption = 0.0 (1 seed) | 4 |" in report
+    assert "| corruption = 0.6 (1 seed) (running: 3 of 4 scheduled epochs committed) | 1 |" in report
+    assert "Some captures are still running" in report
+    table = pd.read_csv(root / "quickstart" / "analysis.csv")
+    assert sorted(table.query("run == @corrupted.name").epoch.unique()) == [0, 1]
+
+    monkeypatch.setattr(grid, "run_eager", planned)
+    report = Path(analyse(pipeline, str(root), client=None, progress=False)).read_text()
+    assert counted == [18, 3]  # the epoch committed meanwhile, now
+    assert "| corruption = 0.6 (1 seed) (running: 3 of 4 scheduled epochs committed) | 2 |" in report
+    capture_run(corrupted, str(root), progress=False)  # finishes
+    report = Path(analyse(pipeline, str(root), client=None, progress=False)).read_text()
+    assert "| corruption = 0.6 (1 seed) | 4 |" in report and "running" not in report
