@@ -161,9 +161,6 @@ class CheckedStore(WrapperStore):
     def _with_store(self, store):
         return type(self)(store, self._path, self._prefix, self._committed)
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, CheckedStore) and self._store == other._store
-
     async def get(self, key, prototype, byte_range=None):
         value = await self._store.get(key, prototype, byte_range)
         if value is None and not key.endswith("zarr.json"):

@@ -47,11 +47,15 @@ def committed_slots(path: str) -> tuple[np.ndarray, np.ndarray]:
 
     A complete store whose flags have holes inside its trained range (or none at all)
     has lost them: StoreError, since showing fewer epochs would be silently wrong."""
-    group = _open_group(path)
+    group = _open_group(path, checked=False)  # the flags' absent chunks mean False
     committed = _array(group, f"{schema.EPOCHS}/committed", path)[:]
     slots = np.flatnonzero(committed)
-    # Only the committed slots' numbers: the spare slot's chunk is absent until it is used.
-    epochs = _array(group, f"{schema.EPOCHS}/epoch", path).get_orthogonal_selection(slots)
+    epochs = _array(group, f"{schema.EPOCHS}/epoch", path)[:][slots]
+    if (epochs < 0).any():  # the fill value -1: a committed epoch's number is missing
+        slot = int(slots[np.flatnonzero(epochs < 0)[0]])
+        raise StoreError(f"{path}: {schema.EPOCHS}/epoch chunk ({slot},) of committed slot {slot} "
+                         f"is missing (damage, not fill): run `python -m stores validate {path}`, "
+                         f"then `python -m stores repair {path}` and resume the capture")
     if group.attrs.get("status") == schema.STATUS_COMPLETE:
         lost = schema.lost_commits(committed, list(group.attrs.get("schedule", [])), epochs)
         if lost:

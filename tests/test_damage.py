@@ -102,6 +102,14 @@ def test_reads_that_need_no_missing_chunk_go_on(store):
     assert np.isnan(stores.slab(store, "relu1", 4)).all()
 
 
+def test_a_missing_epoch_number_of_a_committed_slot_is_damage(store):
+    chunk(store, "epochs/epoch", 2).unlink()
+    with pytest.raises(StoreError) as err:
+        stores.committed_slots(store)
+    assert one_line(err).startswith(f"{store}: epochs/epoch chunk (2,) of committed slot 2 is "
+                                    "missing (damage, not fill): run `python -m stores validate")
+
+
 def test_a_missing_probe_set_chunk_is_damage(store):
     chunk(store, "samples/label_observed", 0).unlink()
     with pytest.raises(StoreError) as err:
