@@ -255,18 +255,26 @@ def _group_notes(runs: list[str], notes: dict[str, str]) -> str:
     return " (" + "; ".join(f"{run} {notes[run]}" for run in noted) + ")"
 
 
-def run_notes(paths: list[str]) -> dict[str, str]:
-    """Run name -> "running: N of M scheduled epochs committed", for each store whose
-    capture has not finished (as the store says now)."""
+def run_notes(paths: list[str], results: xr.Dataset | None = None) -> dict[str, str]:
+    """Run name -> a note for its row, as the store says now: "running: N of M scheduled
+    epochs committed" while its capture has not finished, and ", K analysed" (or, for a
+    finished run, "K of N committed epochs analysed") where epochs were committed after
+    this analysis planned its tasks (`results`: what the report shows)."""
+    counted = {}
+    if results is not None and "run_name" in results.coords:
+        counted = dict(zip((str(v) for v in results["run_name"].values),
+                           (int(n) for n in analysed(results).sum("epoch").values)))
     out = {}
     for path in paths:
         attrs = stores.run_attrs(path)
-        if attrs.get("status") == stores.schema.STATUS_COMPLETE:
-            continue
+        name = str(attrs.get("run_name", path))
         committed = len(stores.committed_slots(path)[0])
-        scheduled = len(attrs.get("schedule", []))
-        out[str(attrs.get("run_name", path))] = (f"running: {committed} of {scheduled} "
-                                                 "scheduled epochs committed")
+        done = counted.get(name, committed)
+        if attrs.get("status") != stores.schema.STATUS_COMPLETE:
+            out[name] = (f"running: {committed} of {len(attrs.get('schedule', []))} scheduled "
+                         "epochs committed" + (f", {done} analysed" if done < committed else ""))
+        elif done < committed:
+            out[name] = f"{done} of {committed} committed epochs analysed"
     return out
 
 
@@ -377,13 +385,13 @@ def write_report(pipeline: str, out_dir: str, paths: list[str], results: xr.Data
     that are not in the report yet (no store, or no committed epoch), with why.
     Returns where report.md went."""
     figure = lambda name: location.join(out_dir, "figures", name)  # noqa: E731
-    notes = run_notes(paths)
+    notes = run_notes(paths, results)
     rows = summary_rows(results, notes)
     unfinished = ""
     if notes:
-        unfinished += ("\nSome captures are still running (marked in their rows): this report "
-                       "covers the epochs they had committed when it was made; run `python -m "
-                       "analyze` again to extend it.\n")
+        unfinished += ("\nSome runs are still being captured, or committed epochs after this "
+                       "analysis began (marked in their rows): the report covers the epochs "
+                       "analysed; run `python -m analyze` again to extend it.\n")
     if pending:
         unfinished += f"\nNot in this report yet: {'; '.join(pending)}.\n"
     sections = [f"""# {pipeline}: latent generalization report

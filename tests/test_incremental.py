@@ -140,8 +140,9 @@ def test_a_capture_committing_during_the_analysis_is_reported_as_running(tiny_ro
     report = Path(analyse(pipeline, str(root), client=None, progress=False)).read_text()
     assert counted == [3 * 4 + 3 * 2]
     assert "| corruption = 0.0 (1 seed) | 4 |" in report
-    assert "| corruption = 0.6 (1 seed) (running: 3 of 4 scheduled epochs committed) | 1 |" in report
-    assert "Some captures are still running" in report
+    assert ("| corruption = 0.6 (1 seed) (running: 3 of 4 scheduled epochs committed, 2 analysed) | 1 |"
+            in report)
+    assert "Some runs are still being captured" in report
     table = pd.read_csv(root / "quickstart" / "analysis.csv")
     assert sorted(table.query("run == @corrupted.name").epoch.unique()) == [0, 1]
 
