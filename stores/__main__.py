@@ -95,7 +95,10 @@ def cmd_repair(args: argparse.Namespace) -> int:
     if result.marked_running:
         print(f"marked {args.store} running (so that resuming the capture completes it)")
     for name in result.removed:
-        if name == schema.ANALYSIS:
+        if name.split("/")[0] == schema.STATE:
+            print(f"removed {name} (unreadable training state; a resume uses the other copy "
+                  "or retrains)")
+        elif name == schema.ANALYSIS:
             print(f"removed {name} (it covered the epochs that are no longer committed; "
                   "`python -m analyze` computes it again)")
         else:

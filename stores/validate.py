@@ -104,6 +104,8 @@ def validate(path: str, flags_lost: bool = False) -> Report:
     _open_group(path, checked=False)  # missing store, foreign store, newer schema: StoreError
     report = Report(path)
     if not _metadata_readable(path, report):
+        report.notes.append("the rest of the store is checked once its metadata can be read "
+                            "(repair writes it again, or removes derived results)")
         return report  # the tree cannot be walked
     # Each node's own metadata, not a consolidated copy of it (which may be stale).
     root = zarr.open_group(path, mode="r", use_consolidated=False, zarr_format=3)
@@ -424,8 +426,9 @@ def _check_analysis(root: zarr.Group, report: Report) -> None:
 
 
 def damaged(path: str, limit: int = 1) -> list[Problem]:
-    """The first `limit` problems of a store (for an error message)."""
-    return validate(path).problems[:limit]
+    """The first `limit` problems of a store (for an error message), chunks first."""
+    problems = validate(path).problems
+    return sorted(problems, key=lambda p: p.index is None)[:limit]
 
 
 # ------------------------------------------------------------------ repair
@@ -454,10 +457,12 @@ def repair(path: str) -> tuple[Report, Repair]:
         if report.ok:
             return report, result
         found = report  # what was wrong (the caller's to show); `report`: what is left
+        dropped = _drop_unreadable_derived(path, report, result)
+        flags_lost = False
         if any(p.kind in (METADATA, LAYOUT) for p in report.problems):
             flags_lost = _rebuild_metadata(path, report, result)
-            if result.rebuilt:  # now every chunk of the rebuilt arrays can be checked
-                report = validate(path, flags_lost=flags_lost)
+        if result.rebuilt or dropped:  # now the rest of the tree can be checked
+            report = validate(path, flags_lost=flags_lost)
         root = zarr.open_group(path, mode="r+", use_consolidated=False, zarr_format=3)
         was_complete = root.attrs.get("status") == schema.STATUS_COMPLETE
         slots = sorted({p.slot for p in report.problems if p.slot is not None})
@@ -519,6 +524,20 @@ def _recommit(root: zarr.Group, slots: list[int], result: Repair) -> None:
         _step("recommit")
 
 
+def _drop_unreadable_derived(path: str, report: Report, result: Repair) -> bool:
+    """Remove the analysis results and training-state copies whose metadata cannot be
+    read (recomputed by `analyze`; a resume uses the other copy or retrains)."""
+    nodes = sorted({"/".join(p.array.split("/")[:2]) for p in report.problems
+                    if p.kind == METADATA and p.top in (schema.ANALYSIS, schema.STATE)})
+    for name in nodes:
+        if any(name.startswith(f"{other}/") for other in nodes if other != name):
+            continue  # inside one removed already
+        location.remove(location.join(path, name))
+        result.removed.append(name)
+        _step("drop")
+    return bool(nodes)
+
+
 def _rebuild_metadata(path: str, report: Report, result: Repair) -> bool:
     """Write the zarr.json of every array whose metadata is unreadable, wrong or missing
     again from the schema (a group's from its consolidated copy). True if the commit
@@ -526,7 +545,8 @@ def _rebuild_metadata(path: str, report: Report, result: Repair) -> bool:
     docs = documents(path)
     layout = layout_of(docs)
     consolidated = (((docs.get("") or {}).get("consolidated_metadata") or {}).get("metadata")) or {}
-    for name in sorted({p.array for p in report.problems if p.kind in (METADATA, LAYOUT)}):
+    for name in sorted({p.array for p in report.problems if p.kind in (METADATA, LAYOUT)
+                        and p.top not in (schema.ANALYSIS, schema.STATE)}):
         doc, source = schema.expected_metadata(layout, name) if layout else None, "the schema"
         if doc is None and docs.get(name, {}) is None:  # an unreadable group: its copy
             copy = dict(consolidated.get(name) or {})

@@ -316,7 +316,8 @@ def test_unreadable_array_metadata_is_written_again_from_the_schema(store, tiny_
     for array, change in UNREADABLE.items():
         rewrite(Path(store, array, "zarr.json"), change)
     code, out, _ = run(capsys, "validate", store)
-    lines = sorted(out.splitlines())
+    lines = sorted(line for line in out.splitlines() if not line.startswith("note: "))
+    assert "note: the rest of the store is checked once its metadata can be read" in out
     assert len(lines) == 4 and all(": unreadable metadata (" in line for line in lines)
     assert lines[1] == ("activations/relu2/values: unreadable metadata (Invalid type: NaN. "
                         "Expected an integer.)")
@@ -385,4 +386,16 @@ def test_an_empty_or_partial_analysis_group_is_found_and_removed(store, capsys):
 
 def test_a_whole_analysis_group_validates(store, capsys):
     with_analysis(store)
+    assert run(capsys, "validate", store)[0] == 0
+
+
+def test_unreadable_analysis_or_state_metadata_is_removed_not_refused(store, capsys):
+    with_analysis(store)
+    Path(store, "analysis/dynamics/accuracy/zarr.json").write_text("garbage")
+    Path(store, "state/1/model/fc1.weight/zarr.json").write_text("garbage")
+    code, out, err = run(capsys, "repair", store)
+    assert code == 0, err
+    assert out.splitlines() == [
+        "removed analysis/dynamics (broken; `python -m analyze` computes it again)",
+        "removed state/1 (unreadable training state; a resume uses the other copy or retrains)"]
     assert run(capsys, "validate", store)[0] == 0
