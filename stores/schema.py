@@ -165,6 +165,56 @@ class Layout:
     params: dict = dataclasses.field(default_factory=dict)  # param -> shape
 
 
+def layout_of(docs: dict[str, dict | None]) -> Layout | None:
+    """What the store's array metadata should follow from: the root attributes, the
+    probe set, the layers' attributes and the parameters' shapes, read from the nodes
+    that are readable (or their consolidated copies); None if it cannot be worked out."""
+    root = docs.get("") or {}
+    attrs = root.get("attributes") or {}
+    consolidated = ((root.get("consolidated_metadata") or {}).get("metadata")) or {}
+
+    def doc(name: str) -> dict:
+        return docs.get(name) or consolidated.get(name) or {}
+
+    def node_attrs(name: str) -> dict:
+        return doc(name).get("attributes") or {}
+
+    names = set(docs) | set(consolidated)
+    act, wts = f"{ACTIVATIONS}/", f"{WEIGHTS}/"
+    order = node_attrs(ACTIVATIONS).get("order") or sorted(
+        {n.split("/")[1] for n in names if n.startswith(act)})
+    units = {}
+    for layer in order:
+        group, values = node_attrs(f"{act}{layer}"), doc(f"{act}{layer}/{VALUES}")
+        if "original_shape" in group:
+            units[layer] = reduced_units(group.get("reduction", "flatten"), group["original_shape"])
+        elif values.get("shape"):
+            units[layer] = values["shape"][-1]
+    params = {}
+    for param in sorted({n.split("/")[1] for n in names if n.startswith(wts)}):
+        group, values = node_attrs(f"{wts}{param}"), doc(f"{wts}{param}/{VALUES}")
+        if "shape" in group:
+            params[param] = list(group["shape"])
+        elif values.get("shape"):
+            params[param] = values["shape"][1:]
+    sizes = [doc(f"{SAMPLES}/{n}").get("shape", [None])[0] for n in SAMPLE_FIELDS]
+    sizes += [(doc(f"{act}{layer}/{VALUES}").get("shape") or [None, None])[1] for layer in order]
+    sizes = [int(n) for n in sizes if isinstance(n, int)]
+    if not sizes or "schedule" not in attrs:
+        return None
+    capture = (attrs.get("config") or {}).get("capture") or {}
+    dtype = capture.get("dtype")
+    if dtype not in ACTIVATION_DTYPES:  # a store laid out without a run config
+        have = {doc(f"{act}{layer}/{VALUES}").get("data_type") for layer in order}
+        dtype = next(iter(sorted(have & set(ACTIVATION_DTYPES))), "float16")
+    compressor = capture.get("compressor")
+    if compressor not in ("none", "zstd"):
+        codecs = doc(f"{METRICS}/{METRIC_NAMES[0]}").get("codecs") or []
+        compressor = "zstd" if any(c.get("name") == "zstd" for c in codecs) else "none"
+    return Layout(len(attrs["schedule"]) + 1, max(set(sizes), key=sizes.count),
+                         dtype, compressor, units, params)
+
+
 def expected_metadata(layout: Layout, name: str) -> dict | None:
     """The zarr.json document of array `name` as the writer lays it out (None: not an
     array the schema knows, such as state/ or analysis/)."""

@@ -28,6 +28,7 @@ again.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -41,7 +42,7 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 from . import location, schema
 from .lock import StoreLock
 from .reader import _open_group
-from .writer import StoreError, consolidate
+from .writer import consolidate
 
 EPOCH_GROUPS = schema.CAPTURED
 COMMITTED = f"{schema.EPOCHS}/committed"
@@ -111,7 +112,7 @@ def validate(path: str, flags_lost: bool = False) -> Report:
     root = zarr.open_group(path, mode="r", use_consolidated=False, zarr_format=3)
     _check_layout(root, report)
     docs = documents(path)
-    layout = layout_of(docs)
+    layout = schema.layout_of(docs)
     if layout is not None:
         _check_metadata(root, docs, layout, report)
     flags_lost = flags_lost or COMMITTED not in root
@@ -213,7 +214,7 @@ def _check_chunks(base: str, name: str, array: zarr.Array, report: Report,
 
 
 def _checksummed(array: zarr.Array) -> bool:
-    return any(getattr(c, "to_dict", lambda: {})().get("name") == "crc32c"
+    return any(getattr(c, "to_dict", dict)().get("name") == "crc32c"
                for c in array.metadata.codecs)
 
 
@@ -286,51 +287,6 @@ def documents(path: str) -> dict[str, dict | None]:
     return out
 
 
-def layout_of(docs: dict[str, dict | None]) -> schema.Layout | None:
-    """What the store's array metadata should follow from: the root attributes, the
-    probe set, the layers' attributes and the parameters' shapes, read from the nodes
-    that are readable (or their consolidated copies); None if it cannot be worked out."""
-    root = docs.get("") or {}
-    attrs = root.get("attributes") or {}
-    consolidated = ((root.get("consolidated_metadata") or {}).get("metadata")) or {}
-    doc = lambda name: docs.get(name) or consolidated.get(name) or {}  # noqa: E731
-    node_attrs = lambda name: doc(name).get("attributes") or {}  # noqa: E731
-    names = set(docs) | set(consolidated)
-    act, wts = f"{schema.ACTIVATIONS}/", f"{schema.WEIGHTS}/"
-    order = node_attrs(schema.ACTIVATIONS).get("order") or sorted(
-        {n.split("/")[1] for n in names if n.startswith(act)})
-    units = {}
-    for layer in order:
-        group, values = node_attrs(f"{act}{layer}"), doc(f"{act}{layer}/{schema.VALUES}")
-        if "original_shape" in group:
-            units[layer] = schema.reduced_units(group.get("reduction", "flatten"), group["original_shape"])
-        elif values.get("shape"):
-            units[layer] = values["shape"][-1]
-    params = {}
-    for param in sorted({n.split("/")[1] for n in names if n.startswith(wts)}):
-        group, values = node_attrs(f"{wts}{param}"), doc(f"{wts}{param}/{schema.VALUES}")
-        if "shape" in group:
-            params[param] = list(group["shape"])
-        elif values.get("shape"):
-            params[param] = values["shape"][1:]
-    sizes = [doc(f"{schema.SAMPLES}/{n}").get("shape", [None])[0] for n in schema.SAMPLE_FIELDS]
-    sizes += [(doc(f"{act}{layer}/{schema.VALUES}").get("shape") or [None, None])[1] for layer in order]
-    sizes = [int(n) for n in sizes if isinstance(n, int)]
-    if not sizes or "schedule" not in attrs:
-        return None
-    capture = (attrs.get("config") or {}).get("capture") or {}
-    dtype = capture.get("dtype")
-    if dtype not in schema.ACTIVATION_DTYPES:  # a store laid out without a run config
-        have = {doc(f"{act}{layer}/{schema.VALUES}").get("data_type") for layer in order}
-        dtype = next(iter(sorted(have & set(schema.ACTIVATION_DTYPES))), "float16")
-    compressor = capture.get("compressor")
-    if compressor not in ("none", "zstd"):
-        codecs = doc(f"{schema.METRICS}/{schema.METRIC_NAMES[0]}").get("codecs") or []
-        compressor = "zstd" if any(c.get("name") == "zstd" for c in codecs) else "none"
-    return schema.Layout(len(attrs["schedule"]) + 1, max(set(sizes), key=sizes.count),
-                         dtype, compressor, units, params)
-
-
 def _check_metadata(root: zarr.Group, docs: dict, layout: schema.Layout, report: Report) -> None:
     """Each array's own metadata, and its consolidated copy, against the schema's."""
     consolidated = (((docs.get("") or {}).get("consolidated_metadata") or {}).get("metadata")) or {}
@@ -356,10 +312,8 @@ def _slot_epochs(root: zarr.Group, n_slots: int) -> np.ndarray:
         return out
     array = root[f"{schema.EPOCHS}/epoch"]
     for slot in range(min(n_slots, array.shape[0])):
-        try:
+        with contextlib.suppress(Exception):  # an unreadable one is reported with its chunk
             out[slot] = int(array[slot])
-        except Exception:  # noqa: BLE001  (reported with its chunk)
-            pass
     return out
 
 
@@ -543,7 +497,7 @@ def _rebuild_metadata(path: str, report: Report, result: Repair) -> bool:
     again from the schema (a group's from its consolidated copy). True if the commit
     flags' array was among them (its flags are then lost: the data decide)."""
     docs = documents(path)
-    layout = layout_of(docs)
+    layout = schema.layout_of(docs)
     consolidated = (((docs.get("") or {}).get("consolidated_metadata") or {}).get("metadata")) or {}
     for name in sorted({p.array for p in report.problems if p.kind in (METADATA, LAYOUT)
                         and p.top not in (schema.ANALYSIS, schema.STATE)}):
@@ -560,10 +514,10 @@ def _rebuild_metadata(path: str, report: Report, result: Repair) -> bool:
         result.sources[name] = source
         _step("metadata")
     if result.rebuilt and consolidated:
-        try:  # the consolidated copies follow (a store marked complete has them)
+        # The consolidated copies follow (a store marked complete has them), unless another
+        # node is still unreadable (it is reported).
+        with contextlib.suppress(Exception):
             consolidate(path)
-        except Exception:  # noqa: BLE001  (another node is still unreadable: reported)
-            pass
         _step("consolidate")
     return COMMITTED in result.rebuilt
 

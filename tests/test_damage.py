@@ -201,7 +201,7 @@ def test_a_repair_killed_between_two_writes_is_finished_by_the_next(store, repai
     assert stores.run_attrs(store)["status"] == "running"
     flags = zarr.open_array(f"{store}/epochs/committed", mode="r")[:]
     assert list(flags[:4]) == [True, step != "uncommit", True, True]
-    code, out, err = run(capsys, "repair", store)
+    code, _, err = run(capsys, "repair", store)
     assert code == 0, err
     assert differences(repaired_reference, store) == []
 
@@ -280,11 +280,11 @@ def test_lost_commit_flags_are_rebuilt_from_the_complete_epochs(store, tiny_root
 
 def test_one_lost_flag_before_a_committed_epoch(store, tiny_root, capsys):
     chunk(store, "epochs/committed", 2).unlink()
-    code, out, _ = run(capsys, "validate", store)
+    _, out, _ = run(capsys, "validate", store)
     assert ("epochs/committed chunk (2,): epoch 2 is not committed, though every chunk of it is "
             "present and valid (a lost flag; repair commits it again)") in out.splitlines()
-    repaired_as_captured(store, tiny_root, capsys, ["committed epoch 2 (slot 2) again (every "
-                                                    "chunk of it present and valid)"])
+    repaired_as_captured(store, tiny_root, capsys, [("committed epoch 2 (slot 2) again (every "
+                                                     "chunk of it present and valid)")])
 
 
 def test_only_whole_epochs_are_committed_again(store, capsys):
@@ -315,7 +315,7 @@ UNREADABLE = {  # array -> its zarr.json as found
 def test_unreadable_array_metadata_is_written_again_from_the_schema(store, tiny_root, capsys):
     for array, change in UNREADABLE.items():
         rewrite(Path(store, array, "zarr.json"), change)
-    code, out, _ = run(capsys, "validate", store)
+    _, out, _ = run(capsys, "validate", store)
     lines = sorted(line for line in out.splitlines() if not line.startswith("note: "))
     assert "note: the rest of the store is checked once its metadata can be read" in out
     assert len(lines) == 4 and all(": unreadable metadata (" in line for line in lines)
@@ -342,7 +342,7 @@ WRONG = {  # array -> (its zarr.json as found, what validate says)
 def test_array_metadata_is_checked_against_the_schema(store, tiny_root, capsys):
     for array, (change, _) in WRONG.items():
         rewrite(Path(store, array, "zarr.json"), change)
-    code, out, _ = run(capsys, "validate", store)
+    _, out, _ = run(capsys, "validate", store)
     for array, (_, what) in WRONG.items():
         assert f"{array}: {what} (the schema's; repair writes it again)" in out.splitlines(), out
     repaired_as_captured(store, tiny_root, capsys, [
@@ -356,7 +356,7 @@ def test_a_wrong_consolidated_copy_is_found_and_consolidated_again(store, tiny_r
         return json.dumps(doc).encode()
 
     rewrite(Path(store, "zarr.json"), spread)
-    code, out, _ = run(capsys, "validate", store)
+    _, out, _ = run(capsys, "validate", store)
     assert out.startswith("activations/relu2/values: consolidated metadata: data_type: expected "
                           "float16, got int16"), out
     repaired_as_captured(store, tiny_root, capsys,
@@ -372,16 +372,16 @@ def test_an_empty_or_partial_analysis_group_is_found_and_removed(store, capsys):
     code, out, err = run(capsys, "validate", store)
     assert code == 1 and digest(store) == before and len(err.splitlines()) == 1
     assert out.splitlines() == [
-        "analysis/dynamics: partial (no masc_k): an interrupted analysis write (repair removes it; "
-        "`python -m analyze` computes it again)",
-        "analysis/edit: empty: an interrupted analysis write (repair removes it; `python -m "
-        "analyze` computes it again)"]
+        ("analysis/dynamics: partial (no masc_k): an interrupted analysis write (repair removes "
+         "it; `python -m analyze` computes it again)"),
+        ("analysis/edit: empty: an interrupted analysis write (repair removes it; `python -m "
+         "analyze` computes it again)")]
     code, out, err = run(capsys, "repair", store)
     assert code == 0, err
-    assert out.splitlines() == ["removed analysis/dynamics (broken; `python -m analyze` computes it again)",
-                                "removed analysis/edit (broken; `python -m analyze` computes it again)"]
+    assert out.splitlines() == [
+        "removed analysis/dynamics (broken; `python -m analyze` computes it again)",
+        "removed analysis/edit (broken; `python -m analyze` computes it again)"]
     assert not Path(store, "analysis/edit").exists() and run(capsys, "validate", store)[0] == 0
-    assert "analysis" in stores.open_run(store).children or True  # readable again
 
 
 def test_a_whole_analysis_group_validates(store, capsys):
