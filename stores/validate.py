@@ -40,6 +40,7 @@ import zarr
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from . import location, schema
+from .lock import ANALYSIS as ANALYSIS_LOCK
 from .lock import StoreLock
 from .reader import _open_group
 from .writer import consolidate
@@ -404,8 +405,9 @@ def _step(name: str) -> None:
 
 
 def repair(path: str) -> tuple[Report, Repair]:
-    """Repair what `validate` finds (holding the write lock), in a crash-safe order."""
-    with StoreLock(path, purpose="repair"):
+    """Repair what `validate` finds, in a crash-safe order, holding the write lock and
+    the analysis lock (no analysis swaps results in while they are being dropped)."""
+    with StoreLock(path, purpose="repair"), StoreLock(path, purpose="repair", which=ANALYSIS_LOCK):
         report = validate(path)
         result = Repair()
         if report.ok:
@@ -426,8 +428,8 @@ def repair(path: str) -> tuple[Report, Repair]:
             root.attrs["status"] = schema.STATUS_RUNNING
             result.marked_running = True
             _step("status")
-            if schema.ANALYSIS in root:
-                location.remove(location.join(path, schema.ANALYSIS))
+            if schema.ANALYSIS in root or _analysis_aside(path):
+                _drop_analysis(path)
                 result.removed.append(schema.ANALYSIS)
                 _step("analysis")
             _uncommit(root, slots, result)
@@ -447,6 +449,26 @@ def repair(path: str) -> tuple[Report, Repair]:
         if was_complete and not result.marked_running:
             consolidate(path)  # the consolidated copy follows every change made
         return found, result
+
+
+def _analysis_aside(path: str) -> list[str]:
+    """What a killed analysis left beside the store (`RUN.zarr.analysis-<name>.*`, see
+    stores.writer.write_analysis): an old group moved aside would be put back by the
+    next analysis, so it goes with the store's analysis results."""
+    parent, prefix = location.parent(path), f"{location.name(path)}.{schema.ANALYSIS}-"
+    try:
+        entries = location.listdir(parent)
+    except FileNotFoundError:
+        return []
+    return [location.join(parent, location.name(e)) for e in entries
+            if location.name(e).startswith(prefix)]
+
+
+def _drop_analysis(path: str) -> None:
+    if location.exists(location.join(path, schema.ANALYSIS)):
+        location.remove(location.join(path, schema.ANALYSIS))
+    for entry in _analysis_aside(path):
+        location.remove(entry)
 
 
 def _uncommit(root: zarr.Group, slots: list[int], result: Repair) -> None:

@@ -147,6 +147,24 @@ def test_repair_of_a_missing_chunk_drops_the_analysis(store, capsys):
     assert stores.run_attrs(store)["status"] == "running"
 
 
+def test_repair_also_drops_results_a_killed_analysis_left_aside(store, capsys):
+    aside = Path(f"{store}.analysis-dynamics.old")  # what a kill during a swap leaves
+    shutil.copytree(Path(store, "samples"), aside)  # (any group: it is only removed)
+    chunk(store, "metrics/test_acc", 2).unlink()
+    assert run(capsys, "repair", store)[0] == 0
+    assert not aside.exists()
+
+
+def test_repair_waits_for_no_analysis(store, capsys):
+    from stores.lock import StoreLock
+
+    chunk(store, "metrics/test_acc", 2).unlink()
+    with StoreLock(store, purpose="analysis"):
+        code, _, err = run(capsys, "repair", store)
+    assert code == 2 and err.startswith(f"error: {store} is being analysed by another process (")
+    assert len(err.splitlines()) == 1 and list(stores.committed_slots(store)[1]) == [0, 1, 2, 4]
+
+
 # ------------------------------------------------------------------ 3. a crash-safe repair
 class Crash(RuntimeError):
     """The simulated death of the repair."""
