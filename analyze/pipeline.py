@@ -136,8 +136,7 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
     for path in per_store:
         if path in new:
             grid.write(path, per_store[path])  # only stores with something new
-        else:
-            _consolidated(path)
+        _consolidated(path)
     out_dir = location.join(root, pipeline.name)
     results = stores.analysis_results(list(per_store))  # read once: the CSV and the report
     with report.replacing(location.join(out_dir, CSV), "w") as f:

@@ -283,7 +283,6 @@ def write_analysis(path: str, datasets: Mapping) -> None:
 
     if not datasets:
         return
-    complete = run_attrs(path).get("status") == schema.STATUS_COMPLETE
     name = next(iter(datasets))
     try:
         for name, ds in datasets.items():
@@ -299,7 +298,9 @@ def write_analysis(path: str, datasets: Mapping) -> None:
         for name in datasets:
             _swap_in(analysis_aside(path, name), f"{str(path).rstrip('/')}/{schema.ANALYSIS}/{name}",
                      analysis_aside(path, name, REPLACED))
-        if complete:
+        # Read after the swaps: a capture that finishes meanwhile consolidates after them,
+        # or has finished before this reads its status.
+        if run_attrs(path).get("status") == schema.STATUS_COMPLETE:
             consolidate(path)
     except OSError as err:  # a full disk, a read-only folder: one line, nothing committed touched
         for aside in datasets:
