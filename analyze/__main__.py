@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import shlex
 import sys
 import time
 
-from stores import ConfigError, StoreError, load_pipeline
+import numpy as np
+
+import stores
+from stores import ConfigError, StoreError, load_pipeline, location
 from stores.config import DEVICES, ClusterConfig, replace_checked
 
-from .cluster import make_client
-from .pipeline import analyse
+from .cluster import check_workers, make_client
+from .pipeline import analyse, store_paths
 
 
 def cluster_config(pipeline, args) -> ClusterConfig:
@@ -22,6 +26,28 @@ def cluster_config(pipeline, args) -> ClusterConfig:
         ("cores", "cores"), ("memory", "memory"), ("walltime", "walltime"),
         ("job_extra_directives", "job_extra_directives"))}
     return replace_checked(pipeline.cluster, "command line", **{k: v for k, v in given.items() if v is not None})
+
+
+def preflight(pipeline, root: str) -> None:
+    """What would fail only after every task was computed, checked before any is: each
+    store (analysis writes its results into it) and the report's folder are writable,
+    and `analysis.knn_neighbors` fits every run's training set."""
+    paths = store_paths(pipeline, root)
+    for path in [*paths, location.join(root, pipeline.name)]:
+        try:
+            location.check_writable(path)
+        except OSError as err:
+            raise StoreError(f"{path} is not writable ({(err.strerror or str(err)).lower()}): "
+                             "analyze writes its results there; make it writable (or analyse a "
+                             "writable copy) and run the same command again") from None
+    analysis = pipeline.runs()[0].analysis
+    if "knn" in analysis.probes:
+        for path in paths:
+            n_train = int(np.sum(stores.sample_table(path)["split"] == "train"))
+            if analysis.knn_neighbors > n_train:
+                raise ConfigError(f"{pipeline.name}.analysis.knn_neighbors: expected at most the "
+                                  f"training set's {n_train} samples ({path}), got "
+                                  f"{analysis.knn_neighbors}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         pipeline = load_pipeline(args.pipeline, args.pipelines)
-        client = None if args.eager else make_client(scheduler=args.scheduler, cluster=cluster_config(pipeline, args))
+        cluster = cluster_config(pipeline, args)
+        if not (args.eager or args.scheduler):
+            check_workers(cluster)
+        preflight(pipeline, args.root)
+        client = None if args.eager else make_client(scheduler=args.scheduler, cluster=cluster)
         try:
             path = analyse(pipeline, args.root, client, progress=not args.quiet,
                            device=args.device)
@@ -75,6 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StoreError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a store made read-only meanwhile
+        where = err.filename or location.join(args.root, args.pipeline)
+        print(f"error: cannot write {where} ({(err.strerror or str(err)).lower()}): the stores' "
+              "committed epochs are unchanged; free space (or make it writable) and run the same "
+              "command again", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        command = shlex.join(["python", "-m", "analyze", *(sys.argv[1:] if argv is None else argv)])
+        print(f"interrupted: the stores' committed epochs are unchanged, and results already "
+              f"written stay (the rest is computed again)\nresume with: {command}", file=sys.stderr)
+        return 130
     print(f"{path}  ({time.perf_counter() - start:.1f} s)")
     return 0
 

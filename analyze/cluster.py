@@ -12,6 +12,10 @@ from stores.config import ClusterConfig
 
 log = logging.getLogger(__name__)
 
+# How long to wait for an existing scheduler (`--scheduler`): one that runs answers in
+# well under a second; distributed's own default (30 s, retried) hides a wrong address.
+CONNECT_TIMEOUT_S = 10
+
 # One thread per worker process, and BLAS capped to one thread inside it, so that
 # N workers use N cores instead of fighting over them.
 BLAS_ENV = {name: "1" for name in (
@@ -33,16 +37,45 @@ def make_client(workers: int | None = None, scheduler: str | None = None,
         if name.startswith("distributed"):
             logging.getLogger(name).setLevel(logging.WARNING)
     if scheduler:
-        client = Client(scheduler)
+        client = _connect(Client, scheduler)
     elif cluster.kind == "slurm":
         client = Client(slurm_cluster(cluster))
     else:
+        check_workers(cluster)
         client = Client(LocalCluster(
-            n_workers=cluster.workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+            n_workers=cluster.workers or local_cores(), threads_per_worker=1, processes=True,
             env=BLAS_ENV, dashboard_address=":0", silence_logs=logging.ERROR,
         ))
     log.info("dask dashboard: %s", client.dashboard_link)
     return client
+
+
+def local_cores() -> int:
+    """The cores this process may run on (a job's allocation, not the whole node)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def check_workers(cluster: ClusterConfig) -> None:
+    """A LocalCluster runs at most one single-threaded worker per core: more only contend
+    for the cores (and 64 of them took minutes to fail on two)."""
+    cores = local_cores()
+    if cluster.kind == "local" and cluster.workers is not None and cluster.workers > cores:
+        raise ConfigError(f"--workers (or cluster.workers): expected 1 to {cores} local worker "
+                          f"processes (the cores here), got {cluster.workers}; for more, use "
+                          "--cluster slurm or --scheduler")
+
+
+def _connect(client_cls, scheduler: str):
+    try:
+        return client_cls(scheduler, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"--scheduler {scheduler}: no Dask scheduler answered within "
+                          f"{CONNECT_TIMEOUT_S} s ({reason}): start one (`dask scheduler`) or "
+                          "leave out --scheduler to start a local cluster") from None
 
 
 def slurm_cluster(cluster: ClusterConfig, submit: bool = True):

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 
 from stores import ConfigError, StoreError, load_pipeline
-from stores.config import parse_run_overrides
 
 from .background import WriterError
 from .plan import GPU_FLOPS, STEP_OVERHEAD_S, plan
-from .run import capture_run
+from .run import capture_run, committed_text
 
 
 def list_layers(config, n_runs: int = 1) -> None:
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipelines", default="pipelines.yaml", help="pipelines file (YAML)")
     parser.add_argument("--root", default="runs", help="where stores go: ROOT/PIPELINE/RUN.zarr")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--run", help="only this run, by its swept values: corruption=0.6,seed=0")
+    which.add_argument("--run", help="only this run of the sweep, by its name or swept values: "
+                       "corruption=0.6,seed=0 (a value outside the sweep is refused)")
     which.add_argument("--index", type=int,
                        help="only the I-th run (from 0) in `--list` order: a SLURM array task")
     which.add_argument("--list", action="store_true", help="print the runs, one a line, then exit")
@@ -61,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    current = None  # the run being captured, for a Ctrl-C's message
     try:
         pipeline = load_pipeline(args.pipeline, args.pipelines)
-        runs = [pipeline.run(parse_run_overrides(args.run))] if args.run else pipeline.runs()
+        runs = [pipeline.select(args.run)] if args.run is not None else pipeline.runs()
         if args.list:
             print("\n".join(f"{i}\t{config.name}" for i, config in enumerate(runs)))
             return 0
@@ -76,14 +78,33 @@ def main(argv: list[str] | None = None) -> int:
             list_layers(runs[0], len(runs))
             return 0
         for config in runs:
-            start = time.perf_counter()
+            start, current = time.perf_counter(), config
             path = capture_run(config, args.root, overwrite=args.overwrite, device=args.device,
                                progress=not args.quiet)
             print(f"{path}  ({time.perf_counter() - start:.1f} s)")
     except (ConfigError, StoreError, WriterError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a write outside a store (its folder, a lock file)
+        print(f"error: cannot write {err.filename or args.root} "
+              f"({(err.strerror or str(err)).lower()}): free space or make --root writable, "
+              "then run the same command again", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted(args, current, sys.argv[1:] if argv is None else argv), file=sys.stderr)
+        return 130
     return 0
+
+
+def interrupted(args: argparse.Namespace, config, argv: list[str]) -> str:
+    """Two lines after Ctrl-C: where the store stands, and the command that resumes it
+    (the same one, less --overwrite: complete runs are skipped, this one goes on)."""
+    if config is None:
+        return "interrupted before any capture started: no store was written"
+    path = config.store_path(args.root)
+    command = shlex.join(["python", "-m", "capture", *(a for a in argv if a != "--overwrite")])
+    return (f"interrupted: {path} keeps its {committed_text(path)} (of {len(config.schedule)} "
+            f"scheduled)\nresume with: {command}")
 
 
 if __name__ == "__main__":

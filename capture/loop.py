@@ -9,6 +9,7 @@ over is a copy taken at the end of that epoch, before the next one starts.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import torch
@@ -22,6 +23,22 @@ from .epoch import EpochCapture
 from .resume import Resume, restore, snapshot
 
 log = logging.getLogger(__name__)
+
+STATUS_DIVERGED = "diverged"  # the root attribute `status` of a run whose loss went non-finite
+
+
+class Diverged(RuntimeError):
+    """Training reached a non-finite loss: the epochs committed before it stand, the
+    store is marked diverged, and nothing of this epoch is committed."""
+
+    def __init__(self, epoch: int, loss: float):
+        super().__init__(f"training diverged at epoch {epoch} (train loss {loss})")
+        self.epoch, self.loss = epoch, loss
+
+
+def _check_finite(epoch: int, loss: float) -> None:
+    if not math.isfinite(loss):
+        raise Diverged(epoch, loss)
 
 
 def _weights(model_arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -76,6 +93,7 @@ def train_and_capture(config: RunConfig, model, probe, store: RunWriter, points,
     slots = _Slots(model, optimizer, generator, loss, probe, store, writer, capture, resume)
     scheduled = set(schedule)
     slot, start = (state.slot + 1, state.epoch + 1) if state is not None else (0, 1)
+    diverged = None
     try:
         m: dict = {}
         if state is None and 0 in scheduled:
@@ -85,8 +103,14 @@ def train_and_capture(config: RunConfig, model, probe, store: RunWriter, points,
         if state is None or not state.final:
             _epochs(config, model, optimizer, loss, x_train, y_train, generator, slots, scheduled,
                     slot, start, m, progress)
+    except Diverged as err:
+        diverged = err
     finally:
-        writer.close()
+        writer.close()  # every epoch handed over before a failure is committed
+    if diverged is not None:  # marked after those commits, so that `stores ls` says so
+        store.group.attrs.update({"status": STATUS_DIVERGED,
+                                  "diverged": {"epoch": diverged.epoch, "train_loss": str(diverged.loss)}})
+        raise diverged
     store.finish()
 
 
@@ -96,10 +120,12 @@ def _epochs(config, model, optimizer, loss, x_train, y_train, generator, slots: 
     bar = tqdm(range(start, tc.max_epochs + 1), desc=config.name, disable=not progress,
                unit="epoch", leave=False)
     for epoch in bar:
-        train.train_epoch(model, optimizer, loss, x_train, y_train, tc.batch_size, generator)
+        _check_finite(epoch, float(train.train_epoch(model, optimizer, loss, x_train, y_train,
+                                                     tc.batch_size, generator)))
         captured = epoch in scheduled
         if captured:
             m = slots.observe(slot)
+            _check_finite(epoch, m.get("train_loss", 0.0))
             acc = m["train_acc_observed"]
         else:
             acc = float((train.predict(model, x_train).argmax(1) == y_train).float().mean())
@@ -108,6 +134,7 @@ def _epochs(config, model, optimizer, loss, x_train, y_train, generator, slots: 
         if captured or final:  # the epoch that ends training is always captured
             if not captured:
                 m = slots.observe(slot)
+                _check_finite(epoch, m.get("train_loss", 0.0))
             slots.record(slot, epoch, m, final)
             slot += 1
         bar.set_postfix(train=f"{acc:.3f}", test=f"{m.get('test_acc', float('nan')):.3f}")

@@ -15,11 +15,15 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from stores import LayerSpec, RunConfig, schema
+from stores import ConfigError, LayerSpec, RunConfig, schema
 
 from .convnets import output_shapes
 from .data import input_shape, split_sizes
 from .models import build_model, resolve_points
+
+# A model over this many parameters is refused before a byte is allocated: its weights
+# alone are 4 GB a captured epoch (ResNet-18, the largest published setup, has 11 M).
+MAX_PARAMETERS = 1_000_000_000
 
 GPU_FLOPS = 10e12  # sustained FP32 throughput assumed for an estimate (about 1/6 of an H100's peak)
 STEP_OVERHEAD_S = 1e-3  # per optimizer step: launches of the forward, backward and update kernels
@@ -55,10 +59,30 @@ class Plan:
         return (self.train_flops / GPU_FLOPS + steps * STEP_OVERHEAD_S) / 3600
 
 
+def parameter_count(config: RunConfig) -> int:
+    """The model's parameters and buffers, counted on torch's meta device: nothing is
+    allocated, so a model too large for memory is counted (and refused) all the same."""
+    in_shape, n_classes = input_shape(config.data)
+    with torch.device("meta"):
+        model = build_model(config.model, in_shape, n_classes)
+    return sum(t.numel() for t in model.state_dict().values())
+
+
+def check_size(config: RunConfig) -> None:
+    """Refuse a model over MAX_PARAMETERS, with its size, before it is built for real."""
+    n = parameter_count(config)
+    if n > MAX_PARAMETERS:
+        raise ConfigError(f"{config.pipeline}.model: {config.model.name} with widths "
+                          f"{list(config.model.widths)} has {n:,} parameters "
+                          f"({n * 4 / 2**30:,.1f} GiB as float32 per captured epoch): expected at "
+                          f"most {MAX_PARAMETERS:,} (narrower model.widths)")
+
+
 def plan(config: RunConfig) -> Plan:
     """Build the model on the CPU (never the data) and size everything it will store."""
     from .run import capture_layers  # the same reductions a capture would use
 
+    check_size(config)
     in_shape, n_classes = input_shape(config.data)
     model = build_model(config.model, in_shape, n_classes)
     shapes = output_shapes(model, in_shape)

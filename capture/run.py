@@ -23,7 +23,8 @@ from stores.lock import StoreLock
 
 from .corruption import for_run as corruption_for_run
 from .data import Dataset, load_dataset
-from .loop import train_and_capture
+from .loop import STATUS_DIVERGED, Diverged, train_and_capture
+from .plan import check_size
 from .resume import Resume, fresh, plan, remove_partial_files
 from .convnets import output_shapes
 from .init import initial_state, source_path
@@ -103,6 +104,11 @@ def existing_store(path: str, config: RunConfig, overwrite: bool = False) -> str
     if overwrite:
         return "replace"
     attrs = stores.run_attrs(path)
+    if attrs.get("status") == STATUS_DIVERGED and attrs.get("config_hash") == config.hash():
+        at = attrs.get("diverged", {})
+        raise StoreError(f"{path}: this run diverged at epoch {at.get('epoch', '?')} (train loss "
+                         f"{at.get('train_loss', '?')}) and would again: its committed epochs stay "
+                         "readable; lower train.lr (or check the data) and pass --overwrite")
     if attrs.get("config_hash") != config.hash():
         as_json = lambda d: json.loads(json.dumps(_flatten(d)))  # noqa: E731  (tuples -> lists)
         stored = as_json(run_config_from_dict(attrs.get("config", {"pipeline": "?"})).identity())
@@ -124,16 +130,52 @@ def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
     writes a store at a time (`STORE.lock`).
     """
     path = config.store_path(root)
-    if existing_store(path, config, overwrite) == "complete":
+    check_size(config)  # before any folder is made or any byte allocated
+    found = existing_store(path, config, overwrite)
+    if found == "complete":
         log.info("%s is complete; skipping", path)
         return path
+    if found is not None:
+        _check_writable(path)
     _make_parent(path, root)
     with StoreLock(path):
         found = existing_store(path, config, overwrite)  # again, now that no one else writes
         if found == "complete":
             return path
-        _capture_locked(config, root, path, found, device, progress)
+        try:
+            _capture_locked(config, root, path, found, device, progress)
+        except Diverged as err:
+            raise StoreError(f"{config.name}: {err}: {path} keeps its {committed_text(path)} and is "
+                             "marked diverged; lower train.lr (or check the data), then capture "
+                             "it again with --overwrite") from None
+        except OSError as err:
+            raise StoreError(f"cannot write {err.filename or path} "
+                             f"({(err.strerror or str(err)).lower()}): {path} keeps its "
+                             f"{committed_text(path)}; free space or make it writable, then run the "
+                             "same command again to resume") from None
     return path
+
+
+def committed_text(path: str) -> str:
+    """'3 committed epochs (0 to 2)': where a store stands, for a one-line message."""
+    try:
+        epochs = stores.committed_slots(path)[1] if location.is_store(path) else []
+    except (OSError, StoreError, ValueError, KeyError):
+        return "committed epochs"
+    span = f" ({int(epochs[0])} to {int(epochs[-1])})" if len(epochs) > 1 else (
+        f" ({int(epochs[0])})" if len(epochs) else "")
+    return f"{len(epochs)} committed epoch{'s' * (len(epochs) != 1)}{span}"
+
+
+def _check_writable(path: str) -> None:
+    """A store that exists is resumed or replaced in place: refuse a read-only one now,
+    in one line, rather than at its first write."""
+    try:
+        location.check_writable(path)
+    except OSError as err:
+        raise StoreError(f"{path} is not writable ({(err.strerror or str(err)).lower()}): it "
+                         f"keeps its {committed_text(path)}; make it writable (or copy it to "
+                         "a writable --root) and run the same command again") from None
 
 
 def _make_parent(path: str, root: str) -> None:

@@ -29,8 +29,10 @@ def loss_fn(name: str, n_classes: int):
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss, x: torch.Tensor,
-                y: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+                y: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
     """One pass over (x, y) in a seeded random order; `batch_size` 0 is full batch.
+    Returns the mean of the batches' losses, on the device (the caller syncs once an
+    epoch to see whether training diverged).
 
     A trailing batch of a single sample is skipped: BatchNorm cannot train on it.
     """
@@ -38,13 +40,18 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss, x: tor
     n = len(x)
     batch_size = batch_size or n
     order = torch.randperm(n, generator=generator).to(x.device)
+    total, count = torch.zeros((), device=x.device), 0
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
         if len(idx) < 2 and n > 1:
             continue
         optimizer.zero_grad(set_to_none=True)
-        loss(model(x[idx]), y[idx]).backward()
+        batch_loss = loss(model(x[idx]), y[idx])
+        batch_loss.backward()
         optimizer.step()
+        total += batch_loss.detach().float()
+        count += 1
+    return total / max(count, 1)
 
 
 @torch.inference_mode()

@@ -91,14 +91,24 @@ def expand_epochs(items) -> list[int]:
     return out
 
 
+# A run's store lays out one slot per scheduled epoch: a schedule longer than this is
+# refused (with its size) before anything is laid out. 10,000 slots is 20 times the
+# longest published schedule here (`0:500:10` then every 50 up to 3000 epochs: 101).
+MAX_SCHEDULED_EPOCHS = 10_000
+
+
 def _epochs(v):
     what = "a non-empty list of epochs >= 0 (integers or 'start:stop:step'), strictly increasing"
     if not isinstance(v, (list, tuple)) or not v:
         return f"expected {what}"
     try:
-        epochs = expand_epochs(v)
         if any(isinstance(x, str) and len(x.split(":")) != 3 for x in v):
             raise ValueError
+        spans = [[int(p) for p in x.split(":")] if isinstance(x, str) else None for x in v]
+        listed = sum(len(range(s[0], s[1] + 1, s[2])) if s else 1 for s in spans)
+        if listed > MAX_SCHEDULED_EPOCHS:  # counted before they are laid out
+            return f"expected at most {MAX_SCHEDULED_EPOCHS:,} epochs listed ({listed:,} here)"
+        epochs = expand_epochs(v)
     except (ValueError, TypeError):
         return f"expected {what}"
     if not epochs or any(isinstance(x, str) and not expand_epochs([x]) for x in v):
@@ -201,6 +211,16 @@ class ScheduleConfig:
     every: int | None = field(default=None, metadata=_check(_number(1, integer=True, optional=True)))
     # `ketha2026`: the 2026 paper's 0, 1, 2, 4, 6, ..., 20, then every 5 (overrides the rest)
     rule: str | None = field(default=None, metadata=_check(_choice("ketha2026", None)))
+
+    def count(self, max_epochs: int) -> int:
+        """len(resolve(max_epochs)), counted without laying the epochs out."""
+        if self.rule == "ketha2026":
+            return ScheduleConfig((0, 1, "2:20:2"), every=5).count(max_epochs)
+        listed = expand_epochs(self.epochs)
+        n = sum(e <= max_epochs for e in listed)
+        if self.every:
+            n += len(range(listed[-1] + self.every, max_epochs + 1, self.every))
+        return n
 
     def resolve(self, max_epochs: int) -> list[int]:
         if self.rule == "ketha2026":
@@ -372,7 +392,86 @@ class Pipeline:
         resolved = tuple((key, _get_path(config, paths[key])) for key in known)
         config = dataclasses.replace(config, params=resolved)
         check_file_name(config.name, f"{self.name}: run name")
+        _check_schedule(config, self.name)
         return config
+
+    def select(self, text: str) -> RunConfig:
+        """The swept run that `--run TEXT` names.
+
+        TEXT is KEY=VALUE pairs, spelled as in the run's name (`corruption=0.6,seed=0`;
+        a value may hold commas, lists or null, as names do) or as YAML values that equal
+        a swept one (`corruption=0.60`); a key left out takes its first swept value. A
+        value outside the sweep is refused with the swept ones: such a run is nobody's,
+        and the pipeline's analysis would never see it.
+        """
+        known = [n for n, _ in self.sweep]
+        runs = self.runs()
+        if not known:
+            if text.strip() in ("", runs[0].name):
+                return runs[0]
+            raise ConfigError(f"--run: {self.name} sweeps nothing (its one run is "
+                              f"{runs[0].name!r}): leave out --run, got {text!r}")
+        wanted = _split_run(text, known)
+        first = dict(runs[0].params)
+        for run in runs:
+            values = dict(run.params)
+            if all(_same(wanted[k], values[k]) if k in wanted else values[k] == first[k]
+                   for k in known):
+                return run
+        for key in known:  # the first given value that no run has
+            allowed = list(dict.fromkeys(str(dict(r.params)[key]) for r in runs))
+            if key in wanted and not any(_same(wanted[key], dict(r.params)[key]) for r in runs):
+                raise ConfigError(f"--run: {key}={wanted[key]} is not in the sweep of {self.name}: "
+                                  f"expected one of {', '.join(allowed)}")
+        raise ConfigError(f"--run: {text!r} names no run of {self.name}: expected one of "
+                          f"{', '.join(r.name for r in runs)}")
+
+
+def _split_run(text: str, known: list[str]) -> dict[str, str]:
+    """`a=1,b=x,y` -> {"a": "1", "b": "x,y"}: split before each `KEY=`, so a value (a
+    run name's list `(16, 8)`, a string with a comma) keeps its commas."""
+    out = {}
+    for item in filter(None, (s.strip() for s in re.split(r",(?=\s*[A-Za-z_][\w.]*\s*=)", text))):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ConfigError(f"--run: expected KEY=VALUE[,KEY=VALUE...], got {item!r}")
+        if key not in known:
+            raise ConfigError(f"--run: unknown key {key!r}: expected one of {', '.join(known)}")
+        out[key] = value.rstrip(",").strip()
+    return out
+
+
+def _same(text: str, value: Any) -> bool:
+    """Does `--run`'s text name this swept value: its spelling in run names, or a YAML
+    value equal to it (`0` and `0.0`, `[16, 8]` and `(16, 8)`, `null` and `None`)?"""
+    if text == str(value):
+        return True
+    try:
+        parsed = yaml_load(text)
+    except yaml.YAMLError:
+        return False
+    if isinstance(parsed, bool) or isinstance(value, bool):  # `true` is not 1
+        return parsed is value
+    as_tuple = lambda v: tuple(map(as_tuple, v)) if isinstance(v, (list, tuple)) else v  # noqa: E731
+    return as_tuple(parsed) == as_tuple(value)
+
+
+def _check_schedule(config: RunConfig, where: str) -> None:
+    """An explicit epoch past `train.max_epochs` would be dropped without a word, and a
+    schedule too long to lay out would hang or exhaust memory: refuse both, sized."""
+    schedule, max_epochs = config.capture.schedule, config.train.max_epochs
+    if schedule.rule is None:
+        listed = expand_epochs(schedule.epochs)
+        if listed[-1] > max_epochs:
+            raise ConfigError(f"{where}.capture.schedule.epochs: epoch {listed[-1]} is beyond "
+                              f"train.max_epochs = {max_epochs}: expected epochs up to {max_epochs} "
+                              "(or raise train.max_epochs)")
+    n = schedule.count(max_epochs)
+    if n > MAX_SCHEDULED_EPOCHS:
+        raise ConfigError(f"{where}.capture.schedule: {n:,} scheduled epochs up to train.max_epochs "
+                          f"= {max_epochs:,}: expected at most {MAX_SCHEDULED_EPOCHS:,} per run "
+                          "(a larger `every`, fewer listed epochs, or a lower train.max_epochs)")
 
 
 # ------------------------------------------------------------------ YAML numbers
@@ -385,6 +484,31 @@ class _Loader(yaml.SafeLoader):
     and the `.inf`/`.nan` words are YAML 1.1 floats already). Integers stay integers.
     """
 
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names one key twice (PyYAML would silently keep the last)."""
+
+    def __init__(self, key: Any, first: int, second: int):
+        super().__init__(f"duplicate key {key!r} at lines {first} and {second}")
+        self.key, self.first, self.second = key, first, second
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: keys merged in may be overridden
+            continue
+        key, line = loader.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+        try:
+            if key in seen:
+                raise DuplicateKeyError(key, seen[key], line)
+            seen[key] = line
+        except TypeError:  # an unhashable key: the base constructor says so
+            continue
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_Loader.construct_mapping = _construct_mapping  # type: ignore[method-assign]
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
@@ -517,14 +641,20 @@ def _check_path(path: list[str], where: str) -> None:
 _UNSAFE = ("/", "\\", "\0")
 
 
+def _control(name: str) -> bool:
+    """A newline, tab or other control character: a name that no listing shows whole."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in name)
+
+
 def check_file_name(name: Any, what: str) -> None:
     """A pipeline or run name must be one plain file name: nothing that could leave the
     root (`/`, `..`) or hide (a leading `.`)."""
     if (not isinstance(name, str) or not name or name.startswith(".")
-            or any(c in name for c in _UNSAFE)):
+            or any(c in name for c in _UNSAFE) or _control(name)):
         hint = ("swept values must be names or numbers, not paths" if "run name" in what
                 else "it names a folder under --root")
-        raise ConfigError(f"{what}: expected a plain file name (no '/', '\\' or leading '.'; "
+        raise ConfigError(f"{what}: expected a plain file name (no '/', '\\', control characters "
+                          f"such as a newline, or leading '.'; "
                           f"{hint}), got {name!r}")
 
 
@@ -559,6 +689,10 @@ def load_pipelines(path: str | Path) -> dict[str, Pipeline]:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read the pipelines file ({err.__class__.__name__}: "
                           f"{getattr(err, 'strerror', None) or err}); expected a readable UTF-8 YAML file")
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{path}: duplicate key {err.key!r} at lines {err.first} and {err.second} "
+                          "(YAML would silently keep the second): expected each key once; remove "
+                          "or rename one")
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -119,6 +119,19 @@ def name(location: str | Path) -> str:
     return posixpath.basename(normalize(location))
 
 
+def check_writable(location: str | Path) -> None:
+    """Raise OSError (EROFS, EACCES, ...) unless a file can be created in the folder
+    `location` (and removed again): a read-only store is found before any work is done
+    for it, not at its first write. Only local folders are tried; a URL's first write says."""
+    location = normalize(location)
+    if is_url(location):
+        return
+    probe = os.path.join(location, f".latentgen-write-test-{os.getpid()}")
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    os.remove(probe)
+
+
 def is_store(location: str | Path) -> bool:
     """A Zarr v3 group lives here (its `zarr.json` exists)."""
     return is_file(join(location, "zarr.json"))

@@ -8,7 +8,10 @@ real processes at the end, to check the same from the outside.
 
 from __future__ import annotations
 
+import builtins
 import copy
+import errno
+import io
 import os
 import re
 import shutil
@@ -22,6 +25,7 @@ import pytest
 import yaml
 import zarr
 
+import analyze.cluster
 from analyze.__main__ import main as analyze_main
 from capture.__main__ import main as capture_main
 from stores.__main__ import main as stores_main
@@ -41,6 +45,7 @@ class Env:
     root: Path  # a copy of the committed stores
     pipelines: Path  # the pipelines file they were captured with
     base: dict  # its quickstart pipeline
+    monkeypatch: pytest.MonkeyPatch  # undone after the case (file-system faults, timeouts)
 
     def pipeline_file(self, body: dict | str, name: str = "bad") -> Path:
         path = self.tmp / "bad.yaml"
@@ -150,6 +155,99 @@ def root_is(kind: str) -> Callable[[Env], list[str]]:
                 target = Path("/sys/latentgen-read-only-root")
         return ["bad", "--pipelines", str(env.tmp / "bad.yaml"), "--root", str(target), "--quiet"]
     return setup
+
+
+# ------------------------------------------------------------------ file-system faults
+def refuse_writes(monkeypatch: pytest.MonkeyPatch, under: Path, code: int, match: str = "") -> None:
+    """Every write under `under` (to a path holding `match`) fails with OSError(code), as on
+    a read-only (EROFS) or full (ENOSPC) file system: files opened to write, folders made,
+    renames and removals. Root ignores file modes, so a chmod cannot make a store
+    read-only here; this refuses the writes themselves, in this process."""
+    under = os.path.realpath(under)
+
+    def hit(path) -> bool:
+        if isinstance(path, int):
+            return False
+        p = os.path.realpath(os.fsdecode(path))
+        return (p == under or p.startswith(under + os.sep)) and match in p
+
+    def fail(path):
+        raise OSError(code, os.strerror(code), os.fsdecode(path))
+
+    real_open, real_os_open = builtins.open, os.open
+
+    def open_(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and hit(file):
+            fail(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and hit(path):
+            fail(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(io, "open", open_)
+    monkeypatch.setattr(os, "open", os_open)
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if hit(path):
+            if os.path.isdir(path):
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fsdecode(path))
+            fail(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    for name in ("remove", "unlink", "rmdir", "rename", "replace"):
+        real = getattr(os, name)
+
+        def wrapped(path, *args, _real=real, **kwargs):
+            if hit(path):
+                fail(path)
+            return _real(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, name, wrapped)
+
+
+def read_only(env: Env, path: Path) -> None:
+    """`path` (a store or the root) as on a read-only file system."""
+    refuse_writes(env.monkeypatch, path, errno.EROFS)
+
+
+def resume_read_only(env: Env) -> list[str]:
+    """An unfinished store (as a killed capture leaves it) that can no longer be written."""
+    zarr.open_group(str(env.store), mode="r+").attrs["status"] = "running"
+    read_only(env, env.store)
+    return _on_store(env, "capture")
+
+
+def analyze_read_only(env: Env) -> list[str]:
+    read_only(env, env.root)
+    return _on_store(env, "analyze")
+
+
+def analyze_full_disk(env: Env) -> list[str]:
+    """The disk fills when analyze writes its results (the stores' `analysis` groups or
+    the pipeline's analysis.csv, whichever comes first)."""
+    refuse_writes(env.monkeypatch, env.root, errno.ENOSPC, match=f"{os.sep}analysis")
+    return _on_store(env, "analyze")
+
+
+def analyze_with(change: Callable[[dict], None], *extra: str) -> Callable[[Env], list[str]]:
+    """The committed quickstart pipeline (same stores) with `change`, analysed eagerly."""
+    def setup(env: Env) -> list[str]:
+        raw = copy.deepcopy(env.base)
+        change(raw)
+        pipelines = env.pipeline_file(raw, name="quickstart")
+        return ["quickstart", "--pipelines", str(pipelines), "--root", str(env.root), "--quiet", *extra]
+    return setup
+
+
+def unreachable_scheduler(env: Env) -> list[str]:
+    env.monkeypatch.setattr(analyze.cluster, "CONNECT_TIMEOUT_S", 0.5)  # 10 s in real use
+    return ["quickstart", "--pipelines", str(env.pipelines), "--root", str(env.root), "--quiet",
+            "--scheduler", "tcp://127.0.0.1:1"]
 
 
 def other_config(env: Env) -> list[str]:
@@ -276,6 +374,48 @@ PARSER_CASES = [
          lambda env: ["quickstart", "--pipelines", str(env.pipelines), "--root", str(env.root),
                       "--device", "tpu"],
          r"--device: expected cpu, cuda or cuda:N, got 'tpu'"),
+    Case("analyze-workers-above-cores", "analyze",
+         lambda env: ["quickstart", "--pipelines", str(env.pipelines), "--root", str(env.root),
+                      "--workers", str(max(64, (os.cpu_count() or 1) + 1))],
+         r"--workers \(or cluster\.workers\): expected 1 to \d+ local worker processes \(the cores "
+         r"here\), got \d+; for more, use --cluster slurm or --scheduler"),
+    # duplicate keys (PyYAML keeps the last without a word)
+    Case("yaml-duplicate-pipeline", "capture",
+         text("bad:\n  seed: 1\nother:\n  seed: 2\nbad:\n  seed: 3\n"),
+         r"bad\.yaml: duplicate key 'bad' at lines 1 and 5 \(YAML would silently keep the second\)"),
+    Case("yaml-duplicate-nested-key", "capture", text("bad:\n  train: {lr: 0.1,\n    lr: 0.2}\n"),
+         r"duplicate key 'lr' at lines 2 and 3 .*expected each key once"),
+    # --run outside the sweep: a run nobody swept, which the analysis would never see
+    Case("run-value-outside-sweep", "capture", edit(lambda raw: None, "--run", "corruption=0.37,seed=0"),
+         r"--run: corruption=0\.37 is not in the sweep of bad: expected one of 0\.6$"),
+    Case("run-seed-outside-sweep", "capture", edit(lambda raw: None, "--run", "corruption=0.6,seed=7"),
+         r"--run: seed=7 is not in the sweep of bad: expected one of 0$"),
+    # schedules: an epoch past max_epochs, and plans too large to lay out
+    Case("epoch-beyond-max-epochs", "capture", edit(put("capture.schedule", {"epochs": [0, 1, 9]})),
+         r"bad\.capture\.schedule\.epochs: epoch 9 is beyond train\.max_epochs = 4: expected epochs "
+         r"up to 4"),
+    Case("max-epochs-1e12", "capture", edit(put("train.max_epochs", 10**12)),
+         r"bad\.capture\.schedule: 500,000,000,002 scheduled epochs up to train\.max_epochs = "
+         r"1,000,000,000,000: expected at most 10,000 per run"),
+    Case("max-epochs-1e7", "capture", edit(put("train.max_epochs", 10**7)),
+         r"bad\.capture\.schedule: 5,000,002 scheduled epochs .*: expected at most 10,000 per run"),
+    Case("epoch-range-1e13", "capture", edit(put("capture.schedule", {"epochs": ["0:10000000000000:1"]})),
+         r"bad\.capture\.schedule\.epochs: expected at most 10,000 epochs listed \("
+         r"10,000,000,000,001 here\)"),
+    # a model too large to allocate, counted before it is built
+    Case("widths-1e9", "capture", edit(put("model.widths", [10**9])),
+         r"bad\.model: mlp with widths \[1000000000\] has 75,000,000,010 parameters \(279\.4 GiB "
+         r"as float32 per captured epoch\): expected at most 1,000,000,000"),
+    Case("widths-1e9-list-layers", "capture", edit(put("model.widths", [10**9]), "--list-layers"),
+         r"bad\.model: mlp with widths \[1000000000\] has 75,000,000,010 parameters"),
+    # names that no listing shows whole
+    Case("newline-in-run-name", "capture", edit(put("sweep", {"data.root": ["a\nb"]})),
+         r"run name: expected a plain file name \(no '/', '\\', control characters such as a "
+         r"newline.*got 'data\.root=a\\nb'"),
+    Case("newline-in-pipeline-name", "capture",
+         lambda env: (env.pipeline_file(copy.deepcopy(env.base), name="bad\nname"),
+                      env.capture(pipeline="bad\nname"))[1],
+         r"pipeline name: expected a plain file name .*control characters.*got 'bad\\nname'"),
 ]
 
 STORE_CASES = [
@@ -320,6 +460,23 @@ STORE_CASES = [
     Case("validate-not-a-store", "stores", stores_cmd("validate", "{tmp}"), r"no run store at "),
     Case("ls-missing-dir", "stores", stores_cmd("ls", "{tmp}/nope"), r"no directory .*nope"),
     Case("validate-foreign-zarr", "stores", foreign_zarr, r"not a latentgen run store \(no schema_version"),
+    # read-only stores and a full disk: refused before any work, or stopped with the path
+    Case("read-only-store-resume", "capture", resume_read_only,
+         r"corruption=0\.6,seed=0\.zarr is not writable \(read-only file system\): it keeps its "
+         r"\d+ committed epochs \(0 to \d+\); make it writable .*run the same command again"),
+    Case("read-only-store-analyze", "analyze", analyze_read_only,
+         r"\.zarr is not writable \(read-only file system\): analyze writes its results there; "
+         r"make it writable"),
+    Case("full-disk-analyze", "analyze", analyze_full_disk,
+         r"cannot write .*/quickstart/.*analysis.* \(no space left on device\): the stores' "
+         r"committed epochs are unchanged; free space"),
+    Case("knn-larger-than-training-set", "analyze",
+         analyze_with(put("analysis.knn_neighbors", 100000), "--eager"),
+         r"quickstart\.analysis\.knn_neighbors: expected at most the training set's \d+ samples "
+         r"\(.*\.zarr\), got 100000"),
+    Case("scheduler-unreachable", "analyze", unreachable_scheduler,
+         r"--scheduler tcp://127\.0\.0\.1:1: no Dask scheduler answered within 0\.5 s \(.*\): "
+         r"start one \(`dask scheduler`\) or leave out --scheduler"),
 ]
 
 
@@ -328,7 +485,9 @@ CASES = PARSER_CASES + STORE_CASES
 # every committed store as it was.
 REPRESENTATIVES = ("yaml-unclosed-bracket", "pipelines-file-missing", "unknown-key-train",
                    "type-lr-string", "corruption-above-one", "unknown-model",
-                   "empty-sweep-list", "unknown-run-key", "analyze-workers-zero")
+                   "empty-sweep-list", "unknown-run-key", "analyze-workers-zero",
+                   "yaml-duplicate-pipeline", "run-value-outside-sweep", "max-epochs-1e7",
+                   "widths-1e9", "newline-in-run-name")
 END_TO_END = [c for c in CASES if c.id in REPRESENTATIVES or c in STORE_CASES]
 
 
@@ -339,18 +498,18 @@ def _base(pipelines: Path) -> dict:
 
 
 @pytest.fixture
-def env(tiny_root, tmp_path) -> Env:
+def env(tiny_root, tmp_path, monkeypatch) -> Env:
     pipelines, root = tiny_root
     shutil.copytree(root, tmp_path / "runs", ignore=shutil.ignore_patterns("*.lock"))
-    return Env(tmp_path, tmp_path / "runs", pipelines, _base(pipelines))
+    return Env(tmp_path, tmp_path / "runs", pipelines, _base(pipelines), monkeypatch)
 
 
 @pytest.fixture
-def parser_env(tmp_path) -> Env:
+def parser_env(tmp_path, monkeypatch) -> Env:
     """The tiny pipeline's file and an empty root: no store is captured or copied."""
     pipelines = tiny_pipeline_yaml(tmp_path / "pipelines.yaml")
     (tmp_path / "runs").mkdir()
-    return Env(tmp_path, tmp_path / "runs", pipelines, _base(pipelines))
+    return Env(tmp_path, tmp_path / "runs", pipelines, _base(pipelines), monkeypatch)
 
 
 def _committed(root: Path) -> dict[str, str]:

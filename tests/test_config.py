@@ -448,6 +448,131 @@ def test_parse_run_overrides_rejects_invalid_yaml_values():
     assert "--run" in str(err.value) and "corruption" in str(err.value) and "'['" in str(err.value)
 
 
+# ------------------------------------------------------------------ --run selects a swept run
+def odd_names_pipeline(tmp_path: Path):
+    """Swept values whose run names hold a list, null and a comma."""
+    raw = quickstart(sweep={"model.widths": [[8, 8, 8], [16, 8, 8]], "data.root": [None, "a,b"]})
+    return load_pipelines(write(tmp_path, raw))["quickstart"]
+
+
+def test_run_names_holding_lists_null_and_commas_pass_back_to_run(tmp_path):
+    """`--list` and `repair` print run names; each one given to `--run` is that run."""
+    pipeline = odd_names_pipeline(tmp_path)
+    runs = pipeline.runs()
+    assert [r.name for r in runs] == ["model.widths=(8, 8, 8),data.root=None",
+                                      "model.widths=(8, 8, 8),data.root=a,b",
+                                      "model.widths=(16, 8, 8),data.root=None",
+                                      "model.widths=(16, 8, 8),data.root=a,b"]
+    for run in runs:
+        assert pipeline.select(run.name) == run
+    # the same values spelled as YAML, and keys left out taking their first value
+    assert pipeline.select("model.widths=[16, 8, 8],data.root=null") == runs[2]
+    assert pipeline.select("data.root=a,b") == runs[1]
+    assert pipeline.select("model.widths=[16,8,8]") == runs[2]
+
+
+def test_run_selects_the_sweep_of_quickstart():
+    pipeline = load_pipeline("quickstart", PIPELINES)
+    runs = pipeline.runs()
+    assert pipeline.select("corruption=0.6,seed=0") == runs[1]
+    assert pipeline.select(" corruption = 0.60 , seed=0 ,") == runs[1]
+    assert pipeline.select("corruption=0") == runs[0]  # 0 and 0.0: one value, one run
+
+
+@pytest.mark.parametrize("text, message", [
+    ("corruption=0.37,seed=0", (r"^--run: corruption=0\.37 is not in the sweep of quickstart: "
+                                r"expected one of 0\.0, 0\.6$")),
+    ("corruption=0.6,seed=1", r"^--run: seed=1 is not in the sweep of quickstart: expected one of 0$"),
+    ("corruption=[", r"^--run: corruption=\[ is not in the sweep"),
+    ("lr=0.1", r"^--run: unknown key 'lr': expected one of corruption, seed$"),
+    ("corruption", r"^--run: expected KEY=VALUE\[,KEY=VALUE\.\.\.\], got 'corruption'$"),
+])
+def test_run_outside_the_sweep_is_refused_with_the_swept_values(text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_pipeline("quickstart", PIPELINES).select(text)
+
+
+def test_run_outside_a_sweep_of_lists_names_them(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.widths=\[4\] is not in the sweep of quickstart: "
+                                          r"expected one of \(8, 8, 8\), \(16, 8, 8\)$"):
+        odd_names_pipeline(tmp_path).select("model.widths=[4]")
+
+
+def test_cli_list_then_run_by_name(tmp_path, capsys):
+    """Each line of `--list` given back to `--run` is the same run (`--list-layers`, so
+    that nothing is trained)."""
+    from capture.__main__ import main
+
+    pipelines = write(tmp_path, quickstart(sweep={"model.widths": [[8, 8, 8], [16, 8, 8]],
+                                                  "data.root": [None, "a,b"]}))
+    common = ["quickstart", "--pipelines", str(pipelines), "--root", str(tmp_path / "runs"), "--quiet"]
+    assert main([*common, "--list"]) == 0
+    names = [line.split("\t", 1)[1] for line in capsys.readouterr().out.splitlines()]
+    assert len(names) == 4
+    for name in names:
+        assert main([*common, "--run", name, "--list-layers"]) == 0
+        fc1 = name.removeprefix("model.widths=(").split(",")[0]
+        assert f"flatten -> {fc1} units" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------ duplicate keys, schedules
+@pytest.mark.parametrize("body, key, lines", [
+    ("quickstart:\n  seed: 1\nquickstart:\n  seed: 2\n", "quickstart", (1, 3)),
+    ("quickstart:\n  train:\n    lr: 0.1\n    momentum: 0.5\n    lr: 0.2\n", "lr", (3, 5)),
+    ("quickstart: {sweep: {seed: [0], seed: [1]}}\n", "seed", (1, 1)),
+])
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path, body, key, lines):
+    path = tmp_path / "pipelines.yaml"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match=rf"^{path}: duplicate key '{key}' at lines {lines[0]} and "
+                                          rf"{lines[1]} \(YAML would silently keep the second\)"):
+        load_pipelines(path)
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path):
+    """`<<: *anchor` then a key of the anchor is YAML's override, not a duplicate."""
+    path = tmp_path / "pipelines.yaml"
+    path.write_text("quickstart:\n  train: {<<: {lr: 0.1, momentum: 0.5}, lr: 0.2}\n")
+    assert load_pipelines(path)["quickstart"].runs()[0].train.lr == 0.2
+
+
+def test_an_explicit_epoch_past_max_epochs_is_refused(tmp_path):
+    message = config_error(tmp_path, quickstart(train={"max_epochs": 10},
+                                                capture={"schedule": {"epochs": [0, 5, 12]}}))
+    assert message == ("quickstart.capture.schedule.epochs: epoch 12 is beyond train.max_epochs = 10: "
+                       "expected epochs up to 10 (or raise train.max_epochs)")
+
+
+def test_a_rule_or_every_is_cut_at_max_epochs_without_complaint(tmp_path):
+    rule = load_pipelines(write(tmp_path, quickstart(train={"max_epochs": 10},
+                                                      capture={"schedule": {"rule": "ketha2026"}})))
+    assert rule["quickstart"].runs()[0].schedule == [0, 1, 2, 4, 6, 8, 10]
+
+
+@pytest.mark.parametrize("max_epochs, every", [(10_000, 1), (10**7, 2), (10**12, 5)])
+def test_schedule_count_is_len_of_resolve_or_refused(tmp_path, max_epochs, every):
+    schedule = ScheduleConfig((0, 1, "2:20:2"), every=every)
+    n = len(range(20 + every, max_epochs + 1, every)) + 12
+    assert schedule.count(max_epochs) == n
+    if max_epochs <= 10_000:
+        assert len(schedule.resolve(max_epochs)) == n
+        return
+    message = config_error(tmp_path, quickstart(train={"max_epochs": max_epochs},
+                                                capture={"schedule": {"epochs": [0, 1, "2:20:2"],
+                                                                      "every": every}}))
+    assert message.startswith(f"quickstart.capture.schedule: {n:,} scheduled epochs up to "
+                              f"train.max_epochs = {max_epochs:,}: expected at most 10,000 per run")
+
+
+@pytest.mark.parametrize("name", ["bad\nname", "tab\tname", "bell\x07"])
+def test_control_characters_in_names_are_refused(tmp_path, name):
+    with pytest.raises(ConfigError, match="pipeline name: expected a plain file name .*control characters"):
+        load_pipelines(write(tmp_path, quickstart(), name=name))
+    message = config_error(tmp_path, quickstart(sweep={"data.root": [name]}))
+    assert "run name: expected a plain file name" in message and repr(f"data.root={name}") in message
+
+
 # ------------------------------------------------------------------ round trip
 @pytest.mark.parametrize("via_json", [False, True], ids=["dict", "json"])
 def test_run_config_round_trips_through_a_dict(via_json):
