@@ -39,6 +39,7 @@ class LockError(StoreError):
 
 WRITE, ANALYSIS = "write", "analysis"  # the two locks of a store
 _SUFFIX = {WRITE: ".lock", ANALYSIS: ".analysis.lock"}
+_DOING = {"capture": "written", "repair": "repaired", "analysis": "analysed"}  # by the holder's purpose
 
 
 def lock_path(store: str, which: str = WRITE) -> str:
@@ -72,9 +73,9 @@ class StoreLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _read(fd)
+                purpose, holder = _read(fd, "analysis" if self.which == ANALYSIS else "capture")
                 os.close(fd)
-                doing = "analysed" if self.which == ANALYSIS else "written"
+                doing = _DOING.get(purpose, "used")
                 raise LockError(f"{self.store} is being {doing} by another process ({holder}); "
                                 "wait for it to end or stop it, then run this again")
             except OSError as err:
@@ -115,10 +116,13 @@ class StoreLock:
                              f"({err.strerror.lower()}); the store's folder must be writable")
 
 
-def _read(fd: int) -> str:
+def _read(fd: int, default: str) -> tuple[str, str]:
+    """(the holder's purpose, the holder as the refusal names it); `default` is the
+    purpose of a holder that has not written its text yet."""
     try:
         info = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        return (f"{info.get('purpose', 'capture')}, pid {info.get('pid', '?')} on "
-                f"{info.get('host', '?')} since {info.get('since', '?')}")
+        purpose = str(info.get("purpose") or default)
+        return purpose, (f"{purpose}, pid {info.get('pid', '?')} on "
+                         f"{info.get('host', '?')} since {info.get('since', '?')}")
     except (OSError, ValueError):
-        return "unknown holder"
+        return default, "unknown holder"
