@@ -134,8 +134,14 @@ def validate(path: str, flags_lost: bool = False) -> Report:
     return report
 
 
+def _spelled_as_found(path: str) -> str:
+    """The store's location as `location.glob` spells what it finds (absolute if local)."""
+    path = location.normalize(path)
+    return path if location.is_url(path) else os.path.abspath(path)
+
+
 def _metadata_readable(base: str, report: Report) -> bool:
-    base = location.normalize(base)
+    base = _spelled_as_found(base)
     for meta in location.glob(base, "**/zarr.json"):
         node = location.parent(meta)[len(base):].strip("/") or "/"
         try:
@@ -275,7 +281,7 @@ def _check_layout(root: zarr.Group, report: Report) -> None:
 
 def documents(path: str) -> dict[str, dict | None]:
     """node -> its parsed zarr.json ('' is the root; None where it is unreadable)."""
-    base = location.normalize(path)
+    base = _spelled_as_found(path)
     out: dict[str, dict | None] = {}
     for meta in location.glob(base, "**/zarr.json"):
         node = location.parent(meta)[len(base):].strip("/")
@@ -490,7 +496,7 @@ def _uncommit(root: zarr.Group, slots: list[int], result: Repair) -> None:
 def _recommit(root: zarr.Group, slots: list[int], result: Repair) -> None:
     """Commit again the complete epochs whose flags were lost (validate has read every
     chunk of them: all there, all valid, with an epoch number)."""
-    if not slots:
+    if not slots or COMMITTED not in root:  # (not rebuilt: reported as unrepairable)
         return
     committed = root[COMMITTED].with_config({"write_empty_chunks": True})
     epochs = root[f"{schema.EPOCHS}/epoch"]

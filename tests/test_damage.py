@@ -280,7 +280,7 @@ def repaired_as_captured(store: str, tiny_root, capsys, expect: list[str],
     assert code == 0, err
     for line in expect:
         assert line in out.splitlines(), out
-    assert differences(tiny_root[1].parent / "pristine" / STORE, store) == []
+    assert differences(tiny_root[1].parent / "pristine" / STORE, Path(store).resolve()) == []
 
 
 @pytest.mark.parametrize("lose", ["array", "chunks"])
@@ -357,13 +357,14 @@ WRONG = {  # array -> (its zarr.json as found, what validate says)
 }
 
 
-def test_array_metadata_is_checked_against_the_schema(store, tiny_root, capsys):
+def test_array_metadata_is_checked_against_the_schema(store, tiny_root, capsys, monkeypatch):
     for array, (change, _) in WRONG.items():
         rewrite(Path(store, array, "zarr.json"), change)
-    _, out, _ = run(capsys, "validate", store)
+    monkeypatch.chdir(Path(store).parent)  # a relative path, as typed
+    _, out, _ = run(capsys, "validate", Path(store).name)
     for array, (_, what) in WRONG.items():
         assert f"{array}: {what} (the schema's; repair writes it again)" in out.splitlines(), out
-    repaired_as_captured(store, tiny_root, capsys, [
+    repaired_as_captured(Path(store).name, tiny_root, capsys, [
         f"rebuilt the metadata of {array} from the schema" for array in WRONG], validated=True)
 
 
