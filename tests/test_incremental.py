@@ -16,6 +16,7 @@ import xarray as xr
 import stores
 from analyze import grid
 from analyze.pipeline import analyse
+from analyze.report import run_notes
 from capture.run import capture_run
 from stores import RunWriter, load_pipeline
 
@@ -150,6 +151,8 @@ def test_a_capture_committing_during_the_analysis_is_reported_as_running(tiny_ro
     report = Path(analyse(pipeline, str(root), client=None, progress=False)).read_text()
     assert counted == [18, 3]  # the epoch committed meanwhile, now
     assert "| corruption = 0.6 (1 seed) (running: 3 of 4 scheduled epochs committed) | 2 |" in report
+    results = stores.analysis_results([path])  # epochs 0, 1, 2
     capture_run(corrupted, str(root), progress=False)  # finishes
+    assert run_notes([path], results) == {corrupted.name: "3 of 4 committed epochs analysed"}
     report = Path(analyse(pipeline, str(root), client=None, progress=False)).read_text()
     assert "| corruption = 0.6 (1 seed) | 4 |" in report and "running" not in report
