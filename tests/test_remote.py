@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
+import pytest
 
 import stores
 from analyze.pipeline import analyse
