@@ -236,6 +236,14 @@ def analyze_full_disk(env: Env) -> list[str]:
     return _on_store(env, "analyze")
 
 
+def analyze_full_disk_at_the_table(env: Env) -> list[str]:
+    """The stores analysed already; the disk fills when analyze writes analysis.csv."""
+    argv = _on_store(env, "analyze")
+    assert analyze_main(argv) == 0
+    refuse_writes(env.monkeypatch, env.root, errno.ENOSPC, match=("analysis.csv", "report.md"))
+    return argv
+
+
 def analyze_with(change: Callable[[dict], None], *extra: str) -> Callable[[Env], list[str]]:
     """The committed quickstart pipeline (same stores) with `change`, analysed eagerly."""
     def setup(env: Env) -> list[str]:
@@ -247,7 +255,7 @@ def analyze_with(change: Callable[[dict], None], *extra: str) -> Callable[[Env],
 
 
 def unreachable_scheduler(env: Env) -> list[str]:
-    env.monkeypatch.setattr(analyze.cluster, "CONNECT_TIMEOUT_S", 0.5)  # 10 s in real use
+    env.monkeypatch.setattr(analyze.cluster, "CONNECT_TIMEOUT_S", 0.5, raising=False)  # 10 s in use
     return ["quickstart", "--pipelines", str(env.pipelines), "--root", str(env.root), "--quiet",
             "--scheduler", "tcp://127.0.0.1:1"]
 
@@ -471,6 +479,8 @@ STORE_CASES = [
          r"make it writable"),
     Case("full-disk-analyze", "analyze", analyze_full_disk,
          r"cannot write .*analysis.* \(no space left on device\)[:;] .*free space"),
+    Case("full-disk-analyze-table", "analyze", analyze_full_disk_at_the_table,
+         r"cannot write .*/quickstart/analysis\.csv \(no space left on device\)[:;] .*free space"),
     Case("knn-larger-than-training-set", "analyze",
          analyze_with(put("analysis.knn_neighbors", 100000), "--eager"),
          r"quickstart\.analysis\.knn_neighbors: expected at most the training set's \d+ samples "
