@@ -8,7 +8,7 @@ import shlex
 import sys
 import time
 
-from stores import ConfigError, StoreError, load_pipeline
+from stores import ConfigError, StoreError, load_pipeline, location
 
 from .background import WriterError
 from .plan import GPU_FLOPS, STEP_OVERHEAD_S, plan
@@ -103,8 +103,9 @@ def interrupted(args: argparse.Namespace, config, argv: list[str]) -> str:
         return "interrupted before any capture started: no store was written"
     path = config.store_path(args.root)
     command = shlex.join(["python", "-m", "capture", *(a for a in argv if a != "--overwrite")])
-    return (f"interrupted: {path} keeps its {committed_text(path)} (of {len(config.schedule)} "
-            f"scheduled)\nresume with: {command}")
+    where = (f"{path} keeps its {committed_text(path)} (of {len(config.schedule)} scheduled)"
+             if location.is_store(path) else f"{path} was not created yet")
+    return f"interrupted: {where}\nresume with: {command}"
 
 
 if __name__ == "__main__":

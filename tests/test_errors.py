@@ -114,3 +114,17 @@ def test_ctrl_c_of_analyze_leaves_the_stores_and_says_how_to_resume(env, capsys,
     assert where.startswith("interrupted: the stores' committed epochs are unchanged")
     assert resume == "resume with: " + shlex.join(["python", "-m", "analyze", *argv])
     assert _committed(env.root) == before
+
+
+def test_ctrl_c_before_the_store_exists_says_so(env, capsys, monkeypatch):
+    import capture.run
+
+    before = _committed(env.root)
+    argv = _bad_pipeline(env)
+    _interrupt_at(monkeypatch, capture.run, "load_dataset", 1)
+    capsys.readouterr()
+    assert capture_main(argv) == 130
+    where, resume = _lines(capsys.readouterr().err)
+    assert where == f"interrupted: {env.root / 'bad' / 'corruption=0.6,seed=0.zarr'} was not created yet"
+    assert resume == "resume with: " + shlex.join(["python", "-m", "capture", *argv])
+    assert _committed(env.root) == before
