@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import re
 import shlex
@@ -17,6 +18,9 @@ from stores.config import DEVICES, ClusterConfig, replace_checked
 
 from .cluster import check_workers, make_client
 from .pipeline import analyse, store_paths
+
+# What a failed write says (a full disk or quota, a read-only or forbidden folder).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def cluster_config(pipeline, args) -> ClusterConfig:
@@ -107,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as err:  # a full disk, a store made read-only meanwhile
         where = err.filename or location.join(args.root, args.pipeline)
-        print(f"error: cannot write {where} ({(err.strerror or str(err)).lower()}): the stores' "
+        verb = "write" if err.errno in WRITE_ERRNOS else "use"
+        print(f"error: cannot {verb} {where} ({(err.strerror or str(err)).lower()}): the stores' "
               "committed epochs are unchanged; free space (or make it writable) and run the same "
               "command again", file=sys.stderr)
         return 2

@@ -128,3 +128,28 @@ def test_ctrl_c_before_the_store_exists_says_so(env, capsys, monkeypatch):
     assert where == f"interrupted: {env.root / 'bad' / 'corruption=0.6,seed=0.zarr'} was not created yet"
     assert resume == "resume with: " + shlex.join(["python", "-m", "capture", *argv])
     assert _committed(env.root) == before
+
+
+def test_an_os_error_that_escapes_analysis_is_one_line(env, capsys, monkeypatch):
+    """What no writer turned into a message of its own (a figure, say) still ends in
+    one line with the path."""
+    import errno
+    import os
+
+    import analyze.__main__
+
+    figure = env.root / "quickstart" / "figure.png"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(figure))
+
+    monkeypatch.setattr(analyze.__main__, "analyse", full)
+    before = _committed(env.root)
+    capsys.readouterr()
+    assert analyze_main(["quickstart", "--pipelines", str(env.pipelines), "--root", str(env.root),
+                         "--quiet", "--eager"]) == 2
+    (line,) = _lines(capsys.readouterr().err)
+    assert line == (f"error: cannot write {figure} (no space left on device): the stores' committed "
+                    "epochs are unchanged; free space (or make it writable) and run the same "
+                    "command again")
+    assert _committed(env.root) == before
