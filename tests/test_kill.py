@@ -7,9 +7,9 @@ between two commits (paused first, so that a second capture started meanwhile is
 refused by the lock, which the killed one then does not leave behind, and `analyze`
 meanwhile reads the half-written store), and while the background writer is writing an
 epoch (its first chunk is on disk, its commit flag not). Only what must be a separate
-process is one (the uninterrupted reference, run alongside, and the captures that are
-killed); the refused capture, the analysis and the final resume run in this process,
-through the same `main` the command line calls.
+process is one (the uninterrupted reference, run alongside, the captures that are
+killed, and the one that finishes the run, as a user would start it again); the refused
+capture and the analysis run in this process, through the `main` the command lines call.
 """
 
 from __future__ import annotations
@@ -54,11 +54,15 @@ class Capture:
         return subprocess.Popen([sys.executable, "-m", "capture", *self.args], cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    def run(self, capsys) -> tuple[int, str]:
+    def run_here(self, capsys) -> tuple[int, str]:
         """`python -m capture ...` in this process: (exit status, stderr)."""
         capsys.readouterr()
         code = capture_main(self.args)
         return code, capsys.readouterr().err
+
+    def run(self) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "capture", *self.args], cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
 
     def committed_files(self) -> list[int]:
         """Slots whose commit flag is on disk (a flag is only ever written as True here)."""
@@ -106,7 +110,7 @@ def test_sigkill_at_several_points_then_resume_gives_the_uninterrupted_store(tmp
 
     # 2. Between two commits, paused: a second capture is refused by the lock ...
     paused = cap.kill_when(lambda: len(cap.committed_files()) >= 3, pause=True)
-    code, err = cap.run(capsys)
+    code, err = cap.run_here(capsys)
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert f"{cap.store} is being written by another process (capture, pid {paused.pid}" in err
@@ -134,8 +138,8 @@ def test_sigkill_at_several_points_then_resume_gives_the_uninterrupted_store(tmp
         pytest.fail("never killed while an epoch was being written")
 
     # 4. The same command finishes it (the dead captures' lock is gone).
-    code, err = cap.run(capsys)
-    assert code == 0, err
+    finished = cap.run()
+    assert finished.returncode == 0, finished.stderr
     assert uninterrupted.wait(timeout=600) == 0, uninterrupted.stderr.read().decode()
     assert differences(reference.store, cap.store, skip_analysis=True) == []
     resumes = zarr.open_group(str(cap.store), mode="r").attrs["resumes"]

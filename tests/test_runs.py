@@ -99,6 +99,7 @@ def test_report_averages_over_seeds(tmp_path):
     # and heatmaps are about keep the analysis small.
     raw["quickstart"]["sweep"] = {"corruption": [0.0, 0.3, 0.6], "seed": [0, 1]}
     raw["quickstart"]["capture"]["points"] = ["relu1", "relu2"]
+    raw["quickstart"]["capture"]["schedule"] = {"epochs": [0, 1]}
     raw["quickstart"]["analysis"]["probes"] = ["masc", "velpic"]
     pipelines.write_text(yaml.safe_dump(raw))
     pipeline = load_pipeline("quickstart", pipelines)
