@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from stores.config import BUNDLED_DATASETS, VISION_DATASETS, DataConfig
+from stores.config import VISION_DATASETS, DataConfig
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from stores import RunConfig, RunWriter
+from stores.schema import STATUS_DIVERGED
 
 from . import train
 from .background import BackgroundWriter
@@ -24,7 +25,6 @@ from .resume import Resume, restore, snapshot
 
 log = logging.getLogger(__name__)
 
-STATUS_DIVERGED = "diverged"  # the root attribute `status` of a run whose loss went non-finite
 
 
 class Diverged(RuntimeError):

@@ -19,11 +19,12 @@ import torch
 import stores
 from stores import LayerSpec, RunConfig, RunWriter, StoreError, location
 from stores.config import run_config_from_dict
+from stores.schema import STATUS_DIVERGED
 from stores.lock import StoreLock
 
 from .corruption import for_run as corruption_for_run
 from .data import Dataset, load_dataset
-from .loop import STATUS_DIVERGED, Diverged, train_and_capture
+from .loop import Diverged, train_and_capture
 from .plan import check_size
 from .resume import Resume, fresh, plan, remove_partial_files
 from .convnets import output_shapes

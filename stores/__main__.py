@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 import zarr
@@ -114,8 +115,9 @@ def cmd_repair(args: argparse.Namespace) -> int:
     if result.uncommitted or result.marked_running:
         attrs = run_attrs(args.store)
         root = location.parent(location.parent(location.normalize(args.store)))
-        print(f"resume the capture to rewrite them: python -m capture {attrs.get('pipeline')} "
-              f"--run {attrs.get('run_name')} --root {root} (with the same --pipelines file)")
+        command = ["python", "-m", "capture", str(attrs.get("pipeline")), "--run",
+                   str(attrs.get("run_name")), "--root", str(root)]
+        print(f"resume the capture to rewrite them: {shlex.join(command)} (with the same --pipelines file)")
     if result.unrepairable:
         print(f"error: {args.store}: {len(result.unrepairable)} problem(s) outside the epochs cannot "
               "be repaired by un-committing; capture the run again with --overwrite", file=sys.stderr)

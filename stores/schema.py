@@ -59,6 +59,7 @@ CHUNK_BYTES = 8 << 20
 # Status values of the root attribute `status`.
 STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
+STATUS_DIVERGED = "diverged"  # training stopped: its loss went non-finite
 
 # state/<copy>/...: what a killed capture needs to go on (model, optimizer, random
 # generators), for the latest committed epochs. Two copies alternate by slot parity, so
