@@ -14,12 +14,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# Two pytest workers (pytest-xdist): the suite waits on subprocesses and disks often
+# enough that two of them on two cores finish it sooner (tests/conftest.py gives each
+# one torch intra-op thread).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 # The inner loop: no test marked slow (own stores end to end, subprocesses).
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

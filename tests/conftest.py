@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import multiprocessing.process
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from capture.run import capture_run
 from stores import load_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest workers on two cores: one intra-op thread each keeps
+    # them from oversubscribing the cores (OpenMP threads spin-waiting on a busy core make
+    # small torch ops many times slower). Every comparison of this process's results
+    # with another process's already holds across thread counts (or, where it is exact,
+    # is between two runs of this process).
+    torch.set_num_threads(1)
 FAST_TIER = "not slow"  # `make test-fast`: pytest -m "not slow"
 
 

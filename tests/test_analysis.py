@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import xarray as xr
+import yaml
 from threadpoolctl import threadpool_limits
 
 import stores
@@ -167,9 +168,13 @@ def test_analyse_writes_results_readable_by_plain_xarray(tiny_root):
 @pytest.mark.slow
 def test_quickstart_end_to_end_cli(tmp_path):
     """`python -m capture`, `python -m analyze` (two Dask worker processes) and `python -m
-    stores` as real processes, on quickstart cut to a few epochs, with the root given as a
-    file:// URL (which every command line must take as the folder it names)."""
+    stores` as real processes, on quickstart cut to a few epochs and two probes, with the
+    root given as a file:// URL (which every command line must take as the folder it
+    names)."""
     pipelines = tiny_pipeline_yaml(tmp_path / "p.yaml", max_epochs=2)
+    raw = yaml.safe_load(pipelines.read_text())
+    raw["quickstart"]["analysis"]["probes"] = ["masc", "velpic"]
+    pipelines.write_text(yaml.safe_dump(raw))
     root, url = tmp_path / "runs", f"file://{tmp_path}/runs"
     common = ["quickstart", "--pipelines", str(pipelines), "--root", url, "--quiet"]
     for module, extra in (("capture", []), ("analyze", ["--workers", "2"])):

@@ -11,6 +11,7 @@ import time
 
 import pytest
 import xarray as xr
+import yaml
 
 from analyze.__main__ import main as analyze_main
 from analyze.cluster import BLAS_ENV, slurm_cluster
@@ -40,7 +41,10 @@ def test_analysis_on_a_separate_scheduler_and_workers(tiny_root, tmp_path, capsy
     processes gives exactly what the eager path gives on copies of the same stores. The
     scheduler and workers are real processes; the two `analyze` command lines run in
     this process (their client is what differs, and the tasks run on the workers)."""
-    pipelines, _ = tiny_root
+    raw = yaml.safe_load(tiny_root[0].read_text())
+    raw["quickstart"]["analysis"]["probes"] = ["masc", "velpic", "ncm"]  # not part of a run's identity
+    pipelines = tmp_path / "pipelines.yaml"
+    pipelines.write_text(yaml.safe_dump(raw))
     root = fresh_tiny_root(tiny_root, tmp_path / "runs")
     copy = fresh_tiny_root(tiny_root, tmp_path / "eager-runs")
     common = ["quickstart", "--pipelines", str(pipelines), "--quiet"]
