@@ -149,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         where = getattr(args, "store", None) or getattr(args, "dir", "")
         print(f"error: {where}: unreadable data ({str(err).splitlines()[0]}); "
               f"run `python -m stores validate {where}`", file=sys.stderr)
-    except OSError as err:
-        print(f"error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+    except OSError as err:  # e.g. a full disk or a read-only folder during repair
+        where = err.filename or getattr(args, "store", None) or getattr(args, "dir", "")
+        advice = (" (repair orders its writes: free space or make it writable, then run it again)"
+                  if args.func is cmd_repair else "")
+        print(f"error: {where}: {(err.strerror or str(err)).lower()}{advice}", file=sys.stderr)
     return 2
 
 

@@ -244,6 +244,15 @@ def analyze_full_disk_at_the_table(env: Env) -> list[str]:
     return argv
 
 
+def repair_full_disk(env: Env) -> list[str]:
+    """A damaged chunk for repair to un-commit, and a disk too full for repair's writes
+    (removals still work, as on a full disk)."""
+    chunk = env.store / "activations" / "relu1" / "values" / "c" / "1" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    refuse_writes(env.monkeypatch, env.store, errno.ENOSPC)
+    return ["repair", str(env.store)]
+
+
 def analyze_with(change: Callable[[dict], None], *extra: str) -> Callable[[Env], list[str]]:
     """The committed quickstart pipeline (same stores) with `change`, analysed eagerly."""
     def setup(env: Env) -> list[str]:
@@ -481,6 +490,8 @@ STORE_CASES = [
          r"cannot write .*analysis.* \(no space left on device\)[:;] .*free space"),
     Case("full-disk-analyze-table", "analyze", analyze_full_disk_at_the_table,
          r"cannot write .*/quickstart/analysis\.csv \(no space left on device\)[:;] .*free space"),
+    Case("full-disk-repair", "stores", repair_full_disk,
+         r"corruption=0\.6,seed=0\.zarr.*: no space left on device \(repair orders its writes: free space"),
     Case("knn-larger-than-training-set", "analyze",
          analyze_with(put("analysis.knn_neighbors", 100000), "--eager"),
          r"quickstart\.analysis\.knn_neighbors: expected at most the training set's \d+ samples "
