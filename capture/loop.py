@@ -26,7 +26,6 @@ from .resume import Resume, restore, snapshot
 log = logging.getLogger(__name__)
 
 
-
 class Diverged(RuntimeError):
     """Training reached a non-finite loss: the epochs committed before it stand, the
     store is marked diverged, and nothing of this epoch is committed."""
