@@ -31,6 +31,8 @@ from .conftest import fresh_tiny_root
 from .storecmp import digest
 from .test_resume import Crash, crash_at
 
+pytestmark = pytest.mark.slow  # whole analyses, killed and run again: not in `make test-fast`
+
 RUN = "corruption=0.6,seed=0"
 
 
