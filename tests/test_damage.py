@@ -26,6 +26,9 @@ from stores.__main__ import main as stores_main
 from .conftest import fresh_tiny_root
 from .storecmp import differences, digest
 
+# Each test damages, validates and repairs its own copy of the stores: not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 STORE = "quickstart/corruption=0.6,seed=0.zarr"  # slots 0..3 = epochs 0, 1, 2, 4; slot 4 spare
 OTHER = "quickstart/corruption=0.0,seed=0.zarr"
 
