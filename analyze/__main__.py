@@ -10,14 +10,11 @@ import shlex
 import sys
 import time
 
-import numpy as np
-
-import stores
 from stores import ConfigError, StoreError, load_pipeline, location
 from stores.config import DEVICES, ClusterConfig, replace_checked
 
 from .cluster import check_workers, make_client
-from .pipeline import analyse, store_paths
+from .pipeline import analyse
 
 # What a failed write says (a full disk or quota, a read-only or forbidden folder).
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -30,28 +27,6 @@ def cluster_config(pipeline, args) -> ClusterConfig:
         ("cores", "cores"), ("memory", "memory"), ("walltime", "walltime"),
         ("job_extra_directives", "job_extra_directives"))}
     return replace_checked(pipeline.cluster, "command line", **{k: v for k, v in given.items() if v is not None})
-
-
-def preflight(pipeline, root: str) -> None:
-    """What would fail only after every task was computed, checked before any is: each
-    store (analysis writes its results into it) and the report's folder are writable,
-    and `analysis.knn_neighbors` fits every run's training set."""
-    paths = store_paths(pipeline, root)
-    for path in [*paths, location.join(root, pipeline.name)]:
-        try:
-            location.check_writable(path)
-        except OSError as err:
-            raise StoreError(f"{path} is not writable ({(err.strerror or str(err)).lower()}): "
-                             "analyze writes its results there; make it writable (or analyse a "
-                             "writable copy) and run the same command again") from None
-    analysis = pipeline.runs()[0].analysis
-    if "knn" in analysis.probes:
-        for path in paths:
-            n_train = int(np.sum(stores.sample_table(path)["split"] == "train"))
-            if analysis.knn_neighbors > n_train:
-                raise ConfigError(f"{pipeline.name}.analysis.knn_neighbors: expected at most the "
-                                  f"training set's {n_train} samples ({path}), got "
-                                  f"{analysis.knn_neighbors}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         cluster = cluster_config(pipeline, args)
         if not (args.eager or args.scheduler):
             check_workers(cluster)
-        preflight(pipeline, args.root)
         client = None if args.eager else make_client(scheduler=args.scheduler, cluster=cluster)
         try:
             path = analyse(pipeline, args.root, client, progress=not args.quiet,

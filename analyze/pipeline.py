@@ -9,7 +9,7 @@ import logging
 import numpy as np
 
 import stores
-from stores import Pipeline, StoreError, location
+from stores import ConfigError, Pipeline, StoreError, location
 from stores.lock import StoreLock
 from stores.runs import results_table
 from stores.writer import consolidate_if_stale, recover_analysis
@@ -52,6 +52,27 @@ def store_paths(pipeline: Pipeline, root: str, missing: list | None = None) -> l
     return paths
 
 
+def preflight(pipeline: Pipeline, root: str, paths: list[str]) -> None:
+    """What would fail only after every task was computed, checked before any is: each
+    store (analysis writes its results into it) and the report's folder are writable,
+    and `analysis.knn_neighbors` fits every run's training set."""
+    for path in [*paths, location.join(root, pipeline.name)]:
+        try:
+            location.check_writable(path)
+        except OSError as err:
+            raise StoreError(f"{path} is not writable ({(err.strerror or str(err)).lower()}): "
+                             "analyze writes its results there; make it writable (or analyse a "
+                             "writable copy) and run the same command again") from None
+    analysis = pipeline.runs()[0].analysis
+    if "knn" in analysis.probes:
+        for path in paths:
+            n_train = int(np.sum(stores.sample_table(path)["split"] == "train"))
+            if analysis.knn_neighbors > n_train:
+                raise ConfigError(f"{pipeline.name}.analysis.knn_neighbors: expected at most the "
+                                  f"training set's {n_train} samples ({path}), got "
+                                  f"{analysis.knn_neighbors}")
+
+
 def analyse(pipeline: Pipeline, root: str, client=None, progress: bool = True,
             device: str | None = None) -> str:
     """Run the grid (on `client`, or eagerly without one) for what is new, write results
@@ -61,9 +82,12 @@ def analyse(pipeline: Pipeline, root: str, client=None, progress: bool = True,
     Each store's analysis lock (`RUN.zarr.analysis.lock`, beside the capture's lock) is
     held from before its earlier results are read until its new ones are written: a
     second analysis of the same store is refused, naming the holder, before it computes
-    anything (as a second capture of a run is); a capture may go on writing meanwhile."""
+    anything (as a second capture of a run is); a capture may go on writing meanwhile.
+    What would fail only after the tasks (a store that cannot be written, k-NN's k over a
+    training set) is checked before any runs."""
     missing: list = []
     paths = store_paths(pipeline, root, missing)
+    preflight(pipeline, root, paths)
     settings = settings_for(pipeline)
     if device is not None:
         settings = dataclasses.replace(settings, device=device)
