@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # a full disk, a store made read-only meanwhile
         where = err.filename or location.join(args.root, args.pipeline)
         verb = "write" if err.errno in WRITE_ERRNOS else "use"
-        print(f"error: cannot {verb} {where} ({(err.strerror or str(err)).lower()}): the stores' "
+        print(f"error: cannot {verb} {where} ({location.os_reason(err)}): the stores' "
               "committed epochs are unchanged; free space (or make it writable) and run the same "
               "command again", file=sys.stderr)
         return 2

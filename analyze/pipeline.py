@@ -60,7 +60,7 @@ def preflight(pipeline: Pipeline, root: str, paths: list[str]) -> None:
         try:
             location.check_writable(path)
         except OSError as err:
-            raise StoreError(f"{path} is not writable ({(err.strerror or str(err)).lower()}): "
+            raise StoreError(f"{path} is not writable ({location.os_reason(err)}): "
                              "analyze writes its results there; make it writable (or analyse a "
                              "writable copy) and run the same command again") from None
     analysis = pipeline.runs()[0].analysis

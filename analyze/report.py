@@ -206,7 +206,7 @@ def replacing(path: str, mode: str = "w"):
     except BaseException as err:
         location.remove(partial)
         if isinstance(err, OSError):
-            raise StoreError(f"cannot write {path} ({(err.strerror or str(err)).lower()}); "
+            raise StoreError(f"cannot write {path} ({location.os_reason(err)}); "
                              "the stores' analysis results are written: free space or make "
                              "the folder writable, then run the analysis again") from err
         raise

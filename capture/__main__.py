@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as err:  # a write outside a store (its folder, a lock file)
         print(f"error: cannot write {err.filename or args.root} "
-              f"({(err.strerror or str(err)).lower()}): free space or make --root writable, "
+              f"({location.os_reason(err)}): free space or make --root writable, "
               "then run the same command again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -151,7 +151,7 @@ def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
                              "it again with --overwrite") from None
         except OSError as err:
             raise StoreError(f"cannot write {err.filename or path} "
-                             f"({(err.strerror or str(err)).lower()}): {path} keeps its "
+                             f"({location.os_reason(err)}): {path} keeps its "
                              f"{committed_text(path)}; free space or make it writable, then run the "
                              "same command again to resume") from None
     return path
@@ -174,7 +174,7 @@ def _check_writable(path: str) -> None:
     try:
         location.check_writable(path)
     except OSError as err:
-        raise StoreError(f"{path} is not writable ({(err.strerror or str(err)).lower()}): it "
+        raise StoreError(f"{path} is not writable ({location.os_reason(err)}): it "
                          f"keeps its {committed_text(path)}; make it writable (or copy it to "
                          "a writable --root) and run the same command again") from None
 
@@ -184,7 +184,7 @@ def _make_parent(path: str, root: str) -> None:
     try:
         location.makedirs(parent)
     except OSError as err:
-        raise StoreError(f"cannot create {parent} ({(err.strerror or str(err)).lower()}): "
+        raise StoreError(f"cannot create {parent} ({location.os_reason(err)}): "
                          f"--root {root} must be a writable folder")
 
 
@@ -249,7 +249,7 @@ def _create(path: str, config: RunConfig, root: str, dev: torch.device, head: st
         location.move(staging, path)
         location.remove(replaced)
     except OSError as err:
-        raise StoreError(f"cannot create {path} ({(err.strerror or str(err)).lower()})")
+        raise StoreError(f"cannot create {path} ({location.os_reason(err)})")
     return RunWriter.open(path)
 
 

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         where = err.filename or getattr(args, "store", None) or getattr(args, "dir", "")
         advice = (" (repair orders its writes: free space or make it writable, then run it again)"
                   if args.func is cmd_repair else "")
-        print(f"error: {where}: {(err.strerror or str(err)).lower()}{advice}", file=sys.stderr)
+        print(f"error: {where}: {location.os_reason(err)}{advice}", file=sys.stderr)
     return 2
 
 

@@ -119,6 +119,11 @@ def name(location: str | Path) -> str:
     return posixpath.basename(normalize(location))
 
 
+def os_reason(err: OSError) -> str:
+    """What an OSError says, as it goes inside one error line: "no space left on device"."""
+    return (err.strerror or str(err)).lower()
+
+
 def check_writable(location: str | Path) -> None:
     """Raise OSError (EROFS, EACCES, ...) unless a file can be created in the folder
     `location` (and removed again): a read-only store is found before any work is done

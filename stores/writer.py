@@ -306,7 +306,7 @@ def write_analysis(path: str, datasets: Mapping) -> None:
         for aside in datasets:
             location.remove(analysis_aside(path, aside))
         raise StoreError(f"{path}: cannot write analysis/{name} "
-                         f"({(err.strerror or str(err)).lower()}); the captured data and the "
+                         f"({location.os_reason(err)}); the captured data and the "
                          "earlier analysis results are intact: free space or make the folder "
                          "writable, then run the analysis again") from err
 
