@@ -133,7 +133,10 @@ def _check(fn: Callable[[Any], str | None]) -> Any:
     return {"check": fn}
 
 
-PROBE_NAMES = ("masc", "velpic", "ncm", "knn", "logreg")
+# masc: MASC with subspaces from the observed (possibly corrupted) training labels;
+# masc_true: the same from the true labels (P1's control, an upper bound on what the
+# representation holds); lda, qda: scikit-learn's discriminant analyses (defaults).
+PROBE_NAMES = ("masc", "masc_true", "velpic", "ncm", "knn", "logreg", "lda", "qda")
 
 
 # ------------------------------------------------------------------ the blocks
@@ -263,16 +266,44 @@ def _device(v):
         return "expected cpu, cuda, cuda:N or null"
 
 
+def _components(v):
+    """One MASC n (a fraction of explained variance in (0, 1), or a component count >= 1)
+    or a non-empty list of distinct ones (the n ablation)."""
+    what = "expected a number > 0 or a non-empty list of distinct numbers > 0"
+    values = list(v) if isinstance(v, (list, tuple)) else [v]
+    if not values or any(_number(0.0, lo_open=True)(x) for x in values):
+        return what
+    if len({float(x) for x in values}) != len(values):
+        return what
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     probes: tuple[str, ...] = field(default=PROBE_NAMES, metadata=_check(_str_list(PROBE_NAMES)))
-    masc_components: float = field(default=0.99, metadata=_check(_number(0.0, lo_open=True)))
+    # MASC's n; a list is the n ablation (P1: 1, 0.25, 0.5, 0.75, 0.99): every n is fitted
+    # and stored under analysis/masc_n, keyed by n, and the first is the one the `masc`
+    # and `masc_true` probes use everywhere else (tables, dynamics, relabelling).
+    masc_components: float | tuple[float, ...] = field(default=0.99, metadata=_check(_components))
     knn_neighbors: int = field(default=5, metadata=_check(_number(1, integer=True)))
     # MASC + VeLPIC: "fast" (float32 products, the same k per class as float64) or
     # "exact" (float64 throughout); `device` runs the fast kernels through torch on
     # "cuda" (or "cuda:N", "cpu"); null: NumPy.
     spectral: str = field(default="fast", metadata=_check(_choice("fast", "exact")))
     device: str | None = field(default=None, metadata=_check(_device))
+    # P1's third experiment: a clean run (observed = true labels) also gets MASC fitted
+    # with the observed labels of each corrupted run of the pipeline that has the same
+    # samples and differs from it in the corruption rate only (analysis/cross).
+    cross_labels: bool = field(default=False, metadata=_check(_bool))
+    # P1's relabel-and-retrain: the seed of the 80/20 split of the test set; the best
+    # MASC layer on the 20% part relabels the training set (analysis/relabel, written
+    # for every corrupted run at its final epoch). null: not computed.
+    relabel_seed: int | None = field(default=0, metadata=_check(_number(0, integer=True, optional=True)))
+
+    @property
+    def masc_ns(self) -> tuple[float, ...]:
+        """Every MASC n asked for, the primary one first."""
+        n = self.masc_components
+        return tuple(n) if isinstance(n, tuple) else (n,)
 
 
 @dataclass(frozen=True)
@@ -558,7 +589,7 @@ def _as_floats(annotation: str, value: Any) -> Any:
     whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
     if annotation.startswith("float") and whole(value):
         return float(value)
-    if annotation.startswith("tuple[float") and isinstance(value, (list, tuple)):
+    if "tuple[float" in annotation and isinstance(value, (list, tuple)):
         return [float(v) if whole(v) else v for v in value]
     return value
 
