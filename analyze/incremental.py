@@ -15,7 +15,7 @@ import xarray as xr
 
 from stores.runs import stored_analysis
 
-from .tasks import ProbeSettings
+from .tasks import SCORES, ProbeSettings
 
 
 def stored(path: str) -> dict[str, xr.Dataset]:
@@ -24,77 +24,105 @@ def stored(path: str) -> dict[str, xr.Dataset]:
     return stored_analysis(path)
 
 
+GRID_GROUPS = ("dynamics", "edit", "masc_n", "cross", "relabel")
+
+
 def usable(results: dict[str, xr.Dataset], settings: ProbeSettings) -> bool:
-    """Stored grid results computed with these settings (else everything is redone)."""
+    """Stored grid results computed with these settings, in this version's layout (else
+    everything is redone)."""
     dyn, edit = results.get("dynamics"), results.get("edit")
-    if dyn is None or edit is None:
+    if dyn is None or edit is None or "class_accuracy" not in dyn or "class_accuracy" not in edit:
         return False
     return ([str(p) for p in dyn.probe.values] == list(settings.probes)
+            and [str(s) for s in dyn.score.values] == list(SCORES)
             and dyn.attrs.get("masc_components") == settings.masc_components
             and dyn.attrs.get("knn_neighbors") == settings.knn_neighbors
             and dyn.attrs.get("spectral") == settings.spectral)
 
 
-def done(results: dict[str, xr.Dataset], settings: ProbeSettings,
-         layers: list[str]) -> set[tuple[str, int]]:
+def done(results: dict[str, xr.Dataset], settings: ProbeSettings, layers: list[str],
+         cross: tuple = (), final: int | None = None, relabel_seed: int | None = None
+         ) -> set[tuple[str, int]]:
     """The (layer, epoch) pairs the stored results cover, by whole epochs: an epoch is
-    done when every layer has its probes and the penultimate one its edit."""
+    done when every layer has its probes, every n of the ablation and every cross-run
+    source, and the penultimate layer its edit; the `final` epoch, also the relabelling
+    (when `relabel_seed` asks for one)."""
     if not usable(results, settings):
         return set()
     dyn, edit = results["dynamics"], results["edit"]
     stored_layers = [str(x) for x in dyn.layer.values]
     if not set(layers) <= set(stored_layers):
         return set()
-    computed = dyn["accuracy"].notnull().any(["probe", "score"]).values  # (layer, epoch)
     rows = [stored_layers.index(layer) for layer in layers]
+    computed = dyn["accuracy"].notnull().any(["probe", "score"]).values[rows]  # (layer, epoch)
+    computed &= _covered(results.get("masc_n"), "n", settings.ablation if settings.masc else (),
+                         stored_layers, dyn)[rows]
+    computed &= _covered(results.get("cross"), "labels_from", [rate for rate, _, _ in cross],
+                         stored_layers, dyn)[rows]
     edited = {int(e) for e in edit.epoch.values}
-    return {(layer, int(epoch)) for j, epoch in enumerate(dyn.epoch.values)
-            if computed[rows, j].all() and int(epoch) in edited for layer in layers}
-
-
-def merge(old: dict[str, xr.Dataset], new: dict[str, xr.Dataset], layers: list[str]) -> dict:
-    """`new` grid results folded into `old` ones: new values win where both exist."""
-    out = dict(new)
-    out["dynamics"] = _merge_dynamics(old["dynamics"], new["dynamics"], layers)
-    out["edit"] = _merge_edit(old["edit"], new["edit"])
+    out = {(layer, int(epoch)) for j, epoch in enumerate(dyn.epoch.values)
+           if computed[:, j].all() and int(epoch) in edited for layer in layers}
+    stored_relabel = results.get("relabel")
+    if relabel_seed is not None and final is not None and not (
+            stored_relabel is not None and stored_relabel.attrs.get("epoch") == final
+            and stored_relabel.attrs.get("seed") == relabel_seed):
+        out = {(layer, epoch) for layer, epoch in out if epoch != final}
     return out
 
 
-def _merge_dynamics(old: xr.Dataset, new: xr.Dataset, layers: list[str]) -> xr.Dataset:
-    epochs = sorted({int(e) for e in old.epoch.values} | {int(e) for e in new.epoch.values})
-    n_class = max(old.sizes.get("class", 0), new.sizes.get("class", 0))
-    probes = [str(p) for p in new.probe.values]
-    scores = [str(s) for s in new.score.values]
-
-    def align(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
-        ds = ds.assign_coords(probe=[str(p) for p in ds.probe.values],
-                              layer=[str(x) for x in ds.layer.values],
-                              score=[str(s) for s in ds.score.values])
-        acc = ds["accuracy"].reindex(probe=probes, layer=layers, epoch=epochs, score=scores)
-        k = ds["masc_k"].reindex(layer=layers, epoch=epochs, fill_value=-1)
-        pad = n_class - k.shape[-1]
-        return acc.values, np.pad(k.values, ((0, 0), (0, 0), (0, pad)), constant_values=-1)
-
-    (acc_old, k_old), (acc_new, k_new) = align(old), align(new)
-    fresh = ~np.isnan(acc_new).all(axis=(0, 3))  # (layer, epoch) computed now
-    acc = np.where(fresh[None, :, :, None], acc_new, acc_old)
-    k = np.where(fresh[:, :, None], k_new, k_old)
-    return xr.Dataset(
-        {"accuracy": (("probe", "layer", "epoch", "score"), acc),
-         "masc_k": (("layer", "epoch", "class"), k.astype(np.int64))},
-        coords={"probe": np.array(probes, dtype=object), "layer": np.array(layers, dtype=object),
-                "epoch": epochs, "score": np.array(scores, dtype=object)},
-        attrs={**old.attrs, **new.attrs},
-    )
+def _covered(ds: xr.Dataset | None, dim: str, wanted, layers: list[str], dyn: xr.Dataset) -> np.ndarray:
+    """(layer, epoch) of `dyn`: whether `ds` holds a result for every `wanted` value of `dim`."""
+    shape = (len(layers), dyn.sizes["epoch"])
+    if not len(wanted):
+        return np.ones(shape, dtype=bool)
+    if ds is None or not set(map(float, wanted)) <= {float(v) for v in ds[dim].values}:
+        return np.zeros(shape, dtype=bool)
+    acc = _strings(ds)["accuracy"].sel({dim: [float(v) for v in wanted]})
+    acc = acc.reindex(layer=layers, epoch=dyn.epoch.values)
+    return acc.notnull().any([d for d in acc.dims if d not in ("layer", "epoch")]).transpose(
+        "layer", "epoch").values
 
 
-def _merge_edit(old: xr.Dataset, new: xr.Dataset) -> xr.Dataset:
-    replaced = {int(e) for e in new.epoch.values}
-    keep = [int(e) for e in old.epoch.values if int(e) not in replaced]
-    strings = lambda ds: ds.assign_coords(  # noqa: E731  (one string dtype for both)
-        variant=np.array([str(v) for v in ds.variant.values], dtype=object),
-        score=np.array([str(s) for s in ds.score.values], dtype=object))
-    parts = [strings(old.sel(epoch=keep)), strings(new)] if keep else [strings(new)]
-    merged = xr.concat(parts, dim="epoch", combine_attrs="override").sortby("epoch")
+STRING_DIMS = ("probe", "layer", "score", "variant", "subspaces", "part")
+
+
+def _strings(ds: xr.Dataset) -> xr.Dataset:
+    """String coordinates as object arrays of str (what Zarr reads back is NumPy's
+    StringDType; what a task builds, object): one dtype, so the two align."""
+    return ds.assign_coords({name: (ds[name].dims, np.array([str(v) for v in ds[name].values], dtype=object))
+                             for name in STRING_DIMS if name in ds.coords})
+
+
+def merge(old: dict[str, xr.Dataset], new: dict[str, xr.Dataset], layers: list[str]) -> dict:
+    """`new` grid results folded into `old` ones: new values win where both exist. The n
+    ablation keeps the stored values of every n it holds (a later analysis with other n
+    adds them); the relabelling is the newest one."""
+    out = dict(new)
+    for name in ("dynamics", "edit", "masc_n", "cross"):
+        if name in new and name in old:
+            out[name] = combine(new[name], old[name], layers)
+        elif name in old and name != "cross":
+            out[name] = old[name]
+    if "relabel" not in new and "relabel" in old:
+        out["relabel"] = old["relabel"]
+    return out
+
+
+def combine(new: xr.Dataset, old: xr.Dataset, layers: list[str] | None = None) -> xr.Dataset:
+    """The union of two results of one group on every coordinate, `new` where it has a
+    value; integer arrays (masc_k) keep -1 for "none"; layers (and the other labels) keep
+    `new`'s order, then `old`'s."""
+    new, old = _strings(new), _strings(old)
+    ints = [v for v in new.data_vars if new[v].dtype.kind in "iu"]
+    as_float = lambda ds: ds.assign({v: ds[v].where(ds[v] >= 0) for v in ints if v in ds})  # noqa: E731
+    merged = as_float(new).combine_first(as_float(old))
+    merged = merged.assign({v: merged[v].fillna(-1).astype(np.int64) for v in ints})
+    order = {dim: list(dict.fromkeys([*map(str, new[dim].values), *map(str, old[dim].values)]))
+             for dim in ("probe", "score", "variant", "subspaces") if dim in new.dims}
+    if layers is not None and "layer" in new.dims:
+        order["layer"] = [x for x in layers if x in set(map(str, merged.layer.values))]
+    merged = merged.reindex({dim: np.array(values, dtype=object) for dim, values in order.items()})
+    if "epoch" in merged.dims:
+        merged = merged.sortby("epoch")
     merged.attrs = {**old.attrs, **new.attrs}
     return merged

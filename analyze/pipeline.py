@@ -15,6 +15,7 @@ from stores.runs import results_table
 from stores.writer import consolidate_if_stale, recover_analysis
 
 from . import grid, incremental, modular, report, report_modular
+from .cross import cross_sources
 from .crosscheck import crosscheck_edit
 from .tasks import ProbeSettings, TaskResult
 
@@ -25,8 +26,10 @@ CSV = "analysis.csv"  # the tidy table, next to the report
 
 def settings_for(pipeline: Pipeline) -> ProbeSettings:
     analysis = pipeline.runs()[0].analysis
-    return ProbeSettings(tuple(analysis.probes), analysis.masc_components, analysis.knn_neighbors,
-                         spectral=analysis.spectral, device=analysis.device)
+    ns = analysis.masc_ns
+    return ProbeSettings(tuple(analysis.probes), ns[0], analysis.knn_neighbors,
+                         spectral=analysis.spectral, device=analysis.device,
+                         masc_ns=ns if len(ns) > 1 else ())
 
 
 def store_paths(pipeline: Pipeline, root: str, missing: list | None = None) -> list[str]:
@@ -119,13 +122,17 @@ def _damage_error(paths: list[str], err: ValueError) -> StoreError:
 
 def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: bool,
              settings: ProbeSettings, pending: list[str]) -> str:
+    analysis = pipeline.runs()[0].analysis
     old = {path: incremental.stored(path) for path in paths}
-    tasks = grid.plan(paths, {path: incremental.done(old[path], settings, stores.layers(path))
-                              for path in paths})
+    cross = cross_sources(paths) if analysis.cross_labels else {}
     # A capture may commit more epochs while this runs: everything below is about the
     # epochs committed now, when the tasks were planned.
     planned = {path: int(epochs[-1]) for path in paths
                if len(epochs := stores.committed_slots(path)[1])}
+    relabel_seed = analysis.relabel_seed if "masc" in settings.probes else None
+    tasks = grid.plan(paths, {path: incremental.done(old[path], settings, stores.layers(path),
+                                                     cross.get(path, ()), planned.get(path), relabel_seed)
+                              for path in paths}, cross, final=relabel_seed is not None)
     log.info("%d new tasks over %d runs", len(tasks), len(paths))
     if not tasks:
         results = []
@@ -134,16 +141,22 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
     else:
         results = grid.run_dask(tasks, settings, client, progress)
     _report_unconverged(results)
-    new = grid.collect(results, settings)
+    _report_shrunk(results)
+    new = grid.collect(results, settings, relabel_seed)
     per_store = {}
     for path in paths:
         if path in new:
             new[path]["edit"].attrs.update(_crosscheck(path, results, planned.get(path)))
             if incremental.usable(old[path], settings):
                 new[path] = incremental.merge(old[path], new[path], stores.layers(path))
+            elif "masc_n" in new[path] and "masc_n" in old[path] and (
+                    old[path]["masc_n"].attrs.get("spectral") == settings.spectral):
+                # other n computed before are kept: the ablation adds, never overwrites
+                new[path]["masc_n"] = incremental.combine(new[path]["masc_n"], old[path]["masc_n"],
+                                                          stores.layers(path))
             per_store[path] = new[path]
         elif incremental.usable(old[path], settings):
-            per_store[path] = {k: old[path][k] for k in ("dynamics", "edit")}
+            per_store[path] = {k: old[path][k] for k in incremental.GRID_GROUPS if k in old[path]}
     if not per_store:
         raise StoreError(f"no store of pipeline {pipeline.name} has a committed epoch yet: "
                          f"analyse it once its capture has committed one")
@@ -169,6 +182,18 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
     extra = report_modular.section(runs, out_dir) if modular_paths else ""
     return report.write_report(pipeline.name, out_dir, list(per_store), results, CSV, extra,
                                pending=pending)
+
+
+def _report_shrunk(results: list[TaskResult]) -> None:
+    """One line for the QDA fits that needed scikit-learn's shrinkage remedy."""
+    counts: dict[str, int] = {}
+    for result in results:
+        for name in result.shrunk:
+            counts[name] = counts.get(name, 0) + 1
+    for name, count in counts.items():
+        log.info("%s: a class covariance was singular (fewer samples than units, or a constant "
+                 "unit) in %d of %d fits; fitted with solver='eigen', shrinkage='auto' there",
+                 name, count, len(results))
 
 
 def _report_unconverged(results: list[TaskResult]) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -29,16 +30,19 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
-from .spectral import fast_class_spectra, subspace_scores
+from .spectral import fast_class_spectra, fast_class_spectra_multi, subspace_scores
 
 __all__ = [
     "PROBES",
     "MASC",
     "NearestMeanCosine",
+    "QDA",
     "VeLPIC",
     "class_spectra",
+    "fit_masc_family",
     "fit_spectral_probes",
     "knn_cosine",
+    "lda",
     "logistic_regression",
     "make_probe",
 ]
@@ -327,6 +331,28 @@ def fit_spectral_probes(
     return masc, VeLPIC.from_spectra(spectra, classes, X)
 
 
+def fit_masc_family(
+    X: Any, y: Any, ns: Sequence[float], *, method: str = "exact", device: str | None = None,
+) -> tuple[list[MASC], VeLPIC]:
+    """MASC at every n of `ns` (and VeLPIC) from ONE per-class decomposition: each
+    equals ``fit_spectral_probes(X, y, n, method=method)[0]``, at the cost of one."""
+    for n in ns:
+        _check_n_components(n)
+    if method not in SPECTRAL_METHODS:
+        raise ValueError(f"method: expected one of exact, fast, got {method!r}")
+    if method == "exact":
+        X, y, classes = _validate_fit(X, y)
+        spectra = class_spectra(X, y, classes)
+        ks = [None] * len(ns)
+    else:
+        X, y = check_X_y(X, y, dtype=np.float32)
+        check_classification_targets(y)
+        classes = np.unique(y)
+        spectra, ks = fast_class_spectra_multi(X, y, classes, [float(n) for n in ns], device=device)
+    family = [MASC(n_components=n)._fit_from_spectra(spectra, classes, X, k) for n, k in zip(ns, ks)]
+    return family, VeLPIC.from_spectra(spectra, classes, X)
+
+
 # --------------------------------------------------------------------------
 # Nearest class mean (cosine)
 # --------------------------------------------------------------------------
@@ -375,12 +401,58 @@ def logistic_regression(random_state: int | None = 0) -> Pipeline:
     )
 
 
+def lda() -> LinearDiscriminantAnalysis:
+    """scikit-learn's linear discriminant analysis with its defaults (P1's baseline)."""
+    return LinearDiscriminantAnalysis()
+
+
+class QDA(ClassifierMixin, BaseEstimator):
+    """scikit-learn's quadratic discriminant analysis with its defaults (P1's baseline),
+    where they are defined.
+
+    The default (`solver="svd"`, no regularisation) needs a full-rank covariance in every
+    class: more samples than units and no constant unit. Hidden layers break that often
+    (dead ReLUs, classes smaller than the layer), and scikit-learn then refuses to fit;
+    such a fit is done instead by the remedy its error names, `solver="eigen"` with
+    shrinkage: Ledoit-Wolf's (`"auto"`), or, where that estimate is too small to make a
+    class covariance definite (a unit constant within a class of many samples), the
+    smallest of `SHRINKAGES` that does. `shrunk_` is the shrinkage used (None: none).
+    """
+
+    SHRINKAGES = ("auto", 1e-3, 1e-2, 1e-1, 1.0)
+
+    def fit(self, X: Any, y: Any) -> "QDA":
+        X, y = check_X_y(X, y)
+        self.shrunk_ = None
+        try:
+            self.estimator_ = QuadraticDiscriminantAnalysis().fit(X, y)
+        except np.linalg.LinAlgError:
+            for shrinkage in self.SHRINKAGES:
+                try:
+                    self.estimator_ = QuadraticDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage).fit(X, y)
+                except np.linalg.LinAlgError:
+                    if shrinkage == self.SHRINKAGES[-1]:
+                        raise
+                    continue
+                self.shrunk_ = shrinkage
+                break
+        self.classes_ = self.estimator_.classes_
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict(X)
+
+
 PROBES: dict[str, Callable[..., Any]] = {
     "masc": MASC,
     "velpic": VeLPIC,
     "ncm": NearestMeanCosine,
     "knn": knn_cosine,
     "logreg": logistic_regression,
+    "lda": lda,
+    "qda": QDA,
 }
 
 
@@ -389,7 +461,5 @@ def make_probe(name: str, **params: Any) -> Any:
     try:
         factory = PROBES[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"probe: expected one of masc, velpic, ncm, knn, logreg, got {name!r}"
-        ) from None
+        raise ValueError(f"probe: expected one of {', '.join(PROBES)}, got {name!r}") from None
     return factory(**params)

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["MARGIN", "EXACT_BELOW", "fast_class_spectra", "subspace_scores"]
+__all__ = ["MARGIN", "EXACT_BELOW", "fast_class_spectra", "fast_class_spectra_multi", "subspace_scores"]
 
 # A cumulative energy ratio this close to n is decided on the float64 product: four
 # float32 ulps (the float32 product moves the ratios by at most ~2e-8 on ReLU
@@ -152,26 +152,37 @@ def fast_class_spectra(X: np.ndarray, y: np.ndarray, classes: Sequence, n_compon
     `probes.class_spectra` but with V cut to the rows MASC and VeLPIC use: float32
     where the class went the fast way, float64 where it is below `exact_below`.
     """
+    out, ks = fast_class_spectra_multi(X, y, classes, (n_components,), device=device,
+                                       exact_below=exact_below)
+    return out, ks[0]
+
+
+def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
+                             ns: Sequence[float], *, device: str | None = None,
+                             exact_below: int | None = None) -> tuple[list, np.ndarray]:
+    """`fast_class_spectra` for several n at once (MASC's n ablation): one decomposition
+    per class, the reference's k_c for every n (`ks`: (len(ns), n_classes)), and V cut
+    to the largest of them."""
     from .probes import _n_kept, _uncentered_pca  # the float64 reference
 
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
     blocks = [np.ascontiguousarray(X[y == c]) for c in classes]
     out: list[Any] = [None] * len(blocks)
-    ks = np.zeros(len(blocks), dtype=int)
+    ks = np.zeros((len(ns), len(blocks)), dtype=int)
     kernels = _backend(device)
     floor = EXACT_BELOW if exact_below is None else exact_below
     big = [i for i, b in enumerate(blocks) if min(b.shape) >= max(floor, 1)]
     for (gram_side, _), members in _by_size(blocks, big).items():
         spectra = _decompose(kernels, [blocks[i] for i in members], gram_side)
         for i, (lam, U) in zip(members, spectra):
-            out[i], ks[i] = _from_products(kernels, blocks[i], lam, U, gram_side, n_components)
+            out[i], ks[:, i] = _from_products(kernels, blocks[i], lam, U, gram_side, ns)
     for i, block in enumerate(blocks):
         if out[i] is None:  # small: the float64 reference costs nothing here (and
             # its float64 vectors are kept, so small slabs fit exactly as `fit` does)
             lam, V = _uncentered_pca(block.astype(np.float64))
-            ks[i] = _n_kept(lam, n_components)
-            out[i] = (lam, V[: max(ks[i], 1)])
+            ks[:, i] = [_n_kept(lam, n) for n in ns]
+            out[i] = (lam, V[: max(ks[:, i].max(), 1)])
     return out, ks
 
 
@@ -185,10 +196,10 @@ def _by_size(blocks: list[np.ndarray], members: list[int]) -> dict[tuple[bool, i
 
 
 def _from_products(kernels, block: np.ndarray, lam: np.ndarray, U: np.ndarray,
-                   gram_side: bool, n: float):
-    """(λ, V), k of one class from its decomposed float32 product. When the float32
-    rounding could move k, the eigenvalues of the float64 product decide it, by the
-    reference's own rule."""
+                   gram_side: bool, ns: Sequence[float]):
+    """(λ, V), k per n of one class from its decomposed float32 product. When the
+    float32 rounding could move a k, the eigenvalues of the float64 product decide them
+    all, by the reference's own rule. V has the largest k's rows."""
     from .probes import _n_kept
 
     n_c, d = block.shape
@@ -198,20 +209,21 @@ def _from_products(kernels, block: np.ndarray, lam: np.ndarray, U: np.ndarray,
     # Eigenvalues under the float32 product's noise floor (~eps·√d·λ_max) are not
     # resolved: drop them; a cut that falls among them is left to float64.
     lam = lam[lam > max(lam[0], 0.0) * np.sqrt(max(n_c, d)) * _EPS32]
-    k, safe = _cut(lam, total, n) if len(lam) and total > 0 else (0, False)
-    if not safe:
+    cuts = [_cut(lam, total, n) if len(lam) and total > 0 else (0, False) for n in ns]
+    ks = [k for k, _ in cuts]
+    if not all(safe for _, safe in cuts):
         exact = kernels.eigvalsh(kernels.gram(block.astype(np.float64), gram_side)[None])[0, ::-1]
         lam = exact[exact > max(exact[0], 0.0) * max(n_c, d) * np.finfo(np.float64).eps]
-        k = _n_kept(lam, n)
-    m = min(max(k, 1), len(lam), U.shape[1])
+        ks = [_n_kept(lam, n) for n in ns]
+    m = min(max(max(ks), 1), len(lam), U.shape[1])
     if m == 0:
-        return (lam, np.zeros((0, d), dtype=np.float32)), 0
+        return (lam, np.zeros((0, d), dtype=np.float32)), ks
     if gram_side:  # X_c = U S Vᵀ  ⇒  Vᵀ = Uᵀ X_c / s, s = the norm of each row
         V = kernels.left(np.ascontiguousarray(U[:, :m], dtype=np.float32), block)
         V /= np.sqrt(np.einsum("ij,ij->i", V, V, dtype=np.float64)).astype(np.float32)[:, None]
     else:
         V = U[:, :m].T
-    return (lam, np.ascontiguousarray(V, dtype=np.float32)), k
+    return (lam, np.ascontiguousarray(V, dtype=np.float32)), ks
 
 
 # --------------------------------------------------------------------------

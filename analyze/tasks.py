@@ -8,7 +8,7 @@ a Dask worker, so the two paths cannot disagree.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -17,9 +17,15 @@ from threadpoolctl import threadpool_limits
 import stores
 
 from . import edit
-from .probes import fit_spectral_probes, make_probe
+from .probes import fit_masc_family, fit_spectral_probes, make_probe
 
-SCORES = ("train_observed", "train_true", "test")
+# What each accuracy averages over: the train split against the observed labels (what
+# the model was fitted to) and against the true ones, the test split (true labels), and
+# the training rows split by whether their observed label differs from the true one
+# (flipped: memorized against observed, latent against true) or not (unflipped, where
+# the two labels agree).
+SCORES = ("train_observed", "train_true", "test", "flipped_observed", "flipped_true", "unflipped")
+MASC_LABELS = ("observed", "true")  # which training labels build MASC's subspaces
 
 
 @dataclass(frozen=True)
@@ -31,12 +37,16 @@ class Task:
     layer: str
     penultimate: bool = False
     head: str = "head"
+    # (corruption rate, run name, store) of each run whose observed labels also build
+    # MASC subspaces on this (clean) run's activations: P1's cross-run control
+    cross: tuple[tuple[float, str, str], ...] = ()
+    final: bool = False  # the run's final committed epoch: MASC predictions go back (relabel)
 
 
 @dataclass(frozen=True)
 class ProbeSettings:
     probes: tuple[str, ...] = ("masc", "velpic", "ncm", "knn", "logreg")
-    masc_components: float = 0.99
+    masc_components: float = 0.99  # the primary n (`masc`, `masc_true`, cross, relabel)
     knn_neighbors: int = 5
     # BLAS threads inside a task. One: parallelism comes from tasks, and a fixed thread
     # count keeps floating-point sums (so lbfgs paths) identical on every path.
@@ -46,6 +56,24 @@ class ProbeSettings:
     # on torch there ("cuda"), None on NumPy.
     spectral: str = "fast"
     device: str | None = None
+    masc_ns: tuple[float, ...] = ()  # every n of the ablation (analysis/masc_n); () = primary only
+
+    @property
+    def ablation(self) -> tuple[float, ...]:
+        return self.masc_ns or (self.masc_components,)
+
+    @property
+    def masc(self) -> bool:
+        """Whether any MASC result (a probe, the ablation) is asked for."""
+        return bool({"masc", "masc_true"} & set(self.probes))
+
+
+@dataclass
+class Breakdown:
+    """One predictor's accuracies: per score (SCORES) and per true class on the test split."""
+
+    scores: dict[str, float]
+    per_class: np.ndarray  # (n_classes,)
 
 
 @dataclass
@@ -57,25 +85,77 @@ class TaskResult:
     edit_weight: np.ndarray | None = None  # (n_classes, units)
     edit_predictions: np.ndarray | None = None  # zero-bias edited predictions, all samples
     not_converged: tuple[str, ...] = ()  # probes whose solver stopped at its iteration limit
+    class_accuracy: dict[str, np.ndarray] = field(default_factory=dict)  # probe -> (class,)
+    edit_class_accuracy: dict[str, np.ndarray] = field(default_factory=dict)  # variant -> (class,)
+    # (n, subspaces) -> (scores, k per class): the n ablation
+    masc_n: dict[tuple[float, str], tuple[dict[str, float], np.ndarray]] = field(default_factory=dict)
+    cross: dict[float, Breakdown] = field(default_factory=dict)  # corruption rate -> breakdown
+    masc_predictions: np.ndarray | None = None  # primary-n MASC, every sample (final epoch)
+    model_predictions: np.ndarray | None = None  # the model's, every sample (final epoch)
+    shrunk: tuple[str, ...] = ()  # probes fitted with their regularised fallback (qda)
 
 
-def _scores(pred: np.ndarray, train: np.ndarray, y_obs: np.ndarray,
-            y_true: np.ndarray) -> dict[str, float]:
-    """Accuracies of probe-set predictions: train split against observed and true
-    labels, test split against true labels."""
-    mean = lambda a: float(np.mean(a)) if len(a) else float("nan")  # noqa: E731
-    return {
-        "train_observed": mean(pred[train] == y_obs[train]),
-        "train_true": mean(pred[train] == y_true[train]),
-        "test": mean(pred[~train] == y_true[~train]),
-    }
+@dataclass(frozen=True)
+class Samples:
+    """The probe set's masks and labels, as every score reads them."""
+
+    train: np.ndarray
+    test: np.ndarray
+    observed: np.ndarray
+    true: np.ndarray
+    n_classes: int
+
+    @classmethod
+    def of(cls, table: dict[str, np.ndarray], observed: np.ndarray | None = None,
+           n_classes: int | None = None) -> "Samples":
+        y_obs = table["label_observed"] if observed is None else observed
+        y_true = table["label_true"]
+        k = n_classes or int(max(y_true.max(), y_obs.max())) + 1
+        return cls(table["split"] == "train", table["split"] == "test", y_obs, y_true, k)
+
+    def masks(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Score -> (rows it averages over, the labels it compares against)."""
+        flipped = self.train & (self.observed != self.true)
+        return {
+            "train_observed": (self.train, self.observed),
+            "train_true": (self.train, self.true),
+            "test": (self.test, self.true),
+            "flipped_observed": (flipped, self.observed),
+            "flipped_true": (flipped, self.true),
+            "unflipped": (self.train & ~flipped, self.true),
+        }
+
+    def counts(self) -> dict[str, int]:
+        return {name: int(rows.sum()) for name, (rows, _) in self.masks().items()}
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.true[self.test], minlength=self.n_classes)[: self.n_classes]
+
+
+def _mean(a: np.ndarray) -> float:
+    return float(np.mean(a)) if len(a) else float("nan")
+
+
+def _scores(pred: np.ndarray, samples: Samples) -> dict[str, float]:
+    """Accuracy of probe-set predictions on every score's rows (NaN where it has none)."""
+    return {name: _mean(pred[rows] == labels[rows]) for name, (rows, labels) in samples.masks().items()}
+
+
+def breakdown(pred: np.ndarray, samples: Samples) -> Breakdown:
+    """Every score, and the test accuracy per true class (NaN for a class without test rows)."""
+    hit = (pred == samples.true) & samples.test
+    counts = samples.class_counts()
+    per_class = np.bincount(samples.true[hit], minlength=samples.n_classes)[: samples.n_classes]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(counts > 0, per_class / np.maximum(counts, 1), np.nan)
+    return Breakdown(_scores(pred, samples), per_class)
 
 
 def _fit_probe(name: str, x_train, y_train, settings: ProbeSettings, spectral):
     """(fitted probe, whether its solver converged). A solver that stops at its
     iteration limit (logreg's lbfgs) is not an error: the fit is scored as it is, and the
     pipeline reports how many did so, once, instead of a warning per task."""
-    if name in ("masc", "velpic"):
+    if name in spectral:
         return spectral[name], True
     params = {"knn": {"k": settings.knn_neighbors}}.get(name, {})
     with warnings.catch_warnings(record=True) as caught:
@@ -95,33 +175,68 @@ def run_task(task: Task, settings: ProbeSettings) -> TaskResult:
         return _run_task(task, settings)
 
 
+def _spectral(x_train, y_train, n: float, settings: ProbeSettings):
+    return fit_spectral_probes(x_train, y_train, n, method=settings.spectral, device=settings.device)
+
+
 def _run_task(task: Task, settings: ProbeSettings) -> TaskResult:
     table = stores.sample_table(task.store)
     x = stores.slab(task.store, task.layer, task.slot).astype(np.float32)
-    train = table["split"] == "train"
-    y_obs, y_true = table["label_observed"], table["label_true"]
-    x_train = x[train]
+    samples = Samples.of(table)
+    x_train = x[samples.train]
+    labels = {"observed": samples.observed[samples.train], "true": samples.true[samples.train]}
+    n = settings.masc_components
     spectral = {}
-    if {"masc", "velpic"} & set(settings.probes) or task.penultimate:
-        masc, velpic = fit_spectral_probes(x_train, y_obs[train], settings.masc_components,
-                                           method=settings.spectral, device=settings.device)
-        spectral = {"masc": masc, "velpic": velpic}
-    accuracy, not_converged = {}, []
+    if {"masc", "velpic"} & set(settings.probes) or task.penultimate or task.final:
+        spectral["masc"], spectral["velpic"] = _spectral(x_train, labels["observed"], n, settings)
+    if "masc_true" in settings.probes:
+        spectral["masc_true"] = _spectral(x_train, labels["true"], n, settings)[0]
+    accuracy, per_class, not_converged, shrunk = {}, {}, [], []
     for name in settings.probes:
-        probe, converged = _fit_probe(name, x_train, y_obs[train], settings, spectral)
-        accuracy[name] = _scores(probe.predict(x), train, y_obs, y_true)
+        probe, converged = _fit_probe(name, x_train, labels["observed"], settings, spectral)
+        found = breakdown(probe.predict(x), samples)
+        accuracy[name], per_class[name] = found.scores, found.per_class
         if not converged:
             not_converged.append(name)
-    result = TaskResult(task, accuracy, not_converged=tuple(not_converged))
-    if spectral:
+        if getattr(probe, "shrunk_", None) is not None:
+            shrunk.append(name)
+    result = TaskResult(task, accuracy, not_converged=tuple(not_converged), class_accuracy=per_class,
+                        shrunk=tuple(shrunk))
+    if "masc" in spectral:
         result.masc_k = np.asarray(spectral["masc"].n_components_)
+    if settings.masc:
+        result.masc_n = _ablation(x, x_train, labels, samples, spectral, settings)
+    for rate, _, source in task.cross:
+        observed = stores.sample_table(source)["label_observed"]
+        masc = _spectral(x_train, observed[samples.train], n, settings)[0]
+        result.cross[rate] = breakdown(masc.predict(x), Samples.of(table, observed, samples.n_classes))
+    if task.final:
+        result.masc_predictions = spectral["masc"].predict(x)
     if task.penultimate:
-        _edit(task, result, x, train, y_obs, y_true, spectral["velpic"])
+        _edit(task, result, x, samples, spectral["velpic"])
     return result
 
 
-def _edit(task: Task, result: TaskResult, x, train, y_obs, y_true, velpic) -> None:
-    """Edited-model accuracies from the stored penultimate slab and head weights."""
+def _ablation(x, x_train, labels, samples: Samples, spectral, settings: ProbeSettings) -> dict:
+    """MASC at every n of the ablation, from the observed and from the true labels: the
+    primary n's fits are the probes' own; the other n share one decomposition per label
+    set (`fit_masc_family`)."""
+    out = {}
+    for which in MASC_LABELS:
+        name = "masc" if which == "observed" else "masc_true"
+        others = [n for n in settings.ablation if not (n == settings.masc_components and name in spectral)]
+        family = fit_masc_family(x_train, labels[which], others, method=settings.spectral,
+                                 device=settings.device)[0] if others else []
+        fits = dict(zip(others, family))
+        for n in settings.ablation:
+            masc = fits.get(n) or spectral[name]
+            out[(float(n), which)] = (_scores(masc.predict(x), samples), np.asarray(masc.n_components_))
+    return out
+
+
+def _edit(task: Task, result: TaskResult, x, samples: Samples, velpic) -> None:
+    """Edited-model accuracies from the stored penultimate slab and head weights; the
+    unedited variant is the model itself."""
     head_w = stores.weight_slab(task.store, f"{task.head}.weight", task.slot)
     try:
         head_b = stores.weight_slab(task.store, f"{task.head}.bias", task.slot)
@@ -129,8 +244,10 @@ def _edit(task: Task, result: TaskResult, x, train, y_obs, y_true, velpic) -> No
         head_b = None
     weight = edit.velpic_weight(velpic, head_w.shape[0])
     logits = edit.variant_logits(x, head_w, head_b, weight)
-    result.edit_accuracy = {
-        variant: _scores(z.argmax(1), train, y_obs, y_true) for variant, z in logits.items()
-    }
+    found = {variant: breakdown(z.argmax(1), samples) for variant, z in logits.items()}
+    result.edit_accuracy = {variant: b.scores for variant, b in found.items()}
+    result.edit_class_accuracy = {variant: b.per_class for variant, b in found.items()}
     result.edit_weight = weight.astype(np.float32)
     result.edit_predictions = logits["edit_zero_bias"].argmax(1)
+    if task.final:
+        result.model_predictions = logits["unedited"].argmax(1)

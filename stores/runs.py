@@ -24,13 +24,15 @@ import zarr
 
 from . import location, schema
 from .catalog import list_runs
-from .reader import open_run, run_attrs
+from .reader import node_attrs, open_run, run_attrs
 from .writer import StoreError
 
 log = logging.getLogger(__name__)
 
 DYNAMICS = f"{schema.ANALYSIS}/dynamics"
 EDIT = f"{schema.ANALYSIS}/edit"
+MASC_N = f"{schema.ANALYSIS}/masc_n"
+CROSS = f"{schema.ANALYSIS}/cross"
 
 # The variables (and their dims) of each analysis group that `python -m analyze` writes:
 # a group that lacks one (left by an analysis killed before writes were atomic, or cut
@@ -38,6 +40,11 @@ EDIT = f"{schema.ANALYSIS}/edit"
 ANALYSIS_LAYOUT = {
     "dynamics": {"accuracy": ("probe", "layer", "epoch", "score"), "masc_k": ("layer", "epoch", "class")},
     "edit": {"accuracy": ("variant", "epoch", "score"), "weight": ("epoch", "out", "in")},
+    "masc_n": {"accuracy": ("n", "subspaces", "layer", "epoch", "score"),
+               "masc_k": ("n", "subspaces", "layer", "epoch", "class")},
+    "cross": {"accuracy": ("labels_from", "layer", "epoch", "score"),
+              "class_accuracy": ("labels_from", "layer", "epoch", "class")},
+    "relabel": {"label": ("sample",), "holdout": ("sample",), "layer_accuracy": ("layer", "part")},
     "neurons": {"ipr": ("epoch", "neuron"), "mean_ipr": ("epoch",), "ipr_histogram": ("epoch", "bin")},
     "pruning": {"accuracy": ("order", "group", "pruned"), "neuron_order": ("order", "rank")},
 }
@@ -158,6 +165,12 @@ def _missing(dtype: np.dtype):
     return np.nan
 
 
+def _blank(template: xr.Dataset) -> xr.Dataset:
+    """`template`'s layout with every variable missing (`_missing`), lazily."""
+    return template.assign({name: xr.full_like(var, _missing(var.dtype))
+                            for name, var in template.data_vars.items()})
+
+
 def open_runs(source: str | Path | Iterable[str | Path]) -> RunsTree:
     """Every run under a pipeline's folder (or a list of stores) as one lazy DataTree with
     a `run` dimension; nodes have the same paths as `open_run`'s."""
@@ -166,12 +179,17 @@ def open_runs(source: str | Path | Iterable[str | Path]) -> RunsTree:
     trees = [open_run(p) for p in paths]
     nodes: dict[str, xr.Dataset] = {}
     for node_path in dict.fromkeys(n.path for t in trees for n in t.subtree):
-        present = [i for i, t in enumerate(trees) if _has(t, node_path)]
-        datasets = [trees[i][node_path].to_dataset(inherit=True) for i in present]
-        stacked = _stack(datasets, index, present)
-        if len(present) < len(paths):  # a node some runs lack (a layer, an analysis group)
-            stacked = stacked.reindex(run=index)
-        nodes[node_path] = stacked
+        present = {i: trees[i][node_path].to_dataset(inherit=True)
+                   for i, t in enumerate(trees) if _has(t, node_path)}
+        # a node some runs lack (a layer, an analysis group) reads as missing values there
+        template = next(iter(present.values()))
+        datasets = [present[i] if i in present else _blank(template) for i in range(len(trees))]
+        nodes[node_path] = _stack(datasets, index, list(range(len(trees))))
+    epochs = nodes["/"].indexes.get("epoch")
+    for node_path, ds in nodes.items():  # a node only some runs have: on every epoch too
+        if epochs is not None and "epoch" in ds.dims and not ds.indexes["epoch"].equals(epochs):
+            nodes[node_path] = ds.reindex(epoch=epochs, fill_value={
+                name: _missing(var.dtype) for name, var in ds.data_vars.items()})
     names = [run_attrs(p).get("run_name", location.name(p)) for p in paths]
     # Only indexed coordinates are inherited in a DataTree: each node gets the run names.
     return _from_datasets({path: ds.assign_coords(run_name=("run", names)) for path, ds in nodes.items()})
@@ -195,9 +213,13 @@ def _has(tree: xr.DataTree, path: str) -> bool:
 
 
 def analysis_results(source: str | Path | Iterable[str | Path]) -> xr.Dataset:
-    """A pipeline's analysis in one Dataset: `accuracy` (probe, layer, epoch, score, run),
-    `masc_k`, the edited model's `edit_accuracy` (variant, epoch, score, run) and the
-    model's own metrics (epoch, run), aligned on epoch."""
+    """A pipeline's analysis in one Dataset: `accuracy` (probe, layer, epoch, score, run)
+    and `class_accuracy` (probe, layer, epoch, class, run), `masc_k`, the edited (and the
+    unedited) model's `edit_accuracy` (variant, epoch, score, run) and
+    `edit_class_accuracy`, MASC's n ablation `masc_n_accuracy` (n, subspaces, layer,
+    epoch, score, run), the cross-run control `cross_accuracy` (labels_from, layer,
+    epoch, score, run) where stored, and the model's own metrics (epoch, run), aligned
+    on epoch."""
     tree = open_runs(source)
     if not _has(tree, DYNAMICS):
         raise StoreError(f"no analysis results in {source}: run `python -m analyze` first")
@@ -205,33 +227,88 @@ def analysis_results(source: str | Path | Iterable[str | Path]) -> xr.Dataset:
     parts = [dynamics, tree[schema.METRICS].to_dataset().rename(
         {name: f"model_{name}" for name in tree[schema.METRICS].data_vars})]
     attrs = dict(dynamics.attrs)
-    if _has(tree, EDIT):
-        edit = tree[EDIT].to_dataset()
-        parts.append(edit[["accuracy"]].rename(accuracy="edit_accuracy"))
-        attrs["edit_layer"] = edit.attrs.get("layer")
-    out = xr.merge(parts, join="outer", compat="equals", combine_attrs="drop").assign_attrs(attrs)
+    renames = {EDIT: "edit_", MASC_N: "masc_n_", CROSS: "cross_"}
+    for node, prefix in renames.items():
+        if not _has(tree, node):
+            continue
+        ds = tree[node].to_dataset()
+        keep = [v for v in ("accuracy", "class_accuracy") if v in ds.data_vars]
+        # one dataset's per-score and per-class sample counts stand for all (they are
+        # the probe set's, the same in every group but cross, whose flipped rows are
+        # the source run's: those keep their own name)
+        drop = [c for c in ("score_samples", "class_samples") if c in ds.coords]
+        part = ds[keep].rename({v: f"{prefix}{v}" for v in keep})
+        if node == CROSS:
+            part = part.assign_coords({f"cross_{c}": ds[c] for c in drop})
+        parts.append(part.drop_vars(drop))
+        if node == EDIT:
+            attrs["edit_layer"] = ds.attrs.get("layer")
+    out = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop").assign_attrs(attrs)
+    if "labels_from" in out.dims:  # which run's labels built each clean run's subspaces
+        out = out.assign_coords(labels_from_run=(("run", "labels_from"), _label_sources(
+            run_paths(source), out["labels_from"].values)))
     # Zarr's variable-length strings come back as NumPy's StringDType, which xarray's
     # idxmax/where cannot promote yet: labels become fixed-width unicode.
-    labels = {name: np.array(out[name].values.tolist(), dtype=str) for name in ("probe", "layer", "score", "variant")
-              if name in out.coords}
+    labels = {name: np.array(out[name].values.tolist(), dtype=str)
+              for name in ("probe", "layer", "score", "variant", "subspaces") if name in out.coords}
     return out.assign_coords(labels).compute()
 
 
+def _label_sources(paths: list[str], rates: np.ndarray) -> np.ndarray:
+    """(run, labels_from): the name of the run whose observed labels built each clean
+    run's cross-run subspaces ("" where a run has none)."""
+    out = np.full((len(paths), len(rates)), "", dtype=object)
+    for i, path in enumerate(paths):
+        attrs = node_attrs(path, CROSS)
+        for rate, name in zip(attrs.get("labels_from_rates", []), attrs.get("labels_from_runs", [])):
+            out[i, list(map(float, rates)).index(float(rate))] = name
+    return out.astype(str)
+
+
 def analysis_table(source: str | Path | Iterable[str | Path]) -> pd.DataFrame:
-    """One row per (run, probe, layer, epoch, score): the swept parameters as columns; the
-    edited model's variants appear as probes on the penultimate layer."""
+    """One row per (run, probe, layer, epoch, score), and per class on the test split:
+    the swept parameters as columns; the edited model's variants appear as probes on the
+    penultimate layer (the model itself as `unedited`), the n ablation as MASC rows with
+    their `n` and the cross-run control as `masc_cross` rows with `labels_from`."""
     return results_table(analysis_results(source))
+
+
+TABLE_COLUMNS = ["probe", "n", "labels_from", "layer", "epoch", "score", "class", "accuracy"]
 
 
 def results_table(results: xr.Dataset) -> pd.DataFrame:
     """`analysis_table` of results already read with `analysis_results`."""
     index_names = list(results.indexes["run"].names)
-    frame = results["accuracy"].dropna("epoch", how="all").to_dataframe().reset_index()
-    frames = [frame]
-    if "edit_accuracy" in results:
-        edit = results["edit_accuracy"].to_dataframe().reset_index()
-        frames.append(edit.rename(columns={"variant": "probe", "edit_accuracy": "accuracy"})
-                      .assign(layer=results.attrs.get("edit_layer")))
-    table = pd.concat(frames, ignore_index=True).dropna(subset=["accuracy"])
-    columns = ["run_name", *index_names, "probe", "layer", "epoch", "score", "accuracy"]
+    primary = results.attrs.get("masc_components")
+    frames = [_rows(results["accuracy"]), _rows(results["class_accuracy"], score="test")
+              if "class_accuracy" in results else None]
+    edit_layer = results.attrs.get("edit_layer")
+    for var, score in (("edit_accuracy", None), ("edit_class_accuracy", "test")):
+        if var in results:
+            frames.append(_rows(results[var], score=score).rename(columns={"variant": "probe"})
+                          .assign(layer=edit_layer))
+    if "masc_n_accuracy" in results:
+        n = _rows(results["masc_n_accuracy"])
+        n["probe"] = np.where(n.pop("subspaces") == "true", "masc_true", "masc")
+        frames.append(n[n["n"] != primary])  # the primary n's rows are the probes' own
+    for var, score in (("cross_accuracy", None), ("cross_class_accuracy", "test")):
+        if var in results:
+            frames.append(_rows(results[var], score=score).assign(probe="masc_cross"))
+    table = pd.concat([f for f in frames if f is not None], ignore_index=True).dropna(subset=["accuracy"])
+    for column in ("n", "labels_from", "class"):
+        if column not in table:
+            table[column] = np.nan
+    table.loc[table["probe"].isin(["masc", "masc_true", "masc_cross"]) & table["n"].isna(), "n"] = primary
+    table["class"] = table["class"].astype("Int64")
+    columns = ["run_name", *index_names, *TABLE_COLUMNS]
     return table[columns].rename(columns={"run_name": "run"}).reset_index(drop=True)
+
+
+def _rows(values: xr.DataArray, score: str | None = None) -> pd.DataFrame:
+    """A result array as tidy rows named `accuracy` (per-class arrays: on `score`)."""
+    frame = values.rename("accuracy").to_dataframe().reset_index()
+    frame = frame[[c for c in frame.columns if c not in ("score_samples", "class_samples",
+                                                            "cross_score_samples", "cross_class_samples")]]
+    if score is not None:
+        frame["score"] = score
+    return frame

@@ -379,7 +379,7 @@ PARSER_CASES = [
     Case("unknown-optimizer", "capture", edit(put("train.optimizer", "rmsprop")),
          r"bad\.train\.optimizer: expected one of sgd, adam, adamw, got 'rmsprop'"),
     Case("unknown-probe", "capture", edit(put("analysis.probes", ["masc", "svm"])),
-         r"bad\.analysis\.probes: unknown 'svm': expected names from masc, velpic"),
+         r"bad\.analysis\.probes: unknown 'svm': expected names from masc, masc_true, velpic"),
     # sweeps
     Case("empty-sweep-list", "capture", edit(put("sweep.corruption", [])),
          r"bad\.sweep\.corruption: expected a non-empty list, got \[\]"),

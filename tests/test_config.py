@@ -100,8 +100,9 @@ def test_quickstart_carries_the_published_values(index):
     assert config.capture.dtype == "float16"
     assert config.capture.schedule == ScheduleConfig(epochs=(0, 1, 2, 3, 5, 7, 10), every=10)
     assert config.schedule == SCHEDULE
-    assert config.analysis.probes == ("masc", "velpic", "ncm", "knn", "logreg")
-    assert config.analysis.masc_components == 0.99
+    assert config.analysis.probes == ("masc", "masc_true", "velpic", "ncm", "knn", "logreg", "lda", "qda")
+    assert config.analysis.masc_components == (0.99, 1.0, 0.25, 0.5, 0.75)  # P1's n ablation
+    assert config.analysis.cross_labels
     assert config.analysis.knn_neighbors == 5
     # Numbers are parsed to their declared types.
     assert type(t.lr) is float and type(t.max_epochs) is int and type(config.seed) is int

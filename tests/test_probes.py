@@ -471,14 +471,14 @@ def test_logreg_factory():
 
 
 def test_registry_and_make_probe():
-    assert set(PROBES) == {"masc", "velpic", "ncm", "knn", "logreg"}
+    assert set(PROBES) == {"masc", "velpic", "ncm", "knn", "logreg", "lda", "qda"}
     assert isinstance(make_probe("masc"), MASC)
     assert make_probe("masc", n_components=5).n_components == 5
     assert isinstance(make_probe("velpic"), VeLPIC)
     assert isinstance(make_probe("ncm"), NearestMeanCosine)
     assert make_probe("knn", k=3).n_neighbors == 3
     assert make_probe("logreg", random_state=1).steps[-1][1].random_state == 1
-    msg = "probe: expected one of masc, velpic, ncm, knn, logreg, got 'svm'"
+    msg = "probe: expected one of masc, velpic, ncm, knn, logreg, lda, qda, got 'svm'"
     with pytest.raises(ValueError, match=re.escape(msg)):
         make_probe("svm")
 

@@ -1,0 +1,55 @@
+"""P1's relabel-and-retrain, the analysis half: which labels the retrained model gets.
+
+The test split is cut 80/20 (seeded); the layer whose MASC (observed-label subspaces,
+the primary n) is most accurate on the 20% part at the run's final epoch relabels the
+whole training set with its predictions. Capture then fine-tunes the memorized model on
+those labels (`init.labels: relabel`), early-stopping on the 20% part and reporting the
+80% part. Pure numerics: arrays in, a Dataset out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+HOLDOUT = 0.2  # the part of the test split that chooses the layer and stops the training
+PARTS = ("holdout", "rest")
+
+
+def holdout_mask(split: np.ndarray, seed: int) -> np.ndarray:
+    """(sample,) True on the seeded 20% of the test split."""
+    test_rows = np.flatnonzero(split == "test")
+    chosen = np.random.default_rng(seed).permutation(test_rows)[: round(HOLDOUT * len(test_rows))]
+    mask = np.zeros(len(split), dtype=bool)
+    mask[chosen] = True
+    return mask
+
+
+def _accuracy(pred: np.ndarray, true: np.ndarray, rows: np.ndarray) -> float:
+    return float(np.mean(pred[rows] == true[rows])) if rows.any() else float("nan")
+
+
+def relabel(table: dict[str, np.ndarray], masc: dict[str, np.ndarray], model: np.ndarray | None,
+            *, seed: int, epoch: int, n_components: float) -> xr.Dataset:
+    """`analysis/relabel` of one run from its MASC predictions per layer (`masc`, layer ->
+    (sample,), in layer order) and the model's own (`model`), at `epoch`."""
+    split, true = table["split"], table["label_true"]
+    holdout = holdout_mask(split, seed)
+    rest = (split == "test") & ~holdout
+    layers = list(masc)
+    acc = np.array([[_accuracy(masc[layer], true, rows) for rows in (holdout, rest)] for layer in layers])
+    best = layers[int(np.argmax(np.nan_to_num(acc[:, 0], nan=-1.0)))]  # ties: the earlier layer
+    label = np.where(split == "train", masc[best], true).astype(np.int64)
+    return xr.Dataset(
+        {"label": ("sample", label), "holdout": ("sample", holdout),
+         "layer_accuracy": (("layer", "part"), acc)},
+        coords={"layer": np.array(layers, dtype=object), "part": np.array(PARTS, dtype=object)},
+        attrs={"layer": best, "epoch": int(epoch), "seed": int(seed), "n_components": float(n_components),
+               "holdout_fraction": HOLDOUT,
+               "model_rest_accuracy": None if model is None else _accuracy(model, true, rest),
+               "relabelled_changed": float(np.mean(label[split == "train"] != table["label_observed"][split == "train"])),
+               "relabelled_correct": float(np.mean(label[split == "train"] == true[split == "train"])),
+               "description": "P1's relabel-and-retrain: `label` = the MASC predictions of `layer` "
+                              "(best on the holdout, the seeded 20% of the test split) on the "
+                              "training rows, the true labels elsewhere; `holdout` marks that 20%"},
+    )
