@@ -11,6 +11,9 @@ tables:
 * P2's edit (run 1): the unedited model at the final epoch, the VeLPIC-edited model
   (zero bias) at the final epoch and its maximum over epochs.
 
+P1's clean-model control (MASC subspaces from a corrupted run's labels) is reported in
+P1 but its numbers are not found: `cross_control` gives None for every setup.
+
 Nothing here is computed: where the source has no number the value is None, and
 `lookup` returns None for a pipeline that is not a published setup.
 """
@@ -81,6 +84,11 @@ _P2_ROWS = {
     "CNN-CIFAR10": ((None, 65.1, 70.4), (None, 53.6, 67.0), (None, 40.4, 57.5), (None, 22.9, 44.2)),
 }
 
+# P1's third experiment (a model trained on clean labels, probed with MASC subspaces
+# built from a corrupted run's labels): reported in P1, but its numbers are not found
+# in the source, so none are typed in; per setup, corruption -> MASC test accuracy (%).
+P1_CROSS: dict[str, dict[float, float]] = {}
+
 P1: dict[str, dict[float, P1Cell]] = {
     setup: {p: P1Cell(m, o, t) for p, m, o, t in zip(LEVELS, *columns)}
     for setup, columns in _P1_ROWS.items()}
@@ -121,3 +129,10 @@ def lookup(pipeline: str, corruption: float) -> Published | None:
         return None
     p = round(float(corruption), 6)
     return Published(setup, p, P1.get(setup, {}).get(p), P2.get(setup, {}).get(p))
+
+
+def cross_control(pipeline: str, corruption: float) -> float | None:
+    """P1's clean-model, corrupted-label-subspaces MASC accuracy (%) for a pipeline at a
+    corruption level; None where there is no number (today: everywhere, see P1_CROSS)."""
+    setup = setup_of(pipeline)
+    return None if setup is None else P1_CROSS.get(setup, {}).get(round(float(corruption), 6))

@@ -25,8 +25,9 @@ from stores import StoreError, location  # noqa: E402
 
 from . import published  # noqa: E402
 
-PROBE_LABELS = {"masc": "MASC", "velpic": "VeLPIC", "ncm": "nearest mean (cos)",
-                "knn": "k-NN (cos)", "logreg": "logistic reg."}
+PROBE_LABELS = {"masc": "MASC", "masc_true": "MASC (true-label subspaces)", "velpic": "VeLPIC",
+                "ncm": "nearest mean (cos)", "knn": "k-NN (cos)", "logreg": "logistic reg.",
+                "lda": "LDA", "qda": "QDA"}
 REPLICATE = "seed"  # the level that groups average over
 
 
@@ -83,6 +84,14 @@ def final(results: xr.Dataset, values: xr.DataArray) -> xr.DataArray:
 
 def _mean_std(values: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
     return values.mean("run", skipna=True), values.std("run", skipna=True, ddof=0)
+
+
+def best_layer(group: xr.Dataset, probe: str) -> str:
+    """The probe's best layer for one group of runs, as the published tables choose it:
+    the highest mean over the seeds of the test accuracy at each run's final epoch (ties
+    to the earlier layer)."""
+    at_end = final(group, group["accuracy"].sel(probe=probe, score="test"))
+    return str(at_end.mean("run").idxmax("layer").values)
 
 
 # ------------------------------------------------------------------------- figures
@@ -157,13 +166,14 @@ def levels_figure(results: xr.Dataset, table: list[dict], level: str, path: str)
     the best layer's MASC and VeLPIC, and the edited model; mean ± std over seeds."""
     x = [row["key"][level] for row in table]
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
-    for column, style in (("model", dict(color="black", ls="--")), ("masc", {}), ("velpic", {}),
-                          ("edit_zero_bias", dict(color="black", ls=":"))):
+    for column, style in (("model", dict(color="black", ls="--")), ("masc", {}), ("masc_true", {}),
+                          ("velpic", {}), ("edit_zero_bias", dict(color="black", ls=":"))):
         if column not in table[0]:
             continue
         mean = [row[column][0] for row in table]
         std = [row[column][1] for row in table]
-        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=COLUMN_LABELS[column], **style)
+        label = COLUMN_LABELS[column] if column in ("model", "edit_zero_bias") else f"best-layer {COLUMN_LABELS[column]}"
+        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=label, **style)
     ax.set_xlabel(level)
     ax.set_ylabel("test accuracy at the final epoch (%)")
     ax.set_ylim(0, 100)
@@ -179,8 +189,10 @@ def _legend_below(fig, axes) -> None:
             if l not in labels:
                 handles.append(h)
                 labels.append(l)
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
-    fig.tight_layout(rect=(0, 0.05 if axes.shape[0] > 2 else 0.09, 1, 1))
+    ncol = min(len(labels), max(3, int(fig.get_figwidth() // 2.2)))  # wrap a long legend
+    lines = -(-len(labels) // ncol)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
+    fig.tight_layout(rect=(0, min(0.4, (0.1 + 0.27 * lines) / fig.get_figheight()), 1, 1))
 
 
 def save_figure(fig, path: str, **savefig) -> str:
@@ -213,8 +225,10 @@ def replacing(path: str, mode: str = "w"):
 
 
 # ------------------------------------------------------------------------- tables
-COLUMN_LABELS = {"model": "model", "masc": "best-layer MASC", "velpic": "best-layer VeLPIC",
+COLUMN_LABELS = {"model": "model", "masc": "MASC, observed-label subspaces",
+                 "masc_true": "MASC, true-label subspaces", "velpic": "VeLPIC",
                  "edit_zero_bias": "edited (bias 0)", "edit_keep_bias": "edited (bias kept)"}
+TABLE_PROBES = ("masc", "masc_true", "velpic")  # the probes of the final table, best layer each
 
 
 def summary_rows(results: xr.Dataset, notes: dict[str, str] | None = None) -> list[dict]:
@@ -232,11 +246,10 @@ def summary_rows(results: xr.Dataset, notes: dict[str, str] | None = None) -> li
                "n": len(pos), "epochs": last_epochs(group).values,
                "notes": _group_notes([names[i] for i in pos] if names else [], notes or {})}
         row["model"] = _stat(100 * final(group, group["model_test_acc"]))
-        for probe in ("masc", "velpic"):
+        for probe in TABLE_PROBES:
             if probe in test.probe:
-                at_end = 100 * final(group, test.isel(run=pos).sel(probe=probe))
-                layer = str(at_end.mean("run").idxmax("layer").values)
-                row[probe] = (*_stat(at_end.sel(layer=layer)), layer)
+                layer = best_layer(group, probe)
+                row[probe] = (*_stat(100 * final(group, test.isel(run=pos).sel(probe=probe, layer=layer))), layer)
         if "edit_accuracy" in results:
             for variant in ("edit_zero_bias", "edit_keep_bias"):
                 row[variant] = _stat(100 * final(group, group["edit_accuracy"].sel(variant=variant, score="test")))
@@ -344,6 +357,10 @@ of 3 runs, best layer; "—": the source has no number, e.g. P1's table has no c
 {caveat}
 {table}
 
+P1 also reports MASC on a model trained on clean labels with subspaces from the
+corrupted labels (the control in "A clean model probed with corrupted labels" below,
+where the pipeline computes it); its numbers are not found in the source.
+
 Sources: {"; ".join(sources)}.
 """
 
@@ -403,9 +420,11 @@ together: mean ± standard deviation over the seeds.
 
 ## Final epoch
 
-The memorizing model beside the best layer's probes and the model with its last layer
-replaced by the VeLPIC vectors of its penultimate layer (no retraining), at each run's
-final epoch.
+The memorizing model beside the probes of its layers, at each run's final epoch: MASC
+with subspaces from the observed training labels, MASC with subspaces from the true
+labels (a control: an upper bound on what the representation holds), VeLPIC, and
+the model with its last layer replaced by the VeLPIC vectors of its penultimate layer
+(no retraining). A probe's cell names its best layer: the highest mean over the seeds.
 {unfinished}
 {_table(rows)}
 
@@ -450,6 +469,9 @@ to the final epoch.
 
 {_peaks_table(results)}
 """)
+    from . import report_controls  # its sections build on this module's helpers
+
+    sections.extend(report_controls.sections(pipeline, out_dir, paths, results, rows))
     if extra:
         sections.append(extra)
     sections.append(f"""The tidy table of every number is in `{csv_name}` (also
