@@ -130,8 +130,9 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
     planned = {path: int(epochs[-1]) for path in paths
                if len(epochs := stores.committed_slots(path)[1])}
     relabel_seed = analysis.relabel_seed if "masc" in settings.probes else None
+    relabels = {path: relabel_seed if _has_flipped(path) else None for path in paths}  # corrupted runs
     tasks = grid.plan(paths, {path: incremental.done(old[path], settings, stores.layers(path),
-                                                     cross.get(path, ()), planned.get(path), relabel_seed)
+                                                     cross.get(path, ()), planned.get(path), relabels[path])
                               for path in paths}, cross, final=relabel_seed is not None)
     log.info("%d new tasks over %d runs", len(tasks), len(paths))
     if not tasks:
@@ -182,6 +183,13 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
     extra = report_modular.section(runs, out_dir) if modular_paths else ""
     return report.write_report(pipeline.name, out_dir, list(per_store), results, CSV, extra,
                                pending=pending)
+
+
+def _has_flipped(path: str) -> bool:
+    """Whether a run trained on a label that is not the true one (so it can be relabelled)."""
+    table = stores.sample_table(path)
+    train = table["split"] == "train"
+    return bool(np.any(table["label_observed"][train] != table["label_true"][train]))
 
 
 def _report_shrunk(results: list[TaskResult]) -> None:
