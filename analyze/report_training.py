@@ -213,6 +213,28 @@ def edit_train_figure(runs: dict[str, list[dict]], curves: dict[str, dict], path
     return save_figure(fig, path)
 
 
+def _at(curve: dict, name: str, epoch: int) -> float | None:
+    """A source curve's value at an epoch (None where it has none)."""
+    hit = np.flatnonzero(curve["epochs"] == epoch)
+    return None if curve[name] is None or not len(hit) else float(curve[name][hit[0]])
+
+
+def _edit_train_table(runs: dict[str, list[dict]], curves: dict[str, dict]) -> str:
+    lines = ["| run | source | from epoch | source edited (bias 0) there | start | end (epoch) | max (epoch) | "
+             "source model, end (epoch) | source edited (bias 0), end |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for source, started in runs.items():
+        src = curves[source]
+        for r in sorted(started, key=lambda r: (r["init_epoch"], r["name"])):
+            top = int(np.nanargmax(r["test"]))
+            lines.append(f"| {r['name']} | {src['name']} | {r['init_epoch']} | "
+                         f"{_pct(_at(src, 'edited', r['init_epoch']))} | {_pct(r['test'][0])} | "
+                         f"{_pct(r['test'][-1])} ({r['epochs'][-1]}) | {_pct(r['test'][top])} ({r['epochs'][top]}) | "
+                         f"{_pct(src['model'][-1])} ({src['epochs'][-1]}) | "
+                         f"{_pct(None if src['edited'] is None else src['edited'][-1])} |")
+    return "\n".join(lines)
+
+
 def edit_train_section(paths: list[str], path: str) -> str:
     missing: list[str] = []
     runs = edit_train_runs(paths, missing)
@@ -224,27 +246,18 @@ def edit_train_section(paths: list[str], path: str) -> str:
         return f"## Edit, then train\n{lost}"
     curves = {source: source_curves(source) for source in runs}
     edit_train_figure(runs, curves, path)
-    lines = ["| run | source | from epoch | start | end (epoch) | max (epoch) | source model, end (epoch) | "
-             "source edited (bias 0), end |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for source, started in runs.items():
-        src = curves[source]
-        for r in sorted(started, key=lambda r: (r["init_epoch"], r["name"])):
-            top = int(np.nanargmax(r["test"]))
-            lines.append(f"| {r['name']} | {src['name']} | {r['init_epoch']} | {_pct(r['test'][0])} | "
-                         f"{_pct(r['test'][-1])} ({r['epochs'][-1]}) | {_pct(r['test'][top])} ({r['epochs'][top]}) | "
-                         f"{_pct(src['model'][-1])} ({src['epochs'][-1]}) | "
-                         f"{_pct(None if src['edited'] is None else src['edited'][-1])} |")
-    table = "\n".join(lines)
     return f"""## Edit, then train
 
 ![Edited runs' test accuracy over epochs on their source runs'](figures/{location.name(path)})
 
-The latent-generalization paper's edit, then train: a run started from its source run's weights at one epoch, with
-the last layer replaced by the VeLPIC vectors (bias 0), and trained on with a fresh
-optimizer on the same corrupted labels. One panel per source run: each started run's
-test accuracy (a dot where it starts) on the source's epoch numbers, over the source
-model's (dashed) and the source's edited model at each epoch (dotted, no training).
-Whether an edited start keeps its accuracy, or memorizes its way back to the source's.
+The latent-generalization paper's edit, then train: a run started from its source run's
+weights at one epoch, with the last layer replaced by the VeLPIC vectors (bias 0), and
+trained on with a fresh optimizer on the same corrupted labels. One panel per source
+run: each started run's test accuracy (a dot where it starts) on the source's epoch
+numbers, over the source model's (dashed) and the source's edited model at each epoch
+(dotted, no training). Whether an edited start keeps its accuracy, or memorizes its way
+back to the source's; in the table, an edited run's start is the source's edited model
+at that epoch, so the two columns should agree (test accuracy, %).
 {lost}
-{table}
+{_edit_train_table(runs, curves)}
 """

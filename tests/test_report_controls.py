@@ -294,8 +294,8 @@ def test_edit_then_train_overlay(monkeypatch, tmp_path):
     path = tmp_path / "edit_then_train.png"
     text = rt.edit_train_section(paths, str(path))
     assert path.stat().st_size > 10_000
-    assert "| at=1 | quickstart/corruption=0.6,seed=0 | 1 | 70.0 | 60.0 (3) | 90.0 (2) | 35.0 (3) | 65.0 |" in text
-    assert "| at=2 | quickstart/corruption=0.6,seed=0 | 2 | 80.0 | 85.0 (3) | 85.0 (3) | 35.0 (3) | 65.0 |" in text
+    assert "| at=1 | quickstart/corruption=0.6,seed=0 | 1 | 70.0 | 70.0 | 60.0 (3) | 90.0 (2) | 35.0 (3) | 65.0 |" in text
+    assert "| at=2 | quickstart/corruption=0.6,seed=0 | 2 | 80.0 | 80.0 | 85.0 (3) | 85.0 (3) | 35.0 (3) | 65.0 |" in text
     assert rt.edit_train_section(["/r/quickstart/corruption=0.6,seed=0.zarr"], str(tmp_path / "x.png")) == ""
 
 
