@@ -178,8 +178,8 @@ def levels_figure(results: xr.Dataset, table: list[dict], level: str, path: str)
     ax.set_ylabel("test accuracy at the final epoch (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)  # beside, off the data
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def _legend_below(fig, axes) -> None:
@@ -441,8 +441,8 @@ penultimate activations): {_crosschecks(paths)}.
         sections.append(f"""![Final test accuracy against {numeric[0]}](figures/levels.png)
 
 How much of the lost accuracy the layers still hold: the model's final test accuracy
-(dashed), the best layer's MASC and VeLPIC probes and the edited model (dotted), against
-{numeric[0]}, mean ± std over seeds.
+(dashed), the best layer's MASC (observed- and true-label subspaces) and VeLPIC probes
+and the edited model (dotted), against {numeric[0]}, mean ± std over seeds.
 """)
     dynamics_figure(results, figure("dynamics.png"))
     sections.append("""## Dynamics

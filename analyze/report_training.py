@@ -78,8 +78,8 @@ The latent-generalization paper's relabelling, at each run's final epoch: the te
 is cut 80/20 (seeded); the MASC layer with the best accuracy on the 20% part relabels
 the whole training set with its predictions. That layer's accuracy on both parts beside
 the model's on the 80% part, and the share of training labels that are the true ones
-before and after relabelling (%). A run trained on the relabelled set reports on the
-80% part.
+before and after relabelling (%). A run trained on the relabelled set (a pipeline
+whose `init.labels` is `relabel`) is in that pipeline's report, on the 80% part.
 
 {table}
 """
