@@ -2,7 +2,9 @@
 
 The test split is cut 80/20 (seeded); the layer whose MASC (observed-label subspaces,
 the primary n) is most accurate on the 20% part at the run's final epoch relabels the
-whole training set with its predictions. Capture then fine-tunes the memorized model on
+whole training set with its predictions: subspaces fitted on the training rows, applied
+to the same rows (as `angle_relabel` in the authors' MASC/angle_pytorch.py does), so
+where MASC fits the observed labels exactly the relabelling changes nothing. Capture then fine-tunes the memorized model on
 those labels (`init.labels: relabel`), early-stopping on the 20% part and reporting the
 80% part. Pure numerics: arrays in, a Dataset out.
 """
@@ -11,15 +13,18 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+from sklearn.model_selection import train_test_split
 
 HOLDOUT = 0.2  # the part of the test split that chooses the layer and stops the training
 PARTS = ("holdout", "rest")
 
 
 def holdout_mask(split: np.ndarray, seed: int) -> np.ndarray:
-    """(sample,) True on the seeded 20% of the test split."""
+    """(sample,) True on the seeded 20% of the test split, cut as the authors' code cuts
+    it (`pytorch_retrain_early.py`: scikit-learn's `train_test_split` of the test rows,
+    `test_size=0.2`, `random_state=2345` there, `analysis.relabel_seed` here)."""
     test_rows = np.flatnonzero(split == "test")
-    chosen = np.random.default_rng(seed).permutation(test_rows)[: round(HOLDOUT * len(test_rows))]
+    _, chosen = train_test_split(test_rows, test_size=HOLDOUT, random_state=seed)
     mask = np.zeros(len(split), dtype=bool)
     mask[chosen] = True
     return mask
