@@ -1,8 +1,9 @@
-"""Edit, then train on: the starting weights of a run that continues a stored one.
+"""Start a run from a stored one: edit-then-train (P2) and relabel-and-retrain (P1).
 
 The source store holds the weights at every committed epoch and, once `analyze` has run,
-the VeLPIC edit of its last layer (`analysis/edit/weight`). Capture only reads stores, so
-the edit is taken from there rather than refitted here.
+the VeLPIC edit of its last layer (`analysis/edit/weight`) and MASC's relabelling of the
+training set (`analysis/relabel`). Capture only reads stores, so both are taken from
+there rather than computed here.
 """
 
 from __future__ import annotations
@@ -11,30 +12,99 @@ import numpy as np
 
 import stores
 from stores import RunConfig, StoreError, location
+from stores.config import init_source
 
 
 def source_path(config: RunConfig, root: str) -> str:
-    source = config.init.source
+    """The source store of `config.init`, resolved against the runs root."""
+    source = init_source(config)
     return location.normalize(source) if source.endswith(".zarr") else location.join(root, f"{source}.zarr")
 
 
-def initial_state(config: RunConfig, root: str, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The source's weights at `init.epoch`, with the edited head (bias 0) if asked."""
+def _existing_source(config: RunConfig, root: str) -> str:
     path = source_path(config, root)
     if not location.is_store(path):
-        raise StoreError(f"init.source: no run store at {path}")
+        raise StoreError(f"init.source: no run store at {path} (capture the source run first: "
+                         f"`python -m capture {init_source(config).split('/')[0]}`)")
+    return path
+
+
+def source_epoch(config: RunConfig, root: str) -> tuple[int, int]:
+    """(slot, epoch) of the source's checkpoint that `init.epoch` names ("final": the
+    last committed epoch)."""
+    path = _existing_source(config, root)
     slots, epochs = stores.committed_slots(path)
-    if config.init.epoch not in epochs:
+    epochs = [int(e) for e in epochs]
+    if not epochs:
+        raise StoreError(f"init.epoch: {path} has no committed epoch yet")
+    wanted = epochs[-1] if config.init.epoch == "final" else config.init.epoch
+    if wanted not in epochs:
         raise StoreError(f"init.epoch: expected one of the committed epochs of {path} "
                          f"({', '.join(map(str, epochs))}), got {config.init.epoch}")
-    slot = int(slots[list(epochs).index(config.init.epoch)])
+    return int(slots[epochs.index(wanted)]), wanted
+
+
+def relabelled(config: RunConfig, root: str, record: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This run's probe set with the source's relabelled training labels (init.labels:
+    relabel): `label_observed` = analysis/relabel/label, the test split divided by
+    analysis/relabel/holdout into "val" (the holdout) and "test" (the rest), and the
+    source's `corrupted` mask."""
+    path = _existing_source(config, root)
     theirs = stores.sample_table(path)
-    if not all(np.array_equal(theirs[k], samples[k]) for k in ("index", "label_observed", "split")):
-        raise StoreError(f"init.source: {path} was trained on other samples or labels than this run")
+    _check_same_samples(path, theirs, record, ("index", "label_true", "split"))
+    try:
+        relabel = stores.open_run(path)["analysis/relabel"]
+    except KeyError:
+        pipeline = stores.run_attrs(path).get("pipeline", "PIPELINE")
+        raise StoreError(f"init.labels: {path} has no analysis/relabel yet; run "
+                         f"`python -m analyze {pipeline}` first (with analysis.relabel_seed set)") from None
+    label = np.asarray(relabel["label"].values, dtype=np.int64)
+    holdout = np.asarray(relabel["holdout"].values, dtype=bool)
+    test = record["split"] == "test"
+    if label.shape != test.shape or holdout.shape != test.shape or (holdout & ~test).any():
+        raise StoreError(f"init.labels: {path}'s analysis/relabel does not fit its samples "
+                         f"(label {label.shape}, holdout {holdout.shape} for {test.size} samples; "
+                         "the holdout must lie in the test split): run `python -m analyze` again")
+    if not holdout.any() or not (test & ~holdout).any():
+        raise StoreError(f"init.labels: {path}'s analysis/relabel holdout leaves the val or the "
+                         f"test part empty ({int(holdout.sum())} of {int(test.sum())} test rows)")
+    out = dict(record)
+    out["label_observed"] = np.where(test, record["label_true"], label)  # = true off the training set
+    out["split"] = np.where(holdout, "val", record["split"])
+    out["corrupted"] = np.asarray(theirs["corrupted"], dtype=bool)
+    return out
+
+
+def _check_same_samples(path: str, theirs: dict, ours: dict, fields: tuple[str, ...]) -> None:
+    differ = [k for k in fields if not np.array_equal(np.asarray(theirs[k]), np.asarray(ours[k]))]
+    if differ:
+        raise StoreError(f"init.source: {path} was trained on other samples or labels than this "
+                         f"run (they differ in {', '.join(differ)}): expected the source's data and "
+                         "corruption blocks")
+
+
+def initial_state(config: RunConfig, root: str, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The source's weights at `init.epoch`, with the edited head (bias 0) if asked.
+    `samples` is this run's probe set (relabelled already, with init.labels: relabel)."""
+    path = _existing_source(config, root)
+    slot, epoch = source_epoch(config, root)
+    theirs = stores.sample_table(path)
+    if config.init.labels == "relabel":  # the training rows and their true labels are the source's
+        ours_train = {**samples, "split": np.where(samples["split"] == "train", "train", "test")}
+        _check_same_samples(path, theirs, ours_train, ("index", "label_true", "split"))
+    else:
+        _check_same_samples(path, theirs, samples, ("index", "label_observed", "split"))
     state = {name: stores.weight_slab(path, name, slot) for name in stores.param_names(path)}
     if config.init.edit == "none":
         return state
-    return _edited(path, state, config.init.epoch)
+    return _edited(path, state, epoch)
+
+
+def init_attrs(config: RunConfig, root: str) -> dict:
+    """The store's `init` attribute: where the run started, the epoch resolved."""
+    init = config.init
+    return {"source": source_path(config, root), "epoch": source_epoch(config, root)[1],
+            "edit": init.edit, "labels": init.labels, "epochs": init.epochs}
 
 
 def _edited(path: str, state: dict[str, np.ndarray], epoch: int) -> dict[str, np.ndarray]:
@@ -43,7 +113,10 @@ def _edited(path: str, state: dict[str, np.ndarray], epoch: int) -> dict[str, np
         edit = run["analysis/edit"]
     except KeyError:
         raise StoreError(f"init.edit: {path} has no analysis/edit yet; "
-                         f"run `python -m analyze {run.attrs.get('pipeline', 'PIPELINE')}` first")
+                         f"run `python -m analyze {run.attrs.get('pipeline', 'PIPELINE')}` first") from None
+    if epoch not in set(int(e) for e in edit["weight"]["epoch"].values):
+        raise StoreError(f"init.edit: {path}'s analysis/edit has no edit at epoch {epoch}; run "
+                         f"`python -m analyze {run.attrs.get('pipeline', 'PIPELINE')}` again")
     head = edit.attrs.get("head", "head")
     weight = edit["weight"].sel(epoch=epoch).values
     new = dict(state)  # out of place: the source's arrays are not touched

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stores import RunConfig, RunWriter
+from stores import RunConfig, RunWriter, schema
+from stores.config import first_epoch
 from stores.schema import STATUS_DIVERGED
 
 from . import train
@@ -53,14 +54,22 @@ class _Slots:
         self.model, self.optimizer, self.generator, self.loss = model, optimizer, generator, loss
         self.probe, self.store, self.writer, self.capture = probe, store, writer, capture
         self.resume = resume
+        # val_acc of every slot so far, for early stopping: a resume starts with the
+        # committed ones before its state (all of them are committed).
+        state = resume.state
+        self.val_accs = [] if state is None else [float(v) for v in resume.val_acc[: state.slot + 1]]
 
     def observe(self, slot: int) -> dict:
         """Capture `slot` and return its metrics (a committed slot's are read back)."""
         if self.resume.committed[slot]:
-            return {"train_acc_observed": float(self.resume.train_acc[slot])}
-        logits = self.capture(slot)
-        p = self.probe
-        return train.metrics(logits, self.loss, p.is_train, p.observed, p.true)
+            m = {"train_acc_observed": float(self.resume.train_acc[slot]),
+                 "val_acc": float(self.resume.val_acc[slot])}
+        else:
+            p = self.probe
+            m = train.metrics(self.capture(slot), self.loss, p.is_train, p.observed, p.true,
+                              p.is_test, p.is_val)
+        self.val_accs.append(m["val_acc"])
+        return m
 
     def record(self, slot: int, epoch: int, metrics: dict, final: bool) -> None:
         snap = snapshot(self.model, self.optimizer, self.generator, slot=slot, epoch=epoch, final=final)
@@ -91,13 +100,14 @@ def train_and_capture(config: RunConfig, model, probe, store: RunWriter, points,
                            reducers=reducers)
     slots = _Slots(model, optimizer, generator, loss, probe, store, writer, capture, resume)
     scheduled = set(schedule)
-    slot, start = (state.slot + 1, state.epoch + 1) if state is not None else (0, 1)
+    first = first_epoch(config)  # 0, or the source's epoch that this run continues from
+    slot, start = (state.slot + 1, state.epoch + 1) if state is not None else (0, first + 1)
     diverged = None
     try:
         m: dict = {}
-        if state is None and 0 in scheduled:
+        if state is None and first in scheduled:
             m = slots.observe(0)
-            slots.record(0, 0, m, final=False)
+            slots.record(0, first, m, final=False)
             slot = 1
         if state is None or not state.final:
             _epochs(config, model, optimizer, loss, x_train, y_train, generator, slots, scheduled,
@@ -110,7 +120,19 @@ def train_and_capture(config: RunConfig, model, probe, store: RunWriter, points,
         store.group.attrs.update({"status": STATUS_DIVERGED,
                                   "diverged": {"epoch": diverged.epoch, "train_loss": str(diverged.loss)}})
         raise diverged
+    if tc.patience is not None:
+        store.group.attrs["early_stopping"] = early_stopping(store, tc.patience)
     store.finish()
+
+
+def early_stopping(store: RunWriter, patience: int) -> dict:
+    """The store's `early_stopping` record, from its committed val_acc values."""
+    group = store.group
+    committed = group[f"{schema.EPOCHS}/committed"][:]
+    epochs = group[f"{schema.EPOCHS}/epoch"][:][committed]
+    val_acc = group[f"{schema.METRICS}/val_acc"][:][committed]
+    return {"patience": int(patience), "best_epoch": int(epochs[train.best_index(val_acc)]),
+            "stopped_epoch": int(epochs[-1])}
 
 
 def _epochs(config, model, optimizer, loss, x_train, y_train, generator, slots: _Slots,
@@ -129,6 +151,9 @@ def _epochs(config, model, optimizer, loss, x_train, y_train, generator, slots: 
         else:
             acc = float((train.predict(model, x_train).argmax(1) == y_train).float().mean())
         stop = tc.stop_train_acc is not None and acc >= tc.stop_train_acc
+        # early stopping: every epoch is captured (checked), so val_accs has them all
+        patience = tc.patience is not None and train.early_stop(slots.val_accs, tc.patience)
+        stop = stop or patience
         final = stop or epoch == tc.max_epochs
         if captured or final:  # the epoch that ends training is always captured
             if not captured:
@@ -137,6 +162,10 @@ def _epochs(config, model, optimizer, loss, x_train, y_train, generator, slots: 
             slots.record(slot, epoch, m, final)
             slot += 1
         bar.set_postfix(train=f"{acc:.3f}", test=f"{m.get('test_acc', float('nan')):.3f}")
+        if patience:
+            log.info("%s: val accuracy not improved for %d epochs: stopped at epoch %d",
+                     config.name, tc.patience, epoch)
+            break
         if stop:
             log.info("%s: train accuracy %.4f reached the stop threshold at epoch %d",
                      config.name, acc, epoch)

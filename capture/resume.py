@@ -109,11 +109,13 @@ def _jsonable(obj):
 @dataclass
 class Resume:
     """What a resumed capture starts from: a state (None: from initialization), the
-    committed flags, and the stored train accuracy of each slot (for the stop rule)."""
+    committed flags, and the stored train accuracy of each slot (for the stop rule) and
+    val accuracy (for early stopping; NaN in stores written before val_acc existed)."""
 
     state: TrainingState | None
     committed: np.ndarray
     train_acc: np.ndarray
+    val_acc: np.ndarray
 
     @property
     def n_committed(self) -> int:
@@ -121,7 +123,7 @@ class Resume:
 
 
 def fresh(n_slots: int) -> Resume:
-    return Resume(None, np.zeros(n_slots, dtype=bool), np.full(n_slots, np.nan))
+    return Resume(None, np.zeros(n_slots, dtype=bool), np.full(n_slots, np.nan), np.full(n_slots, np.nan))
 
 
 def plan(path: str) -> Resume:
@@ -130,9 +132,14 @@ def plan(path: str) -> Resume:
     try:
         committed = root[f"{schema.EPOCHS}/committed"][:]
         train_acc = np.full(len(committed), np.nan)
+        val_acc = np.full(len(committed), np.nan)
         accuracy = root[f"{schema.METRICS}/train_acc_observed"]
-        for slot in np.flatnonzero(committed):  # for the stop rule when training passes them
+        # val_acc: absent from stores written before it existed (their runs have no val split)
+        val = root[f"{schema.METRICS}/val_acc"] if f"{schema.METRICS}/val_acc" in root else None
+        for slot in np.flatnonzero(committed):  # for the stop rules when training passes them
             train_acc[slot] = accuracy[slot]
+            if val is not None:
+                val_acc[slot] = val[slot]
     except ValueError as err:  # a damaged chunk of a committed epoch
         raise StoreError(f"{path}: a committed chunk is damaged ({str(err).splitlines()[0]}); "
                          f"run `python -m stores repair {path}`, then this again")
@@ -141,14 +148,14 @@ def plan(path: str) -> Resume:
         slot = int(cand["slot"])
         if slot < first_open and committed[slot]:
             try:
-                return Resume(read_state(root, slot), committed, train_acc)
+                return Resume(read_state(root, slot), committed, train_acc, val_acc)
             except StoreError as err:
                 log.warning("%s: cannot use the training state of slot %d (%s); trying an "
                             "earlier one", path, slot, err)
     if committed.any():
         log.warning("%s: no intact training state for the committed epochs; retraining from "
                     "initialization (committed epochs are recomputed, not rewritten)", path)
-    return Resume(None, committed, train_acc)
+    return Resume(None, committed, train_acc, val_acc)
 
 
 def remove_partial_files(path: str) -> int:

@@ -28,7 +28,7 @@ from .loop import Diverged, train_and_capture
 from .plan import check_size
 from .resume import Resume, fresh, plan, remove_partial_files
 from .convnets import output_shapes
-from .init import initial_state, source_path
+from .init import init_attrs, initial_state, relabelled
 from .models import build_model, load_weights, resolve_points
 from .reduce import Reducer, parse
 
@@ -37,16 +37,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ProbeSet:
-    """Train rows then test rows, as device tensors plus the per-sample record."""
+    """Train rows then test rows, as device tensors plus the per-sample record. The test
+    rows of a relabel-and-retrain run are split "val" (the holdout) and "test"."""
 
     x: torch.Tensor
     observed: torch.Tensor
     true: torch.Tensor
     is_train: torch.Tensor
     record: dict[str, np.ndarray]
+    is_test: torch.Tensor
+    is_val: torch.Tensor
 
 
-def probe_set(data: Dataset, config: RunConfig, device: torch.device) -> ProbeSet:
+def probe_set(data: Dataset, config: RunConfig, device: torch.device,
+              root: str | None = None) -> ProbeSet:
+    """The probe set of a run; with init.labels: relabel, the source's labels and splits
+    (the source is looked up under `root`)."""
     observed, mask, _ = corruption_for_run(data.y_train, config.corruption, data.n_classes, config.seed)
     n_train, n_test = len(data.y_train), len(data.y_test)
     record = {
@@ -56,6 +62,8 @@ def probe_set(data: Dataset, config: RunConfig, device: torch.device) -> ProbeSe
         "label_observed": np.concatenate([observed, data.y_test]),
         "corrupted": np.concatenate([mask, np.zeros(n_test, dtype=bool)]),
     }
+    if config.init.source and config.init.labels == "relabel":
+        record = relabelled(config, root, record)
     as_tensor = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
     return ProbeSet(
         x=as_tensor(np.concatenate([data.x_train, data.x_test])),
@@ -63,6 +71,8 @@ def probe_set(data: Dataset, config: RunConfig, device: torch.device) -> ProbeSe
         true=as_tensor(record["label_true"]),
         is_train=as_tensor(record["split"] == "train"),
         record=record,
+        is_test=as_tensor(record["split"] == "test"),
+        is_val=as_tensor(record["split"] == "val"),
     )
 
 
@@ -197,7 +207,7 @@ def _capture_locked(config: RunConfig, root: str, path: str, found: str | None,
     np.random.seed(config.seed)
     random.seed(config.seed)
     data = load_dataset(config.data)
-    probe = probe_set(data, config, dev)
+    probe = probe_set(data, config, dev, root)
     model = build_model(config.model, data.x_train.shape[1:], data.n_classes)
     if config.init.source:  # edit, then train on: start from a stored (edited) checkpoint
         load_weights(model, initial_state(config, root, probe.record))
@@ -230,8 +240,7 @@ def _create(path: str, config: RunConfig, root: str, dev: torch.device, head: st
                 "pipeline": config.pipeline, "run_name": config.name, "params": dict(config.params),
                 "config": config.to_dict(), "config_hash": config.hash(),
                 "versions": _versions(), "device": str(dev), "head": head,
-                **({"init": {"source": source_path(config, root), "epoch": config.init.epoch,
-                             "edit": config.init.edit}} if config.init.source else {}),
+                **({"init": init_attrs(config, root)} if config.init.source else {}),
             },
             schedule=config.schedule,
             samples=probe.record,

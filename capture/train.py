@@ -66,9 +66,13 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.
 
 
 def metrics(logits: torch.Tensor, loss, split_train: torch.Tensor, observed: torch.Tensor,
-            true: torch.Tensor) -> dict[str, float]:
-    """The store's metrics from probe-set logits: losses and accuracies (fractions)."""
-    train, test = split_train, ~split_train
+            true: torch.Tensor, is_test: torch.Tensor | None = None,
+            is_val: torch.Tensor | None = None) -> dict[str, float]:
+    """The store's metrics from probe-set logits: losses and accuracies (fractions).
+    Test metrics are on the rows of split "test" (`is_test`; default: all but the
+    training rows), val_acc on split "val" (NaN without one)."""
+    train = split_train
+    test = ~split_train if is_test is None else is_test
     pred = logits.argmax(1)
     out = {
         "train_loss": loss(logits[train], observed[train]),
@@ -77,4 +81,21 @@ def metrics(logits: torch.Tensor, loss, split_train: torch.Tensor, observed: tor
         "test_loss": loss(logits[test], true[test]),
         "test_acc": (pred[test] == true[test]).float().mean(),
     }
-    return {k: float(v) for k, v in out.items()}
+    out = {k: float(v) for k, v in out.items()}
+    has_val = is_val is not None and bool(is_val.any())
+    out["val_acc"] = float((pred[is_val] == true[is_val]).float().mean()) if has_val else float("nan")
+    return out
+
+
+def early_stop(val_accs, patience: int) -> bool:
+    """Does training stop after these val_acc values (one per epoch, in order)? When the
+    last `patience` of them bring no strict improvement over the best before them (the
+    first value, the model training starts from, is the first best)."""
+    values = [float(v) for v in val_accs]
+    return bool(values) and len(values) - 1 - best_index(values) >= patience
+
+
+def best_index(values) -> int:
+    """The index of the first of the best values (a tie is no improvement)."""
+    values = [float(v) for v in values]
+    return max(range(len(values)), key=lambda i: (values[i], -i))

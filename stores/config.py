@@ -204,6 +204,10 @@ class TrainConfig:
     stop_train_acc: float | None = field(
         default=1.0, metadata=_check(_number(0.0, 1.0, lo_open=True, optional=True))
     )
+    # Early stopping (P1's retraining: 3): stop after this many epochs in a row without a
+    # strict improvement of val_acc over the best so far (the first slot included).
+    # Needs the "val" split (init.labels: relabel) and every epoch captured.
+    patience: int | None = field(default=None, metadata=_check(_number(1, integer=True, optional=True)))
 
 
 @dataclass(frozen=True)
@@ -306,14 +310,53 @@ class AnalysisConfig:
         return tuple(n) if isinstance(n, tuple) else (n,)
 
 
+def _init_epoch(v):
+    if v != "final" and _number(0, integer=True)(v):
+        return "expected an integer >= 0 or final"
+
+
 @dataclass(frozen=True)
 class InitConfig:
-    """Edit, then train: start from a source store's epoch with its last layer replaced
-    by the VeLPIC vectors that `analyze` stored there (bias 0), with a fresh optimizer."""
+    """Start from a source store's epoch instead of a fresh initialization.
 
-    source: str | None = field(default=None, metadata=_check(_optional_str))  # PIPELINE/RUN or a .zarr path
-    epoch: int = field(default=0, metadata=_check(_number(0, integer=True)))
+    `source`: PIPELINE/RUN, a .zarr path, or a bare pipeline name: the run of that
+    pipeline named as this run without the swept `init.*` parameters
+    (`corruption=0.6,seed=0,init_epoch=40` -> `PIPELINE/corruption=0.6,seed=0`).
+    `epoch`: a committed epoch of the source, or "final" (its last committed one).
+    `edit`: velpic replaces the last layer by the VeLPIC vectors that `analyze` stored
+    there (bias 0); none keeps the weights. The optimizer is always a fresh one.
+    `labels`: observed trains on this run's own labels; relabel on the source's
+    `analysis/relabel/label` (P1's relabel-and-retrain), with the test split divided
+    by `analysis/relabel/holdout` into "val" (the 20% part) and "test" (the rest).
+    `epochs`: restart numbers the new store's epochs from 0; continue goes on from the
+    source's: the loaded model is the slot of epoch `init.epoch` and train.max_epochs
+    is the absolute last epoch.
+    """
+
+    source: str | None = field(default=None, metadata=_check(_optional_str))
+    epoch: int | str = field(default=0, metadata=_check(_init_epoch))
     edit: str = field(default="velpic", metadata=_check(_choice("velpic", "none")))
+    labels: str = field(default="observed", metadata=_check(_choice("observed", "relabel")))
+    epochs: str = field(default="restart", metadata=_check(_choice("restart", "continue")))
+
+
+def init_source(config: "RunConfig") -> str:
+    """The source store of `config.init`, as PIPELINE/RUN or a .zarr path (relative to
+    the runs root): a bare pipeline name gets this run's name without its `init.*`
+    parameters."""
+    source = config.init.source
+    if source.endswith(".zarr") or "/" in source:
+        return source
+    kept = [(k, v) for k, v in config.params if not SWEEP_ALIASES.get(k, k).startswith("init.")]
+    return f"{source}/{','.join(f'{k}={v}' for k, v in kept) or 'default'}"
+
+
+def first_epoch(config: "RunConfig") -> int:
+    """The epoch number of a run's first slot: init.epoch when its epochs continue the
+    source's (an integer then, checked), else 0."""
+    if config.init.source and config.init.epochs == "continue":
+        return int(config.init.epoch)
+    return 0
 
 
 def _str_tuple(v):
@@ -358,7 +401,13 @@ class RunConfig:
 
     @property
     def schedule(self) -> list[int]:
-        return self.capture.schedule.resolve(self.train.max_epochs)
+        """The captured epochs. A run whose epochs continue its source's (init.epochs:
+        continue) starts at init.epoch E, always captured: the schedule's epochs >= E."""
+        epochs = self.capture.schedule.resolve(self.train.max_epochs)
+        first = first_epoch(self)
+        if first == 0:
+            return epochs
+        return [first] + [e for e in epochs if e > first]
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -392,6 +441,7 @@ SWEEP_ALIASES = {
     "p": "data.p",
     "weight_decay": "train.weight_decay",
     "dropout": "model.dropout",
+    "init_epoch": "init.epoch",  # edit-then-train at several epochs of one source run
 }
 
 
@@ -492,6 +542,7 @@ def _check_schedule(config: RunConfig, where: str) -> None:
     """An explicit epoch past `train.max_epochs` would be dropped without a word, and a
     schedule too long to lay out would hang or exhaust memory: refuse both, sized."""
     schedule, max_epochs = config.capture.schedule, config.train.max_epochs
+    _check_init(config, where)
     if schedule.rule is None:
         listed = expand_epochs(schedule.epochs)
         if listed[-1] > max_epochs:
@@ -503,6 +554,42 @@ def _check_schedule(config: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}.capture.schedule: {n:,} scheduled epochs up to train.max_epochs "
                           f"= {max_epochs:,}: expected at most {MAX_SCHEDULED_EPOCHS:,} per run "
                           "(a larger `every`, fewer listed epochs, or a lower train.max_epochs)")
+    _check_patience(config, where)
+
+
+def _check_init(config: RunConfig, where: str) -> None:
+    """The init keys that only make sense together."""
+    init = config.init
+    if not init.source:
+        for key, default in (("labels", "observed"), ("epochs", "restart")):
+            if getattr(init, key) != default:
+                raise ConfigError(f"{where}.init.{key}: {getattr(init, key)} needs a source run: "
+                                  f"expected init.source (PIPELINE/RUN, PIPELINE or a .zarr path), got null")
+        return
+    if init.epochs == "continue":
+        if init.epoch == "final":
+            raise ConfigError(f"{where}.init.epoch: expected an integer with init.epochs: continue "
+                              "(the new run's epoch numbers start there), got final")
+        if config.train.max_epochs <= init.epoch:
+            raise ConfigError(f"{where}.train.max_epochs: expected more than init.epoch = {init.epoch} "
+                              f"with init.epochs: continue (max_epochs is the last epoch, counted "
+                              f"from the source's), got {config.train.max_epochs}")
+
+
+def _check_patience(config: RunConfig, where: str) -> None:
+    """Early stopping watches val_acc at every epoch: a "val" split, every epoch captured."""
+    patience = config.train.patience
+    if patience is None:
+        return
+    if not config.init.source or config.init.labels != "relabel":
+        raise ConfigError(f"{where}.train.patience: early stopping needs the val split, which only "
+                          "init.labels: relabel makes (from the source's analysis/relabel): expected "
+                          f"init.labels: relabel or patience null, got patience {patience}")
+    first = first_epoch(config)
+    if config.schedule != list(range(first, config.train.max_epochs + 1)):
+        raise ConfigError(f"{where}.train.patience: early stopping needs every epoch captured: "
+                          "expected capture.schedule {epochs: [0], every: 1}, got "
+                          f"{len(config.schedule)} captured epochs of {first} to {config.train.max_epochs}")
 
 
 # ------------------------------------------------------------------ YAML numbers

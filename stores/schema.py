@@ -37,15 +37,23 @@ VALUES = "values"
 
 # samples/<name>: (sample,), the probe set.
 SAMPLE_FIELDS = {
-    "split": "str",  # "train" or "test"
+    "split": "str",  # one of SPLITS
     "index": "int64",  # row in the source dataset
     "label_true": "int64",
     "label_observed": "int64",  # what the model was trained on; = label_true on test
     "corrupted": "bool",
 }
 
+# samples/split: "val" is the holdout of a relabel-and-retrain run (its early stopping
+# watches it); the test metrics are on "test" only.
+SPLITS = ("train", "val", "test")
+
 # metrics/<name>: (epoch,), measured on the probe set in eval mode at each capture.
-METRIC_NAMES = ("train_loss", "train_acc_observed", "train_acc_true", "test_loss", "test_acc")
+# val_acc: accuracy on split "val" (NaN for runs without one).
+METRIC_NAMES = ("train_loss", "train_acc_observed", "train_acc_true", "test_loss", "test_acc",
+                "val_acc")
+# Metrics added after the first stores were written: a store without them is whole.
+OPTIONAL_METRICS = ("val_acc",)
 
 ACTIVATION_DTYPES = ("float16", "float32")
 WEIGHT_DTYPE = "float32"

@@ -64,6 +64,7 @@ class RunWriter:
         self.group = group
         self.path = path
         self._arrays: dict[str, zarr.Array] = {}
+        self._absent: set[str] = set()
 
     # ---------------------------------------------------------------- creation
     @classmethod
@@ -230,7 +231,18 @@ class RunWriter:
         if unknown:
             raise StoreError(f"metrics: unknown names {sorted(unknown)}")
         for name, value in metrics.items():
-            self._put(f"{schema.METRICS}/{name}", slot, value)
+            node = f"{schema.METRICS}/{name}"
+            if name in schema.OPTIONAL_METRICS and not self._has(node):
+                continue  # a store laid out before this metric existed (resumed)
+            self._put(node, slot, value)
+
+    def _has(self, path: str) -> bool:
+        if path not in self._arrays and path not in self._absent:
+            if path in self.group:
+                self._array(path)
+            else:
+                self._absent.add(path)
+        return path in self._arrays
 
     def write_state(self, state) -> None:
         """The training state a resume needs (a `stores.state.TrainingState`), written
