@@ -220,7 +220,8 @@ def test_edit_then_train_starts_from_the_edited_checkpoint(tiny_root, tmp_path):
     source = str(root / "quickstart" / "corruption=0.6,seed=0.zarr")
     src = stores.open_run(source)
     new = stores.open_run(path)
-    assert new.attrs["init"] == {"source": source, "epoch": 2, "edit": "velpic"}
+    assert new.attrs["init"] == {"source": source, "epoch": 2, "edit": "velpic", "labels": "observed",
+                                 "epochs": "restart"}
     for name in stores.param_names(source):
         got = stores.weights(new, name).sel(epoch=0).values
         if name == "head.weight":
