@@ -3,6 +3,7 @@ look for it (`runs/quickstart` under the working directory), so they never rot."
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -35,6 +36,20 @@ def quickstart_here(tmp_path_factory):
     for config in pipeline.runs():
         capture_run(config, str(base / "runs"), progress=False)
     analyse(pipeline, str(base / "runs"), client=None, progress=False)
+    # quickstart-edit (an edit at epoch 10, on to 12) and quickstart-relabel (3 epochs),
+    # as pipelines.yaml defines them, on the shrunk source
+    defined = yaml.safe_load((REPO / "pipelines.yaml").read_text())
+    for name, train, sweep in (("quickstart-edit", {"max_epochs": 12}, {"init_epoch": [10]}),
+                               ("quickstart-relabel", {"max_epochs": 3}, {})):
+        then = copy.deepcopy(defined[name])
+        then["model"]["widths"] = raw["quickstart"]["model"]["widths"]
+        then["capture"]["points"] = [raw["quickstart"]["capture"]["points"][-1]]
+        then["train"].update(train)
+        then["sweep"].update(sweep)
+        path = base / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({name: then}, sort_keys=False))  # the sweep order names runs
+        for config in load_pipeline(name, path).runs():
+            capture_run(config, str(base / "runs"), progress=False)
     return base
 
 
