@@ -177,7 +177,7 @@ def flipped_figure(results: xr.Dataset, path: str) -> str:
             ax = axes[r, c]
             for name, values, style in _predictors(results, group):
                 mean, std = _mean_std(values.sel(score=score).sel(epoch=reached))
-                line, = ax.plot(mean.epoch, mean, marker=".", ms=3, lw=1.3,
+                line, = ax.plot(mean.epoch, mean, marker="." if mean.sizes["epoch"] <= 40 else None, ms=3, lw=1.3,
                                 label="best-layer MASC" if name.startswith("MASC") else name, **style)
                 ax.fill_between(mean.epoch, mean - std, mean + std, color=line.get_color(), alpha=0.12, lw=0)
             ax.set_title(f"{title}\n{_group_label(label, pos)}", fontsize=8.5)
