@@ -192,25 +192,26 @@ def _has_flipped(path: str) -> bool:
     return bool(np.any(table["label_observed"][train] != table["label_true"][train]))
 
 
-def _report_shrunk(results: list[TaskResult]) -> None:
-    """One line for the QDA fits that needed scikit-learn's shrinkage remedy."""
+def _counted(results: list[TaskResult], field: str) -> dict[str, int]:
+    """Probe name -> in how many results it is listed under `field`."""
     counts: dict[str, int] = {}
     for result in results:
-        for name in result.shrunk:
+        for name in getattr(result, field):
             counts[name] = counts.get(name, 0) + 1
-    for name, count in counts.items():
+    return counts
+
+
+def _report_shrunk(results: list[TaskResult]) -> None:
+    """One line for the QDA fits that needed scikit-learn's shrinkage remedy."""
+    for name, count in _counted(results, "shrunk").items():
         log.info("%s: a class covariance was singular (fewer samples than units, or a constant "
-                 "unit) in %d of %d fits; fitted with solver='eigen', shrinkage='auto' there",
+                 "unit) in %d of %d fits; fitted with solver='eigen' and shrinkage there",
                  name, count, len(results))
 
 
 def _report_unconverged(results: list[TaskResult]) -> None:
     """One line for all the fits whose solver stopped at its iteration limit."""
-    counts: dict[str, int] = {}
-    for result in results:
-        for name in result.not_converged:
-            counts[name] = counts.get(name, 0) + 1
-    for name, count in counts.items():
+    for name, count in _counted(results, "not_converged").items():
         log.warning("%s: the solver stopped at its iteration limit in %d of %d fits (not "
                     "converged); those accuracies are reported as fitted", name, count,
                     len(results))

@@ -4,7 +4,6 @@ relabelling, each checked against an independent computation on the stored slab.
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
