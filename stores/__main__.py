@@ -61,7 +61,7 @@ def cmd_show(args: argparse.Namespace) -> None:
         print(f"  {name:20s} {str(a.shape):22s} {a.metadata.dimension_names}")
     if schema.ANALYSIS in group:
         print("analysis   " + ", ".join(name for name, _ in group[schema.ANALYSIS].groups()))
-    table = metrics(open_run(path)).to_dataframe()
+    table = metrics(open_run(path)).to_dataframe().dropna(axis="columns", how="all")  # val_acc of runs without a val split
     if len(table):
         print("metrics")
         print(table.to_string(float_format=lambda v: f"{v:.4f}"))
