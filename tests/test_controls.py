@@ -210,7 +210,9 @@ def test_a_new_relabel_seed_recomputes_the_final_epoch_only(tiny_root):
     epochs = [int(e) for e in stores.committed_slots(noisy)[1]]
     old = incremental.stored(noisy)
     assert old["relabel"].attrs["epoch"] == epochs[-1]
-    same = incremental.done(old, settings, layers, final=epochs[-1], relabel_seed=0)
+    seed = pipeline.runs()[0].analysis.relabel_seed
+    assert old["relabel"].attrs["seed"] == seed
+    same = incremental.done(old, settings, layers, final=epochs[-1], relabel_seed=seed)
     assert same == {(layer, e) for layer in layers for e in epochs}
-    other = incremental.done(old, settings, layers, final=epochs[-1], relabel_seed=1)
+    other = incremental.done(old, settings, layers, final=epochs[-1], relabel_seed=seed + 1)
     assert other == {(layer, e) for layer in layers for e in epochs[:-1]}
