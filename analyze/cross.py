@@ -16,6 +16,8 @@ import numpy as np
 
 import stores
 
+from .tasks import Samples
+
 log = logging.getLogger(__name__)
 
 SAME_SAMPLES = ("split", "index", "label_true")
@@ -36,8 +38,7 @@ def cross_sources(paths: list[str]) -> dict[str, tuple[tuple[float, str, str], .
     info = {}
     for path in paths:
         attrs, table = stores.run_attrs(path), stores.sample_table(path)
-        train = table["split"] == "train"
-        info[path] = (attrs, table, bool(np.any(table["label_observed"][train] != table["label_true"][train])))
+        info[path] = (attrs, table, bool(Samples.of(table).flipped.any()))
     out = {}
     for path, (attrs, table, flipped) in info.items():
         if flipped:

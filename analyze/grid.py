@@ -91,7 +91,8 @@ def collect(results: list[TaskResult], settings: ProbeSettings,
 
 def _collect_run(path: str, results: list[TaskResult], settings: ProbeSettings,
                  relabel_seed: int | None) -> dict[str, xr.Dataset]:
-    samples = Samples.of(stores.sample_table(path))
+    table = stores.sample_table(path)
+    samples = Samples.of(table)
     layers = list(dict.fromkeys(r.task.layer for r in results))
     epochs = sorted({r.task.epoch for r in results})
     at = {(r.task.layer, r.task.epoch): r for r in results}
@@ -124,9 +125,9 @@ def _collect_run(path: str, results: list[TaskResult], settings: ProbeSettings,
     if crossed:
         out["cross"] = _collect_cross(grid, layers, epochs, crossed, samples)
     final = [r for r in results if r.task.final and r.masc_predictions is not None]
-    if relabel_seed is not None and final and samples.masks()["flipped_observed"][0].any():
+    if relabel_seed is not None and final and samples.flipped.any():
         model = next((r.model_predictions for r in final if r.model_predictions is not None), None)
-        out["relabel"] = relabel(stores.sample_table(path), {r.task.layer: r.masc_predictions for r in
+        out["relabel"] = relabel(table, {r.task.layer: r.masc_predictions for r in
                                                              sorted(final, key=lambda r: layers.index(r.task.layer))},
                                  model, seed=relabel_seed, epoch=final[0].task.epoch,
                                  n_components=settings.masc_components)

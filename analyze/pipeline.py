@@ -17,7 +17,7 @@ from stores.writer import consolidate_if_stale, recover_analysis
 from . import grid, incremental, modular, report, report_modular
 from .cross import cross_sources
 from .crosscheck import crosscheck_edit
-from .tasks import ProbeSettings, TaskResult
+from .tasks import ProbeSettings, Samples, TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +187,7 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
 
 def _has_flipped(path: str) -> bool:
     """Whether a run trained on a label that is not the true one (so it can be relabelled)."""
-    table = stores.sample_table(path)
-    train = table["split"] == "train"
-    return bool(np.any(table["label_observed"][train] != table["label_true"][train]))
+    return bool(Samples.of(stores.sample_table(path)).flipped.any())
 
 
 def _counted(results: list[TaskResult], field: str) -> dict[str, int]:

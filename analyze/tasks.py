@@ -113,9 +113,14 @@ class Samples:
         k = n_classes or int(max(y_true.max(), y_obs.max())) + 1
         return cls(table["split"] == "train", table["split"] == "test", y_obs, y_true, k)
 
+    @property
+    def flipped(self) -> np.ndarray:
+        """(sample,) the training rows whose observed label is not the true one."""
+        return self.train & (self.observed != self.true)
+
     def masks(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Score -> (rows it averages over, the labels it compares against)."""
-        flipped = self.train & (self.observed != self.true)
+        flipped = self.flipped
         return {
             "train_observed": (self.train, self.observed),
             "train_true": (self.train, self.true),
