@@ -1,7 +1,7 @@
 """The run-store format: schema, writer, reader (xarray) and the catalog of runs."""
 
 from .catalog import list_runs
-from .config import ConfigError, Pipeline, RunConfig, load_pipeline, load_pipelines
+from .config import Pipeline, RunConfig, load_pipeline, load_pipelines
 from .reader import (
     activations,
     committed_slots,
@@ -21,7 +21,8 @@ from .reader import (
 )
 from .runs import analysis_results, analysis_table, open_runs
 from .schema import SCHEMA_VERSION
-from .writer import LayerSpec, RunWriter, StoreError, consolidate
+from .errors import ConfigError, StoreError
+from .writer import LayerSpec, RunWriter, consolidate
 
 __all__ = [
     "SCHEMA_VERSION", "ConfigError", "LayerSpec", "Pipeline", "RunConfig", "RunWriter",

@@ -13,7 +13,7 @@ from . import location, schema
 from .catalog import list_runs, summary
 from .reader import committed_slots, layers, metrics, open_run, run_attrs
 from .validate import repair, validate
-from .writer import StoreError
+from .errors import StoreError
 
 
 def cmd_ls(args: argparse.Namespace) -> None:

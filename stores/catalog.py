@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import location
 from .reader import committed_slots, run_attrs
-from .writer import StoreError
+from .errors import StoreError
 
 
 def list_runs(root: str | Path) -> list[str]:

@@ -39,6 +39,7 @@ from zarr.core.group import AsyncGroup
 from zarr.storage import LocalStore, StorePath, WrapperStore
 
 from . import schema
+from .errors import StoreError
 
 
 def _plain_target(array: zarr.Array) -> str | None:
@@ -171,8 +172,6 @@ class CheckedStore(WrapperStore):
         return f"{self._prefix}/{name}" if self._prefix else name
 
     async def _absent(self, key: str) -> None:
-        from .writer import StoreError  # writer imports this module
-
         name = key[len(self._prefix):].strip("/") if self._prefix else key
         match = _CHUNK_KEY.match(name)
         if not match:

@@ -17,10 +17,7 @@ from typing import Any, Callable
 import yaml
 
 from . import location, schema
-
-
-class ConfigError(ValueError):
-    """A pipeline file or a run override is wrong; the message says where and why."""
+from .errors import ConfigError
 
 
 # ------------------------------------------------------------------ validators

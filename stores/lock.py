@@ -25,7 +25,7 @@ import os
 import socket
 
 from . import location
-from .writer import StoreError
+from .errors import StoreError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import zarr
 
 from . import schema
 from .chunkio import CheckedStore, checked_group
-from .writer import StoreError
+from .errors import StoreError
 
 
 def _open_group(path: str, checked: bool = True) -> zarr.Group:

@@ -25,7 +25,7 @@ import zarr
 from . import location, schema
 from .catalog import list_runs
 from .reader import node_attrs, open_run, run_attrs
-from .writer import StoreError
+from .errors import StoreError
 
 log = logging.getLogger(__name__)
 

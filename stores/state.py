@@ -29,7 +29,7 @@ from zarr.storage import LocalStore
 
 from . import schema
 from .chunkio import write_chunk, write_plain
-from .writer import StoreError
+from .errors import StoreError
 
 # State arrays are one chunk each, checksummed, with zarr's default chunk keys; a copy
 # that is written again has its chunk files replaced directly (see write_state).

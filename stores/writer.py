@@ -22,10 +22,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from . import location, schema
 from .chunkio import make_chunk_dirs, write_chunk
-
-
-class StoreError(Exception):
-    """A store cannot be created, opened or written as asked (the message says why)."""
+from .errors import StoreError
 
 
 @dataclass(frozen=True)
