@@ -23,9 +23,6 @@ from .tasks import MASC_LABELS, SCORES, ProbeSettings, Samples, Task, TaskResult
 
 log = logging.getLogger(__name__)
 
-DYNAMICS = "analysis/dynamics"
-EDIT = "analysis/edit"
-
 
 def plan(store_paths: Iterable[str], done: dict[str, set] | None = None,
          cross: dict[str, tuple] | None = None, final: bool = False) -> list[Task]:

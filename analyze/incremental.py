@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from stores.runs import stored_analysis
+from stores.schema import ANALYSIS_NODES
 
 from .tasks import SCORES, ProbeSettings
 
@@ -23,8 +24,6 @@ def stored(path: str) -> dict[str, xr.Dataset]:
     a group an interrupted analysis left incomplete is absent here, so it is recomputed."""
     return stored_analysis(path)
 
-
-GRID_GROUPS = ("dynamics", "edit", "masc_n", "cross", "relabel")
 
 
 def usable(results: dict[str, xr.Dataset], settings: ProbeSettings) -> bool:

@@ -12,6 +12,7 @@ import stores
 from stores import ConfigError, Pipeline, StoreError, location
 from stores.lock import StoreLock
 from stores.runs import results_table
+from stores.schema import ANALYSIS_NODES
 from stores.writer import consolidate_if_stale, recover_analysis
 
 from . import grid, incremental, modular, report, report_modular
@@ -157,7 +158,7 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
                                                           stores.layers(path))
             per_store[path] = new[path]
         elif incremental.usable(old[path], settings):
-            per_store[path] = {k: old[path][k] for k in incremental.GRID_GROUPS if k in old[path]}
+            per_store[path] = {k: old[path][k] for k in ANALYSIS_NODES if k in old[path]}
     if not per_store:
         raise StoreError(f"no store of pipeline {pipeline.name} has a committed epoch yet: "
                          f"analyse it once its capture has committed one")

@@ -22,6 +22,7 @@ import xarray as xr  # noqa: E402
 
 import stores  # noqa: E402
 from stores import StoreError, location  # noqa: E402
+from stores.schema import EDIT  # noqa: E402
 
 from . import published  # noqa: E402
 
@@ -386,7 +387,7 @@ def _peaks_table(results: xr.Dataset) -> str:
 def _crosschecks(paths: list[str]) -> str:
     checks = []
     for path in paths:
-        attrs = stores.node_attrs(path, "analysis/edit")
+        attrs = stores.node_attrs(path, EDIT)
         if attrs.get("crosscheck_agreement") is not None:
             checks.append(f"{stores.run_attrs(path).get('run_name', path)}: "
                           f"{100 * attrs['crosscheck_agreement']:.2f}%")

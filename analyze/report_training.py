@@ -12,11 +12,10 @@ import xarray as xr
 
 import stores
 from stores import location
+from stores.schema import EDIT, RELABEL
 
 from .report import save_figure
 
-RELABEL = "analysis/relabel"
-EDIT = "analysis/edit"
 MODEL_STYLE = {"color": "black", "ls": "--"}
 EDITED_STYLE = {"color": "black", "ls": ":"}
 

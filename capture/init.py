@@ -13,6 +13,7 @@ import numpy as np
 import stores
 from stores import RunConfig, StoreError, location
 from stores.config import init_source
+from stores.schema import EDIT, RELABEL
 
 
 def source_path(config: RunConfig, root: str) -> str:
@@ -53,7 +54,7 @@ def relabelled(config: RunConfig, root: str, record: dict[str, np.ndarray]) -> d
     theirs = stores.sample_table(path)
     _check_same_samples(path, theirs, record, ("index", "label_true", "split"))
     try:
-        relabel = stores.open_run(path)["analysis/relabel"]
+        relabel = stores.open_run(path)[RELABEL]
     except KeyError:
         pipeline = stores.run_attrs(path).get("pipeline", "PIPELINE")
         raise StoreError(f"init.labels: {path} has no analysis/relabel yet; run "
@@ -110,7 +111,7 @@ def init_attrs(config: RunConfig, root: str) -> dict:
 def _edited(path: str, state: dict[str, np.ndarray], epoch: int) -> dict[str, np.ndarray]:
     run = stores.open_run(path)
     try:
-        edit = run["analysis/edit"]
+        edit = run[EDIT]
     except KeyError:
         raise StoreError(f"init.edit: {path} has no analysis/edit yet; "
                          f"run `python -m analyze {run.attrs.get('pipeline', 'PIPELINE')}` first") from None

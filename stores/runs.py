@@ -23,16 +23,13 @@ import xarray as xr
 import zarr
 
 from . import location, schema
+from .schema import CROSS, DYNAMICS, EDIT, MASC_N
 from .catalog import list_runs
 from .reader import node_attrs, open_run, run_attrs
 from .errors import StoreError
 
 log = logging.getLogger(__name__)
 
-DYNAMICS = f"{schema.ANALYSIS}/dynamics"
-EDIT = f"{schema.ANALYSIS}/edit"
-MASC_N = f"{schema.ANALYSIS}/masc_n"
-CROSS = f"{schema.ANALYSIS}/cross"
 
 # The variables (and their dims) of each analysis group that `python -m analyze` writes:
 # a group that lacks one (left by an analysis killed before writes were atomic, or cut

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import StoreError
+
 SCHEMA_VERSION = 1
 
 # Groups directly under the root.
@@ -26,6 +28,11 @@ ANALYSIS = "analysis"
 
 # The groups indexed by epoch slot, written under the commit protocol.
 CAPTURED = (EPOCHS, ACTIVATIONS, WEIGHTS, METRICS)
+
+# analysis/<name>: the groups the analysis grid writes, by short name, in the order it
+# writes them, and their full paths in a store.
+ANALYSIS_NODES = ("dynamics", "edit", "masc_n", "cross", "relabel")
+DYNAMICS, EDIT, MASC_N, CROSS, RELABEL = (f"{ANALYSIS}/{name}" for name in ANALYSIS_NODES)
 
 # analysis/<name>: the variables a whole write of each kind `analyze` writes leaves
 # (a group without them is what a killed write leaves).
@@ -57,6 +64,12 @@ OPTIONAL_METRICS = ("val_acc",)
 
 ACTIVATION_DTYPES = ("float16", "float32")
 WEIGHT_DTYPE = "float32"
+
+# Compressors of the arrays (`compressors` gives their codecs): captured arrays take the
+# capture's choice; the probe set and the analysis results are always compressed, the
+# training state never (its chunks are rewritten in place).
+PLAIN, COMPRESSED = "none", "zstd"
+COMPRESSORS = (PLAIN, COMPRESSED)
 
 # Chunks of activations are one epoch by a block of samples: an epoch is cut into equal
 # chunks of at most CHUNK_BYTES (so at least CHUNK_BYTES / 2, well above DESIGN.md's
@@ -140,7 +153,7 @@ def reduced_units(reduction: str, original_shape) -> int:
     return int(math.prod(shape))
 
 
-def _document(shape, chunks, dtype, fill_value, dims, compressors) -> dict:
+def _document(shape, chunks, dtype, fill_value, dims, codecs) -> dict:
     """The zarr.json that zarr writes for an array created with these arguments."""
     import zarr
     from zarr.storage import MemoryStore
@@ -148,17 +161,37 @@ def _document(shape, chunks, dtype, fill_value, dims, compressors) -> dict:
     store: dict = {}
     zarr.create_array(MemoryStore(store), name="a", shape=tuple(shape), chunks=tuple(chunks),
                       dtype=dtype, fill_value=fill_value, dimension_names=list(dims),
-                      compressors=compressors)
+                      compressors=codecs)
     return json.loads(store["a/zarr.json"].to_bytes())
 
 
 def compressors(compressor: str | None) -> list:
-    """Bytes-to-bytes codecs of the captured arrays (as the writer's `_codecs`)."""
+    """The bytes-to-bytes codecs of an array: optional compression, then always a crc32c
+    checksum (so that `python -m stores validate` finds damaged chunks).
+
+    Parameters
+    ----------
+    compressor : {"none", "zstd"} or None
+        The capture's `compressor` (None: "none"); the probe set and the analysis
+        results always use `COMPRESSED`, training state `PLAIN`.
+
+    Returns
+    -------
+    list
+        Zarr codec objects, for `compressors=` of `zarr.create_array`.
+
+    Raises
+    ------
+    StoreError
+        For a name not in `COMPRESSORS`.
+    """
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
-    if compressor in (None, "none"):
+    if compressor in (None, PLAIN):
         return [Crc32cCodec()]
-    return [ZstdCodec(level=1), Crc32cCodec()]
+    if compressor == COMPRESSED:
+        return [ZstdCodec(level=1), Crc32cCodec()]
+    raise StoreError(f"compressor: expected one of {', '.join(COMPRESSORS)}, got {compressor!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +202,7 @@ class Layout:
     n_slots: int
     n_samples: int
     activation_dtype: str = "float16"
-    compressor: str = "none"
+    compressor: str = PLAIN
     units: dict = dataclasses.field(default_factory=dict)  # layer -> units
     params: dict = dataclasses.field(default_factory=dict)  # param -> shape
 
@@ -217,9 +250,9 @@ def layout_of(docs: dict[str, dict | None]) -> Layout | None:
         have = {doc(f"{act}{layer}/{VALUES}").get("data_type") for layer in order}
         dtype = next(iter(sorted(have & set(ACTIVATION_DTYPES))), "float16")
     compressor = capture.get("compressor")
-    if compressor not in ("none", "zstd"):
+    if compressor not in COMPRESSORS:
         codecs = doc(f"{METRICS}/{METRIC_NAMES[0]}").get("codecs") or []
-        compressor = "zstd" if any(c.get("name") == "zstd" for c in codecs) else "none"
+        compressor = COMPRESSED if any(c.get("name") == COMPRESSED for c in codecs) else PLAIN
     return Layout(len(attrs["schedule"]) + 1, max(set(sizes), key=sizes.count),
                          dtype, compressor, units, params)
 
@@ -232,10 +265,8 @@ def expected_metadata(layout: Layout, name: str) -> dict | None:
     n, slots = layout.n_samples, layout.n_slots
     if parts[0] == SAMPLES and len(parts) == 2 and parts[1] in SAMPLE_FIELDS:
         kind = SAMPLE_FIELDS[parts[1]]
-        from zarr.codecs import Crc32cCodec, ZstdCodec
-
         return _document((n,), (n,), str if kind == "str" else kind, None, ["sample"],
-                         [ZstdCodec(level=1), Crc32cCodec()])
+                         compressors(COMPRESSED))
     if parts[0] == EPOCHS and len(parts) == 2 and parts[1] in ("epoch", "committed"):
         dtype, fill = ("int64", -1) if parts[1] == "epoch" else ("bool", False)
         return _document((slots,), (1,), dtype, fill, ["epoch"], codecs)

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 from zarr.storage import LocalStore
 
@@ -110,7 +109,7 @@ def _write_array(group: zarr.Group | None, key: str, value: np.ndarray, dim_pref
         array = group.create_array(
             key, shape=value.shape, chunks=value.shape, dtype=value.dtype,
             dimension_names=[f"{dim_prefix}.{i}" for i in range(value.ndim)],
-            compressors=[Crc32cCodec()], fill_value=0, chunk_key_encoding=CHUNK_KEYS,
+            compressors=schema.compressors(schema.PLAIN), fill_value=0, chunk_key_encoding=CHUNK_KEYS,
         )
     if not write_chunk(array, (0,) * value.ndim, value):  # one chunk, straight to its file
         array.with_config({"write_empty_chunks": True})[...] = value

@@ -18,7 +18,6 @@ from typing import Mapping
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from . import location, schema
 from .chunkio import make_chunk_dirs, write_chunk
@@ -35,15 +34,6 @@ class LayerSpec:
     reduction: str = "flatten"
     penultimate: bool = False
     projection_seed: int | None = None  # `project:D` only
-
-
-def _codecs(compressor: str | None) -> list:
-    """Bytes-to-bytes codecs: optional compression, then always a crc32c checksum."""
-    if compressor in (None, "none"):
-        return [Crc32cCodec()]
-    if compressor == "zstd":
-        return [ZstdCodec(level=1), Crc32cCodec()]
-    raise StoreError(f"compressor: expected one of none, zstd, got {compressor!r}")
 
 
 def consolidate(path: str) -> None:
@@ -100,7 +90,7 @@ class RunWriter:
                 f"dtype: expected one of {', '.join(schema.ACTIVATION_DTYPES)}, "
                 f"got {activation_dtype!r}"
             )
-        codecs = _codecs(compressor)
+        codecs = schema.compressors(compressor)
         mode = "w" if overwrite else "w-"
         try:
             root = zarr.open_group(path, mode=mode, zarr_format=3)
@@ -147,7 +137,7 @@ class RunWriter:
             dtype = str if kind == "str" else kind
             array = group.create_array(
                 name, shape=(n,), chunks=(n,), dtype=dtype, dimension_names=["sample"],
-                compressors=[ZstdCodec(level=1), Crc32cCodec()],
+                compressors=schema.compressors(schema.COMPRESSED),
             )
             array = array.with_config({"write_empty_chunks": True})  # all-False `corrupted` too
             array[:] = values.astype(str) if kind == "str" else values.astype(kind)
@@ -298,7 +288,7 @@ def write_analysis(path: str, datasets: Mapping) -> None:
             staging = analysis_aside(path, name)
             location.remove(staging)
             # Every chunk checksummed, as the captured data are (`python -m stores validate`).
-            encoding = {v: {"compressors": [ZstdCodec(level=1), Crc32cCodec()]} for v in ds.variables}
+            encoding = {v: {"compressors": schema.compressors(schema.COMPRESSED)} for v in ds.variables}
             ds.to_zarr(staging, mode="w-", zarr_format=3, consolidated=False, encoding=encoding)
         _drop_consolidated(path)
         root = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
