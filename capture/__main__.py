@@ -11,14 +11,14 @@ import time
 from stores import ConfigError, StoreError, load_pipeline, location
 
 from .background import WriterError
-from .plan import GPU_FLOPS, STEP_OVERHEAD_S, plan
+from .estimate import GPU_FLOPS, STEP_OVERHEAD_S, estimate_run
 from .run import capture_run, committed_text
 
 
 def list_layers(config, n_runs: int = 1) -> None:
     """Every module's output shape for one sample, the capture points with their stored
     widths, and what the run will cost (bytes per captured epoch, compute)."""
-    p = plan(config)
+    p = estimate_run(config)
     captured = {layer.name: layer for layer in p.layers}
     print(f"{'module':24s} {'output':14s} captured")
     for name, shape in p.shapes.items():

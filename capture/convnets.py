@@ -151,21 +151,3 @@ def build(config: ModelConfig, in_shape: tuple[int, int, int], n_classes: int) -
     if config.name == "alexnet":
         return AlexNet(in_shape, n_classes, small_stem=config.cifar_stem)
     return ResNet18(in_shape, n_classes, config.cifar_stem)
-
-
-@torch.inference_mode()
-def output_shapes(model: nn.Module, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    """Per-sample output shape of every module, from one forward pass in eval mode."""
-    shapes: dict[str, tuple[int, ...]] = {"input": tuple(in_shape)}
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=name: shapes.__setitem__(n, tuple(o.shape[1:])))
-             for name, m in model.named_modules() if name]
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device  # on CUDA the dry run must be there too
-        shapes["logits"] = tuple(model(torch.zeros(1, *in_shape, device=device)).shape[1:])
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return shapes

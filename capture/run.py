@@ -23,14 +23,14 @@ from stores.schema import STATUS_DIVERGED
 from stores.lock import StoreLock
 
 from .corruption import for_run as corruption_for_run
-from .data import Dataset, load_dataset
+from .data import load_dataset
+from .dataset import Dataset
+from .estimate import check_size
 from .loop import Diverged, train_and_capture
-from .plan import check_size
+from .models import build_model, load_weights
+from .points import capture_layers, resolve_points
 from .resume import Resume, fresh, plan, remove_partial_files
-from .convnets import output_shapes
-from .init import init_attrs, initial_state, relabelled
-from .models import build_model, load_weights, resolve_points
-from .reduce import Reducer, parse
+from .warmstart import init_attrs, initial_state, relabelled
 
 log = logging.getLogger(__name__)
 
@@ -302,20 +302,3 @@ def _check_layout(store: RunWriter, path: str, layers: list[LayerSpec], params: 
                          f"{', '.join(problems)} (written by another version of latentgen?): "
                          "pass --overwrite to start it again")
 
-
-def capture_layers(model: torch.nn.Module, points: list[str], in_shape: tuple[int, ...],
-                   config: RunConfig, device: torch.device) -> tuple[list[LayerSpec], dict]:
-    """Each capture point's reduction, original shape and stored width."""
-    shapes = output_shapes(model, tuple(in_shape))
-    layers, reducers = [], {}
-    for point in points:
-        spec = config.capture.reductions.get(point, "flatten")
-        if point == model.penultimate and spec != "flatten":
-            raise ValueError(f"capture.reductions.{point}: the penultimate point feeds the "
-                             f"last layer and must stay flatten, got {spec!r}")
-        reduction = parse(spec, point, config.capture.projection_seed)
-        reducers[point] = Reducer(reduction, shapes[point], device)
-        units = reducers[point].units  # by formula: a projection is drawn at the first capture
-        layers.append(LayerSpec(point, int(units), shapes[point], reduction.spec,
-                                point == model.penultimate, reduction.seed))
-    return layers, reducers

@@ -3,7 +3,7 @@
 `load_vision(config)` reads MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100 or Tiny ImageNet
 from `config.root` (torchvision's own on-disk layouts) and returns a `Dataset` whose
 inputs are float32 (n, C, H, W): pixels scaled to [0, 1], then normalised per channel
-as the papers do (`capture.data.NORMALIZATION`: mean 0.5, std 0.5 for MNIST,
+as the papers do (`capture.dataset.NORMALIZATION`: mean 0.5, std 0.5 for MNIST,
 Fashion-MNIST and CIFAR; Tiny ImageNet only scaled to [0, 1]). No augmentation.
 
 `n_train` / `n_test` pick a stratified, seeded subset of each split; `index_train` /
@@ -25,7 +25,7 @@ from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST, ImageFo
 
 from stores.config import DataConfig
 
-from .data import NORMALIZATION, Dataset, normalise
+from .dataset import NORMALIZATION, Dataset, normalise
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 
@@ -98,7 +98,23 @@ class _Split:
 
 # ------------------------------------------------------------------ entry point
 def load_vision(config: DataConfig) -> Dataset:
-    """The dataset `config.name` from `config.root`, optionally subsampled per split."""
+    """The image dataset `config.name` from `config.root`, optionally subsampled per split.
+
+    Parameters
+    ----------
+    config : stores.config.DataConfig
+        The run's data block: `name`, `root`, `download`, `n_train`, `n_test`, `split_seed`.
+
+    Returns
+    -------
+    capture.dataset.Dataset
+        float32 (n, C, H, W) inputs, normalised per channel (`NORMALIZATION`).
+
+    Raises
+    ------
+    DatasetError
+        When the files are missing or unusable, or a subset cannot be drawn.
+    """
     if config.name not in SPECS:
         raise DatasetError(f"data.name: expected one of {', '.join(SPECS)}, got {config.name!r}")
     spec = SPECS[config.name]

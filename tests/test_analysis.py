@@ -248,7 +248,7 @@ def test_edit_then_train_starts_from_the_edited_checkpoint(tiny_root, tmp_path):
 def test_edit_then_train_refuses_an_uncommitted_epoch(tiny_root):
     import dataclasses
 
-    from capture.init import initial_state
+    from capture.warmstart import initial_state
     from stores.config import InitConfig
 
     pipelines, root = tiny_root

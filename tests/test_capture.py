@@ -9,7 +9,8 @@ import torch
 import stores
 from capture.data import load_dataset
 from capture.epoch import EpochCapture
-from capture.models import MLP, build_model, load_weights, resolve_points
+from capture.models import MLP, build_model, load_weights
+from capture.points import resolve_points
 from capture.run import capture_run
 from stores import StoreError, load_pipeline
 from stores.config import DataConfig, run_config_from_dict

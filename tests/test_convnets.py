@@ -12,11 +12,10 @@ from sklearn.datasets import load_digits
 import stores
 from analyze.probes import MASC
 from capture.background import BackgroundWriter
-from capture.convnets import output_shapes
 from capture.epoch import EpochCapture
-from capture.models import build_model, resolve_points
+from capture.models import build_model
+from capture.points import capture_layers, output_shapes, resolve_points
 from capture.reduce import Reducer, ReductionError, parse
-from capture.run import capture_layers
 from stores import RunWriter
 from tests.tolerance import sum_atol
 from stores.config import ModelConfig, RunConfig, ScheduleConfig, _build
@@ -98,7 +97,7 @@ def test_reductions_against_direct_formulas():
             parse(bad, "conv1")
     with pytest.raises(ReductionError, match=r"expected a \(C, H, W\) map"):
         Reducer(parse("avgpool"), (10,), cpu)
-    for spec in ("flatten", "avgpool", "pool:3", "project:16"):  # the width plan() uses
+    for spec in ("flatten", "avgpool", "pool:3", "project:16"):  # the width estimate_run() uses
         reducer = Reducer(parse(spec, "conv1"), (4, 6, 6), cpu)
         assert (reducer.matrix is None) and reducer(out).shape == (5, reducer.units)
 

@@ -16,8 +16,8 @@ import zarr
 
 import stores
 from capture import train
-from capture.init import relabelled, source_path
 from capture.run import capture_run
+from capture.warmstart import relabelled, source_path
 from stores import ConfigError, StoreError, load_pipeline, load_pipelines
 from stores.config import first_epoch, init_source
 from stores.validate import validate

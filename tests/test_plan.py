@@ -10,7 +10,7 @@ import zarr
 
 import stores
 from capture.__main__ import main as capture_main
-from capture.plan import plan
+from capture.estimate import estimate_run
 from stores import load_pipeline
 from stores.config import yaml_load
 from tests.conftest import REPO
@@ -23,7 +23,7 @@ PUBLISHED = ["mnist-mlp", "cifar10-mlp", "mnist-cnn", "fashion-cnn", "cifar10-cn
 def test_plan_bytes_match_a_real_store(tiny_root, tiny_store):
     pipelines, _ = tiny_root
     config = load_pipeline("quickstart", pipelines).run({"corruption": 0.6, "seed": 0})
-    p = plan(config)
+    p = estimate_run(config)
     group = zarr.open_group(tiny_store, mode="r")
     acts = sum(int(np.prod(g["values"].shape[1:])) * g["values"].dtype.itemsize
                for _, g in group["activations"].groups())
@@ -37,7 +37,7 @@ def test_forward_flops_of_an_mlp_are_two_per_multiply_add(tiny_root):
     pipelines, _ = tiny_root
     config = load_pipeline("quickstart", pipelines).runs()[0]
     widths = [64, *config.model.widths, 10]  # digits in, 10 classes out
-    assert plan(config).forward_flops == sum(2 * a * b for a, b in zip(widths, widths[1:]))
+    assert estimate_run(config).forward_flops == sum(2 * a * b for a, b in zip(widths, widths[1:]))
 
 
 @pytest.mark.parametrize("name", PUBLISHED)
@@ -103,7 +103,7 @@ def test_published_pipelines_resolve_to_the_published_setups(name):
         assert tuple(config.model.widths) == (128, 512, 2048, 2048)
     if model in ("alexnet", "resnet18"):  # the 32-pixel stems, except Tiny ImageNet's AlexNet
         assert config.model.cifar_stem == (dataset != "tinyimagenet")
-    layers = plan(config).layers
+    layers = estimate_run(config).layers
     assert {layer.name: layer.units for layer in layers} == PUBLISHED_WIDTHS[name]
     assert [layer.name for layer in layers if layer.penultimate] == [PENULTIMATE[model]]
 
@@ -135,7 +135,7 @@ def test_published_pipelines_capture_tiny_files(tmp_path, name):
                          "--device", "cpu", "--quiet"]) == 0
     run = stores.open_run(str(tmp_path / "runs" / name / "corruption=0.4,seed=1.zarr"))
     assert list(run["epoch"].values) == [0, 1]
-    # what plan() promises is checked against the same literals above
+    # what estimate_run() promises is checked against the same literals above
     assert set(run["activations"].children) == set(PUBLISHED_WIDTHS[name])
     for point, units in PUBLISHED_WIDTHS[name].items():
         values = stores.activations(run, point)

@@ -22,7 +22,7 @@ from .tolerance import gamma
 
 # The papers' constants (PUBLISHED.md: mean 0.5 / std 0.5 per channel for MNIST,
 # Fashion-MNIST and CIFAR; Tiny ImageNet only scaled to [0, 1]), written out here so a
-# typo in capture/data.py shows up.
+# typo in capture/dataset.py shows up.
 STATS = {
     "mnist": ((0.5,), (0.5,)),
     "fashion_mnist": ((0.5,), (0.5,)),

@@ -17,9 +17,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from stores import ConfigError, LayerSpec, RunConfig, schema
 
-from .convnets import output_shapes
 from .data import input_shape, split_sizes
-from .models import build_model, resolve_points
+from .models import build_model
+from .points import capture_layers, output_shapes, resolve_points
 
 # A model over this many parameters is refused before a byte is allocated: its weights
 # alone are 4 GB a captured epoch (ResNet-18, the largest published setup, has 11 M).
@@ -30,7 +30,27 @@ STEP_OVERHEAD_S = 1e-3  # per optimizer step: launches of the forward, backward 
 
 
 @dataclass(frozen=True)
-class Plan:
+class RunEstimate:
+    """What one run stores and computes, counted before it starts.
+
+    Attributes
+    ----------
+    layers : list of stores.LayerSpec
+        The capture points as the store lays them out (reduction, stored width).
+    shapes : dict of str to tuple of int
+        Every capture point's per-sample output shape.
+    n_train, n_test : int
+        The probe set's split sizes.
+    activation_bytes, weight_bytes : int
+        Bytes stored per captured epoch.
+    captured_epochs : int
+        At most: the schedule up to `max_epochs`, plus the stop epoch.
+    max_epochs : int
+        The training cap (`train.max_epochs`).
+    forward_flops : int
+        FLOPs of one sample's forward pass.
+    """
+
     layers: list[LayerSpec]
     shapes: dict[str, tuple[int, ...]]
     n_train: int
@@ -43,6 +63,7 @@ class Plan:
 
     @property
     def bytes_per_epoch(self) -> int:
+        """Bytes stored per captured epoch: activations and weights."""
         return self.activation_bytes + self.weight_bytes
 
     @property
@@ -55,13 +76,39 @@ class Plan:
         return float(self.max_epochs * per_epoch + capture)
 
     def gpu_hours(self, batch_size: int) -> float:
+        """Estimated GPU hours of the run: `train_flops` at `GPU_FLOPS`, plus
+        `STEP_OVERHEAD_S` per optimizer step.
+
+        Parameters
+        ----------
+        batch_size : int
+            `train.batch_size` (0 or None: the whole training split, one step an epoch).
+
+        Returns
+        -------
+        float
+            Hours.
+        """
         steps = self.max_epochs * -(-self.n_train // max(batch_size or self.n_train, 1))
         return (self.train_flops / GPU_FLOPS + steps * STEP_OVERHEAD_S) / 3600
 
 
 def parameter_count(config: RunConfig) -> int:
-    """The model's parameters and buffers, counted on torch's meta device: nothing is
-    allocated, so a model too large for memory is counted (and refused) all the same."""
+    """The model's parameters and buffers, counted on torch's meta device.
+
+    Nothing is allocated, so a model too large for memory is counted (and refused) all
+    the same.
+
+    Parameters
+    ----------
+    config : stores.RunConfig
+        The run.
+
+    Returns
+    -------
+    int
+        Elements of the model's state dict.
+    """
     in_shape, n_classes = input_shape(config.data)
     with torch.device("meta"):
         model = build_model(config.model, in_shape, n_classes)
@@ -69,7 +116,18 @@ def parameter_count(config: RunConfig) -> int:
 
 
 def check_size(config: RunConfig) -> None:
-    """Refuse a model over MAX_PARAMETERS, with its size, before it is built for real."""
+    """Refuse a model over `MAX_PARAMETERS`, with its size, before it is built for real.
+
+    Parameters
+    ----------
+    config : stores.RunConfig
+        The run.
+
+    Raises
+    ------
+    stores.ConfigError
+        When the model has more than `MAX_PARAMETERS` parameters and buffers.
+    """
     n = parameter_count(config)
     if n > MAX_PARAMETERS:
         raise ConfigError(f"{config.pipeline}.model: {config.model.name} with widths "
@@ -78,10 +136,26 @@ def check_size(config: RunConfig) -> None:
                           f"most {MAX_PARAMETERS:,} (narrower model.widths)")
 
 
-def plan(config: RunConfig) -> Plan:
-    """Build the model on the CPU (never the data) and size everything it will store."""
-    from .run import capture_layers  # the same reductions a capture would use
+def estimate_run(config: RunConfig) -> RunEstimate:
+    """Size everything a run will store and count its compute, before it starts.
 
+    The model is built on the CPU (the data never is), with the same capture points and
+    reductions that the capture would use.
+
+    Parameters
+    ----------
+    config : stores.RunConfig
+        The run.
+
+    Returns
+    -------
+    RunEstimate
+
+    Raises
+    ------
+    stores.ConfigError
+        For a model over `MAX_PARAMETERS`.
+    """
     check_size(config)
     in_shape, n_classes = input_shape(config.data)
     model = build_model(config.model, in_shape, n_classes)
@@ -95,6 +169,6 @@ def plan(config: RunConfig) -> Plan:
     weight_bytes = sum(t.numel() for t in model.state_dict().values()) * np.dtype(schema.WEIGHT_DTYPE).itemsize
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model.eval()(torch.zeros(1, *in_shape))
-    return Plan(layers, shapes, n_train, n_test, int(activation_bytes), int(weight_bytes),
+    return RunEstimate(layers, shapes, n_train, n_test, int(activation_bytes), int(weight_bytes),
                 len(schedule) + (config.train.max_epochs not in schedule),
                 config.train.max_epochs, int(counter.get_total_flops()))
