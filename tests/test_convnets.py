@@ -18,7 +18,7 @@ from capture.points import capture_layers, output_shapes, resolve_points
 from capture.reduce import Reducer, ReductionError, parse
 from stores import RunWriter
 from tests.tolerance import sum_atol
-from stores.config import ModelConfig, RunConfig, ScheduleConfig, _build
+from stores.config import ModelConfig, RunConfig, ScheduleConfig, build_block
 
 CASES = [
     ("mlp", (1, 28, 28), {"widths": (128, 512, 64)}),
@@ -44,7 +44,7 @@ def test_every_model_builds_runs_and_captures(tmp_path, name, in_shape, extra):
     convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)][:1]
     points = resolve_points(model, ("input", *convs))
     reductions = {convs[0]: "pool:2"} if convs else {}
-    config = _build(RunConfig, {"pipeline": "t", "capture": {"reductions": reductions}}, "t")
+    config = build_block(RunConfig, {"pipeline": "t", "capture": {"reductions": reductions}}, "t")
     layers, reducers = capture_layers(model, points, in_shape, config, torch.device("cpu"))
     store = RunWriter.create(
         str(tmp_path / "s.zarr"), attrs={}, schedule=[0], layers=layers,
@@ -140,7 +140,7 @@ def test_ketha2026_schedule_rule():
 
 def test_penultimate_cannot_be_reduced():
     model = build_model(ModelConfig(name="cnn"), (1, 28, 28), 10)
-    config = _build(RunConfig, {"pipeline": "t", "capture": {"reductions": {"relu9": "project:8"}}}, "t")
+    config = build_block(RunConfig, {"pipeline": "t", "capture": {"reductions": {"relu9": "project:8"}}}, "t")
     with pytest.raises(ValueError, match="must stay flatten"):
         capture_layers(model, ["relu9"], (1, 28, 28), config, torch.device("cpu"))
 
