@@ -22,10 +22,7 @@ from typing import Any
 
 import numpy as np
 
-try:  # scipy ships with scikit-learn; the NumPy fallback below is equivalent.
-    from scipy.stats import spearmanr as _scipy_spearmanr
-except ImportError:  # pragma: no cover - exercised only without scipy
-    _scipy_spearmanr = None
+from scipy.stats import spearmanr
 
 __all__ = [
     "PHASES",
@@ -35,7 +32,6 @@ __all__ = [
     "ipr_histogram",
     "neuron_ipr",
     "phase",
-    "phase_codes",
     "prune_orders",
     "pruning_curve",
     "settled_train_accuracy",
@@ -226,27 +222,6 @@ def phase(train_acc: float, test_acc: float, xi: float) -> str:
     return "full_inversion" if train < 1.05 - xi - _TOL else "partial_inversion"
 
 
-def phase_codes(train: np.ndarray, test: np.ndarray, xi: np.ndarray | float) -> np.ndarray:
-    """Vectorised :func:`phase`: integer indices into PHASES, broadcast shape.
-
-    Same rules and rule order as :func:`phase`; np.select takes the first
-    condition that holds, which is exactly that order.
-    """
-    train, test = _check_unit("train", train), _check_unit("test", test)
-    xi = _check_unit("xi", xi)
-    generalises = test >= _T_GEN - _TOL
-    fits = train >= _T_GEN - _TOL
-    conditions = [
-        ~generalises & fits,
-        ~generalises,
-        fits,
-        train < 1.05 - xi - _TOL,
-    ]
-    choices = [PHASES.index(k) for k in
-               ("memorization", "forgetting", "coexistence", "full_inversion")]
-    return np.select(conditions, choices, default=PHASES.index("partial_inversion")).astype(np.int64)
-
-
 # --------------------------------------------------------------------------
 # Two-stage training curve
 # --------------------------------------------------------------------------
@@ -323,25 +298,11 @@ def bn_effective_gain(weight: np.ndarray, running_var: np.ndarray,
     return weight / np.sqrt(running_var + eps)
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of x (n,) with ties given their average rank (as scipy's rankdata)."""
-    order = np.argsort(x, kind="stable")
-    sorted_x = x[order]
-    # Each run of equal values [start, end) gets rank (start + 1 + end) / 2.
-    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
-    ends = np.r_[starts[1:], len(x)]
-    ranks = np.empty(len(x))
-    ranks[order] = np.repeat((starts + 1 + ends) / 2.0, ends - starts)
-    return ranks
-
-
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman ρ = Pearson correlation of the ranks; NaN if n < 2 or an input is constant."""
     if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return float("nan")  # undefined; avoids scipy's ConstantInputWarning
-    if _scipy_spearmanr is not None:
-        return float(_scipy_spearmanr(a, b).statistic)
-    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
+    return float(spearmanr(a, b).statistic)
 
 
 def gain_ratio(gain: np.ndarray, ipr: np.ndarray, threshold: float = 0.5) -> dict:

@@ -1,18 +1,16 @@
 """Probes that read class information out of hidden-layer activations.
 
-Pure numerics (NumPy + scikit-learn), no I/O and no torch.  Every probe
-follows the scikit-learn estimator contract, so it can be cloned, put in a
-pipeline and scored with ``score`` (mean accuracy, from ClassifierMixin).
+Every probe is a scikit-learn estimator: it declares its parameters'
+constraints (`_parameter_constraints`), validates its input with scikit-learn's
+`validate_data`, can be cloned, put in a pipeline and scored with `score` (mean
+accuracy, from ClassifierMixin). X is an (n_samples, n_units) activation matrix
+(float16/32/64 accepted; the estimators compute in float64 because the spectral probes
+are sensitive to round-off), y are class labels.
 
-X is an (n_samples, n_units) activation matrix (float16/32/64 accepted; the
-estimators compute in float64 because the spectral probes are sensitive to
-round-off), y are integer class labels.
-
-The two spectral probes, MASC and VeLPIC, are both built from the uncentered
-PCA of each class's activations; :func:`class_spectra` computes it once and
-:func:`fit_spectral_probes` fits both probes from that single pass, either with
-the float64 reference or with the fast path of :mod:`analyze.spectral` (float32
-products, the same k per class, scores in float32).
+The two spectral probes, MASC and VeLPIC, are both built from the uncentered PCA of
+each class's activations (`analyze.spectral`); `fit_spectral_probes` fits both from one
+decomposition, by the float64 reference or by the fast path (float32 products, the same
+k per class, scores in float32). Pure numerics, no I/O and no torch of their own.
 """
 
 from __future__ import annotations
@@ -21,24 +19,23 @@ from numbers import Real
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils._param_validation import InvalidParameterError, Interval, StrOptions, make_constraint
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .spectral import fast_class_spectra, fast_class_spectra_multi, subspace_scores
+from stores.config import PROBES as PROBE_NAMES
+from stores.config import SPECTRAL_METHODS
+
+from .baselines import QDA, knn_cosine, lda, logistic_regression
+from .spectral import Spectrum, class_spectra, fast_class_spectra_multi, n_kept, subspace_scores
 
 __all__ = [
-    "PROBES",
     "MASC",
-    "NearestMeanCosine",
+    "PROBES",
     "QDA",
+    "NearestMeanCosine",
     "VeLPIC",
-    "class_spectra",
     "fit_masc_family",
     "fit_spectral_probes",
     "knn_cosine",
@@ -47,87 +44,37 @@ __all__ = [
     "make_probe",
 ]
 
-# One (eigvals, V) pair per class: eigvals (r,) descending, V (r, d) orthonormal rows.
-Spectrum = tuple[np.ndarray, np.ndarray]
+# Each parameter's constraints, declared as scikit-learn's estimators declare theirs,
+# and what an error says the parameter accepts (in the configs' wording).
+CONSTRAINTS = {
+    "n_components": [Interval(Real, 0, None, closed="neither")],
+    "method": [StrOptions(set(SPECTRAL_METHODS))],
+}
+_EXPECTED = {
+    "n_components": "a fraction in (0, 1) or a count >= 1",
+    "method": f"one of {', '.join(sorted(SPECTRAL_METHODS))}",
+}
 
 
-# --------------------------------------------------------------------------
-# Shared spectral helper
-# --------------------------------------------------------------------------
+def _check_params(**params: Any) -> None:
+    """scikit-learn's parameter check against `CONSTRAINTS`, its error worded as the
+    configs word theirs: InvalidParameterError (a ValueError) "NAME: expected …, got …"."""
+    for name, value in params.items():
+        if not any(make_constraint(c).is_satisfied_by(value) for c in CONSTRAINTS[name]):
+            raise InvalidParameterError(f"{name}: expected {_EXPECTED[name]}, got {value!r}")
 
 
-def _uncentered_pca(Xc: np.ndarray) -> Spectrum:
-    """Uncentered PCA of one class block Xc (n, d).
-
-    Returns eigenvalues λ_i = s_i² (squared singular values of Xc, descending)
-    and the right singular vectors V (r, d) for the numerically nonzero λ.
-    Equivalent to PCA of [Xc; −Xc], whose mean is zero by construction.
-    """
-    n, d = Xc.shape
-    if n == 0 or d == 0:
-        return np.zeros(0), np.zeros((0, d))
-    gram_side = n < d
-    # Work on the smaller of XcXcᵀ (n×n) and XcᵀXc (d×d): same nonzero spectrum.
-    M = Xc @ Xc.T if gram_side else Xc.T @ Xc
-    lam, W = np.linalg.eigh(M)
-    lam, W = lam[::-1], W[:, ::-1]  # eigh is ascending; we want descending
-    tol = max(lam[0], 0.0) * max(n, d) * np.finfo(np.float64).eps
-    keep = lam > tol  # drop numerically-zero directions so V stays orthonormal
-    lam, W = lam[keep], W[:, keep]
-    if gram_side:
-        # Xc = U S Vᵀ  ⇒  V = Xcᵀ U S⁻¹ (columns), returned as rows.
-        V = _reorthonormalise(Xc.T @ W / np.sqrt(lam)).T
-    else:
-        V = W.T
-    return lam, np.ascontiguousarray(V)
-
-
-def _reorthonormalise(Vt: np.ndarray) -> np.ndarray:
-    """Orthonormalise the columns of Vt in order, keeping each column's sign.
-
-    The Gram route squares the condition number, so columns with small s lose
-    orthogonality at the eps·(s_max/s)² level.  QR is Gram–Schmidt in
-    column order: leading (accurate) columns are unchanged up to round-off,
-    trailing ones are cleaned against them.
-    """
-    Q, R = np.linalg.qr(Vt)
-    return Q * np.where(np.diag(R) < 0, -1.0, 1.0)
-
-
-def class_spectra(X: np.ndarray, y: np.ndarray, classes: Sequence) -> list[Spectrum]:
-    """Per-class uncentered PCA: [(λ, V) for c in classes] with X_c = X[y == c].
-
-    λ_i = s_i² are the squared singular values of X_c (descending) and V
-    (r × d) the matching right singular vectors, numerically-zero λ dropped
-    (λ ≤ λ_max · max(n_c, d) · eps).
-    """
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y)
-    return [_uncentered_pca(X[y == c]) for c in classes]
-
-
-# --------------------------------------------------------------------------
-# Validation helpers shared by the custom probes
-# --------------------------------------------------------------------------
-
-
-def _validate_fit(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """check_X_y in float64 + classification targets; returns (X, y, classes)."""
-    X, y = check_X_y(X, y, dtype=np.float64)
+def _validate_fit(est: BaseEstimator, X: Any, y: Any, dtype: Any = np.float64):
+    """(X, y, classes): `validate_data` (which sets n_features_in_) + classification targets."""
+    X, y = validate_data(est, X, y, dtype=dtype)
     check_classification_targets(y)
     return X, y, np.unique(y)
 
 
 def _validate_predict(est: BaseEstimator, X: Any, dtype: Any = np.float64) -> np.ndarray:
-    """check_is_fitted + check_array (float64 unless told) + feature-count check."""
+    """check_is_fitted, then `validate_data` against the fitted feature count."""
     check_is_fitted(est)
-    X = check_array(X, dtype=dtype)
-    if X.shape[1] != est.n_features_in_:
-        raise ValueError(
-            f"X has {X.shape[1]} features, but {type(est).__name__} is expecting "
-            f"{est.n_features_in_} features as input."
-        )
-    return X
+    return validate_data(est, X, dtype=dtype, reset=False)
 
 
 def _row_norms(X: np.ndarray) -> np.ndarray:
@@ -142,7 +89,16 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-class _ArgmaxClassifier(ClassifierMixin, BaseEstimator):
+class _Probe(ClassifierMixin, BaseEstimator):
+    """Base of the probes: scikit-learn's parameter validation, in the configs' wording."""
+
+    _parameter_constraints: dict = {}
+
+    def _validate_params(self) -> None:
+        _check_params(**self.get_params(deep=False))
+
+
+class _ArgmaxClassifier(_Probe):
     """Base for probes whose prediction is classes_[argmax decision_function]."""
 
     def decision_function(self, X: Any) -> np.ndarray:  # pragma: no cover - abstract
@@ -154,89 +110,67 @@ class _ArgmaxClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(scores, axis=1)]
 
 
-# --------------------------------------------------------------------------
-# MASC
-# --------------------------------------------------------------------------
-
-
-def _check_n_components(n: Any) -> float:
-    """Accept a fraction in (0, 1) or a count >= 1; anything else is a ValueError."""
-    ok = isinstance(n, Real) and not isinstance(n, bool) and np.isfinite(n) and n > 0
-    if not ok:
-        raise ValueError(
-            f"n_components: expected a fraction in (0, 1) or a count >= 1, got {n!r}"
-        )
-    return float(n)
-
-
-def _n_kept(eigvals: np.ndarray, n: float) -> int:
-    """Number of components kept for one class.
-
-    0 < n < 1: k = #{i : Σ_{j≤i} λ_j / Σ_j λ_j ≤ n} + 1 (the smallest k whose
-    explained fraction exceeds n); n ≥ 1: k = int(n).  Capped at len(λ).
-    """
-    r = len(eigvals)
-    if r == 0:
-        return 0
-    if n >= 1:
-        return min(int(n), r)
-    ratio = np.cumsum(eigvals) / eigvals.sum()
-    return min(int(np.count_nonzero(ratio <= n)) + 1, r)
-
-
 class MASC(_ArgmaxClassifier):
     """Minimum Angle Subspace Classifier.
 
-    Each class c is summarised by the span of its top-k_c uncentered
-    principal directions B_c (k_c × d, orthonormal rows).  A sample is scored
-    by the cosine of its angle to each subspace,
-        s_c(x) = ‖B_c x‖ / ‖x‖      (0 when ‖x‖ = 0),
-    and assigned to the class with the smallest angle (largest s_c).
+    Each class c is summarised by the span of its top-k_c uncentered principal
+    directions B_c (k_c × d, orthonormal rows). A sample is scored by the cosine of its
+    angle to each subspace, s_c(x) = ‖B_c x‖ / ‖x‖ (0 when ‖x‖ = 0), and assigned to
+    the class with the smallest angle (largest s_c).
 
     Parameters
     ----------
     n_components : float or int, default 0.99
-        Fraction of (uncentered) energy to keep per class when in (0, 1),
-        or a fixed number of components when >= 1.
+        Fraction of (uncentered) energy to keep per class when in (0, 1), or a fixed
+        number of components when >= 1.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+    n_features_in_ : int
+        Number of units seen in `fit`.
+    n_components_ : ndarray of shape (n_classes,)
+        k_c, the components kept per class.
+    components_ : list of ndarray, each of shape (k_c, n_features_in_)
+        B_c per class: float64 from `fit`, float32 from the fast path.
     """
+
+    _parameter_constraints = {"n_components": CONSTRAINTS["n_components"]}
 
     def __init__(self, n_components: float = 0.99):
         self.n_components = n_components
 
     @classmethod
-    def from_spectra(
-        cls, spectra: Sequence[Spectrum], classes: Any, X: Any, **params: Any
-    ) -> "MASC":
-        """Fitted MASC from precomputed :func:`class_spectra` (X gives n_features_in_)."""
-        return cls(**params)._fit_from_spectra(spectra, classes, X)
+    def from_spectra(cls, spectra: Sequence[Spectrum], classes: Any, X: Any, **params: Any) -> "MASC":
+        """Fitted MASC from precomputed `analyze.spectral.class_spectra` (X gives
+        n_features_in_); `params` are the constructor's."""
+        masc = cls(**params)
+        masc._validate_params()
+        return masc._keep(spectra, classes, validate_data(masc, X, dtype=None))
 
-    def _fit_from_spectra(
-        self, spectra: Sequence[Spectrum], classes: Any, X: Any, ks: Any = None
-    ) -> "MASC":
-        """Keep the top-k_c directions of each class's spectrum (k_c from the
-        spectrum unless given); returns self."""
-        n = _check_n_components(self.n_components)
-        X = check_array(X, dtype=None)
+    def _keep(self, spectra: Sequence[Spectrum], classes: Any, X: np.ndarray, ks: Any = None) -> "MASC":
+        """Keep the top-k_c directions of each class's spectrum (k_c from the spectrum
+        unless given) for the validated training X; returns self."""
         self.classes_ = np.asarray(classes)
         self.n_features_in_ = X.shape[1]
         if ks is None:
-            ks = [_n_kept(lam, n) for lam, _ in spectra]
+            n = float(self.n_components)
+            ks = [n_kept(lam, n) for lam, _ in spectra]
         self.n_components_ = np.asarray(ks, dtype=int)
         self.components_ = [V[:k].copy() for (_, V), k in zip(spectra, ks)]
         return self
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any) -> "MASC":
-        """Fit per-class subspaces from the uncentered PCA of each class."""
-        _check_n_components(self.n_components)  # fail before the spectral pass
-        X, y, classes = _validate_fit(X, y)
-        return self._fit_from_spectra(class_spectra(X, y, classes), classes, X)
+        """Fit per-class subspaces from the float64 uncentered PCA of each class; returns self."""
+        X, y, classes = _validate_fit(self, X, y)
+        return self._keep(class_spectra(X, y, classes), classes, X)
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """(n_samples, n_classes) scores s_c(x) = ‖B_c x‖ / ‖x‖ ∈ [0, 1].
-
-        Computed in the components' precision: float64 for `fit`, float32 (one
-        product for all classes) for the fast path of `fit_spectral_probes`.
-        """
+        """(n_samples, n_classes) scores s_c(x) = ‖B_c x‖ / ‖x‖ ∈ [0, 1], in the
+        components' precision (float64 for `fit`, float32 in one product for all classes
+        for the fast path of `fit_spectral_probes`)."""
         if any(B.dtype != np.float64 for B in getattr(self, "components_", [])):
             X = _validate_predict(self, X, dtype=np.float32)
             proj = np.sqrt(subspace_scores(X, self.components_))
@@ -247,35 +181,36 @@ class MASC(_ArgmaxClassifier):
         return _safe_divide(proj, _row_norms(X)[:, None])
 
 
-# --------------------------------------------------------------------------
-# VeLPIC
-# --------------------------------------------------------------------------
-
-
 class VeLPIC(_ArgmaxClassifier):
     """Linear probe from each class's top uncentered principal direction.
 
     v_c is the unit top right singular vector of X_c, sign-fixed so that
-    mean_i(x_i · v_c) ≥ 0 over ALL training rows (an SVD vector's sign is
-    arbitrary; this makes "positive" mean "along the data").  The score is
-    the raw projection s_c(x) = x · v_c (no bias, no normalisation).
+    mean_i(x_i · v_c) ≥ 0 over all training rows (an SVD vector's sign is arbitrary;
+    this makes "positive" mean "along the data"). The score is the raw projection
+    s_c(x) = x · v_c (no bias, no normalisation). No parameters.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_classes, n_features_in_)
+        v_c per class (a zero row for a class without a direction).
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+    n_features_in_ : int
+        Number of units seen in `fit`.
     """
 
     def __init__(self) -> None:
         pass
 
     @classmethod
-    def from_spectra(
-        cls, spectra: Sequence[Spectrum], classes: Any, X: Any, **params: Any
-    ) -> "VeLPIC":
-        """Fitted VeLPIC from precomputed :func:`class_spectra` and the training X."""
-        return cls(**params)._fit_from_spectra(spectra, classes, X)
+    def from_spectra(cls, spectra: Sequence[Spectrum], classes: Any, X: Any, **params: Any) -> "VeLPIC":
+        """Fitted VeLPIC from precomputed `analyze.spectral.class_spectra` and the training X."""
+        velpic = cls(**params)
+        velpic._validate_params()
+        return velpic._keep(spectra, classes, validate_data(velpic, X, dtype=(np.float64, np.float32)))
 
-    def _fit_from_spectra(
-        self, spectra: Sequence[Spectrum], classes: Any, X: Any
-    ) -> "VeLPIC":
-        """coef_[c] = ±V_c[0], sign chosen on the full training X; returns self."""
-        X = check_array(X, dtype=(np.float64, np.float32))
+    def _keep(self, spectra: Sequence[Spectrum], classes: Any, X: np.ndarray) -> "VeLPIC":
+        """coef_[c] = ±V_c[0], the sign chosen on the validated training X; returns self."""
         coef = np.zeros((len(spectra), X.shape[1]))
         for i, (_, V) in enumerate(spectra):
             if len(V):  # an all-zero class has no direction: keep a zero row
@@ -289,10 +224,11 @@ class VeLPIC(_ArgmaxClassifier):
         self.coef_ = coef
         return self
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any) -> "VeLPIC":
-        """Fit v_c for every class in classes_ (one uncentered PCA per class)."""
-        X, y, classes = _validate_fit(X, y)
-        return self._fit_from_spectra(class_spectra(X, y, classes), classes, X)
+        """Fit v_c for every class (one float64 uncentered PCA per class); returns self."""
+        X, y, classes = _validate_fit(self, X, y)
+        return self._keep(class_spectra(X, y, classes), classes, X)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """(n_samples, n_classes) raw scores X @ coef_ᵀ."""
@@ -300,79 +236,93 @@ class VeLPIC(_ArgmaxClassifier):
         return X @ self.coef_.T
 
 
-SPECTRAL_METHODS = ("exact", "fast")
+def fit_spectral_probes(X: Any, y: Any, n_components: float = 0.99, *, method: str = "exact",
+                        device: str | None = None) -> tuple[MASC, VeLPIC]:
+    """Fit MASC and VeLPIC from one shared per-class decomposition.
 
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Training activations.
+    y : array-like of shape (n_samples,)
+        Training labels.
+    n_components : float or int, default 0.99
+        MASC's n (see `MASC`).
+    method : {"exact", "fast"}, default "exact"
+        "exact": `analyze.spectral.class_spectra` in float64; the result equals
+        ``MASC(n_components).fit(X, y)`` and ``VeLPIC().fit(X, y)``. "fast":
+        `analyze.spectral.fast_class_spectra` (float32 products, float64 where k_c could
+        change, the same k_c per class); MASC then keeps float32 components and scores
+        in float32.
+    device : str or None, default None
+        For "fast": a torch device for the kernels ("cuda", "cpu"); None uses NumPy.
 
-def fit_spectral_probes(
-    X: Any, y: Any, n_components: float = 0.99, *, method: str = "exact",
-    device: str | None = None,
-) -> tuple[MASC, VeLPIC]:
-    """Fit MASC and VeLPIC from ONE shared per-class decomposition.
-
-    method="exact": :func:`class_spectra` in float64; the result equals
-    ``MASC(n_components).fit(X, y)`` and ``VeLPIC().fit(X, y)``.
-    method="fast": :func:`analyze.spectral.fast_class_spectra` (float32 products,
-    float64 where k_c could change, the same k_c per class); MASC then keeps float32
-    components and scores in float32. `device` runs the kernels on torch there
-    ("cuda", "cpu"); None uses NumPy.
+    Returns
+    -------
+    masc : MASC
+    velpic : VeLPIC
+        Both fitted.
     """
-    _check_n_components(n_components)
-    if method not in SPECTRAL_METHODS:
-        raise ValueError(f"method: expected one of exact, fast, got {method!r}")
-    if method == "exact":
-        X, y, classes = _validate_fit(X, y)
-        spectra, ks = class_spectra(X, y, classes), None
-    else:
-        X, y = check_X_y(X, y, dtype=np.float32)
-        check_classification_targets(y)
-        classes = np.unique(y)
-        spectra, ks = fast_class_spectra(X, y, classes, float(n_components), device=device)
-    masc = MASC(n_components=n_components)._fit_from_spectra(spectra, classes, X, ks)
-    return masc, VeLPIC.from_spectra(spectra, classes, X)
+    (masc,), velpic = fit_masc_family(X, y, [n_components], method=method, device=device)
+    return masc, velpic
 
 
-def fit_masc_family(
-    X: Any, y: Any, ns: Sequence[float], *, method: str = "exact", device: str | None = None,
-) -> tuple[list[MASC], VeLPIC]:
-    """MASC at every n of `ns` (and VeLPIC) from ONE per-class decomposition: each
-    equals ``fit_spectral_probes(X, y, n, method=method)[0]``, at the cost of one."""
+def fit_masc_family(X: Any, y: Any, ns: Sequence[float], *, method: str = "exact",
+                    device: str | None = None) -> tuple[list[MASC], VeLPIC]:
+    """MASC at every n of `ns` (and VeLPIC) from one per-class decomposition: each equals
+    ``fit_spectral_probes(X, y, n, method=method)[0]``, at the cost of one.
+
+    Parameters
+    ----------
+    X, y, method, device
+        As for `fit_spectral_probes`.
+    ns : sequence of float
+        Every MASC n.
+
+    Returns
+    -------
+    family : list of MASC
+        One fitted MASC per n, in the order of `ns`.
+    velpic : VeLPIC
+        Fitted from the same decomposition.
+    """
     for n in ns:
-        _check_n_components(n)
-    if method not in SPECTRAL_METHODS:
-        raise ValueError(f"method: expected one of exact, fast, got {method!r}")
+        _check_params(n_components=n)
+    _check_params(method=method)
+    velpic = VeLPIC()
+    X, y, classes = _validate_fit(velpic, X, y, dtype=np.float64 if method == "exact" else np.float32)
     if method == "exact":
-        X, y, classes = _validate_fit(X, y)
-        spectra = class_spectra(X, y, classes)
-        ks = [None] * len(ns)
+        spectra, ks = class_spectra(X, y, classes), [None] * len(ns)
     else:
-        X, y = check_X_y(X, y, dtype=np.float32)
-        check_classification_targets(y)
-        classes = np.unique(y)
         spectra, ks = fast_class_spectra_multi(X, y, classes, [float(n) for n in ns], device=device)
-    family = [MASC(n_components=n)._fit_from_spectra(spectra, classes, X, k) for n, k in zip(ns, ks)]
-    return family, VeLPIC.from_spectra(spectra, classes, X)
-
-
-# --------------------------------------------------------------------------
-# Nearest class mean (cosine)
-# --------------------------------------------------------------------------
+    family = [MASC(n_components=n)._keep(spectra, classes, X, k) for n, k in zip(ns, ks)]
+    return family, velpic._keep(spectra, classes, X)
 
 
 class NearestMeanCosine(_ArgmaxClassifier):
     """Nearest class mean by cosine similarity.
 
-    μ_c = mean of X_c;  s_c(x) = x·μ_c / (‖x‖ ‖μ_c‖)  (0 if either norm is 0);
-    prediction = argmax_c s_c(x).
+    μ_c = mean of X_c; s_c(x) = x·μ_c / (‖x‖ ‖μ_c‖) (0 if either norm is 0);
+    prediction = argmax_c s_c(x). No parameters.
+
+    Attributes
+    ----------
+    means_ : ndarray of shape (n_classes, n_features_in_)
+        μ_c in classes_ order.
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+    n_features_in_ : int
+        Number of units seen in `fit`.
     """
 
     def __init__(self) -> None:
         pass
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any) -> "NearestMeanCosine":
-        """Store the class means μ_c in classes_ order."""
-        X, y, classes = _validate_fit(X, y)
+        """Store the class means μ_c in classes_ order; returns self."""
+        X, y, classes = _validate_fit(self, X, y)
         self.classes_ = classes
-        self.n_features_in_ = X.shape[1]
         self.means_ = np.stack([X[y == c].mean(axis=0) for c in classes])
         return self
 
@@ -383,81 +333,35 @@ class NearestMeanCosine(_ArgmaxClassifier):
         return _safe_divide(X @ self.means_.T, den)
 
 
-# --------------------------------------------------------------------------
-# scikit-learn baselines and registry
-# --------------------------------------------------------------------------
-
-
-def knn_cosine(k: int = 5) -> KNeighborsClassifier:
-    """k-nearest neighbours under cosine distance (brute force: exact, no tree)."""
-    return KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
-
-
-def logistic_regression(random_state: int | None = 0) -> Pipeline:
-    """Standardise then multinomial logistic regression (lbfgs default)."""
-    return make_pipeline(
-        StandardScaler(),
-        LogisticRegression(max_iter=300, random_state=random_state),
-    )
-
-
-def lda() -> LinearDiscriminantAnalysis:
-    """scikit-learn's linear discriminant analysis with its defaults (P1's baseline)."""
-    return LinearDiscriminantAnalysis()
-
-
-class QDA(ClassifierMixin, BaseEstimator):
-    """scikit-learn's quadratic discriminant analysis with its defaults (P1's baseline),
-    where they are defined.
-
-    The default (`solver="svd"`, no regularisation) needs a full-rank covariance in every
-    class: more samples than units and no constant unit. Hidden layers break that often
-    (dead ReLUs, classes smaller than the layer), and scikit-learn then refuses to fit;
-    such a fit is done instead by the remedy its error names, `solver="eigen"` with
-    shrinkage: Ledoit-Wolf's (`"auto"`), or, where that estimate is too small to make a
-    class covariance definite (a unit constant within a class of many samples), the
-    smallest of `SHRINKAGES` that does. `shrunk_` is the shrinkage used (None: none).
-    """
-
-    SHRINKAGES = ("auto", 1e-3, 1e-2, 1e-1, 1.0)
-
-    def fit(self, X: Any, y: Any) -> "QDA":
-        X, y = check_X_y(X, y)
-        self.shrunk_ = None
-        try:
-            self.estimator_ = QuadraticDiscriminantAnalysis().fit(X, y)
-        except np.linalg.LinAlgError:
-            for shrinkage in self.SHRINKAGES:
-                try:
-                    self.estimator_ = QuadraticDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage).fit(X, y)
-                except np.linalg.LinAlgError:
-                    if shrinkage == self.SHRINKAGES[-1]:
-                        raise
-                    continue
-                self.shrunk_ = shrinkage
-                break
-        self.classes_ = self.estimator_.classes_
-        self.n_features_in_ = X.shape[1]
-        return self
-
-    def predict(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict(X)
-
-
-PROBES: dict[str, Callable[..., Any]] = {
-    "masc": MASC,
-    "velpic": VeLPIC,
-    "ncm": NearestMeanCosine,
-    "knn": knn_cosine,
-    "logreg": logistic_regression,
-    "lda": lda,
-    "qda": QDA,
+_FACTORIES: dict[str, Callable[..., Any]] = {
+    "masc": MASC, "velpic": VeLPIC, "ncm": NearestMeanCosine, "knn": knn_cosine,
+    "logreg": logistic_regression, "lda": lda, "qda": QDA,
 }
+# The probes `make_probe` builds: the vocabulary's (stores.config.PROBES), in its order,
+# but masc_true, which is MASC fitted on the true labels.
+PROBES: dict[str, Callable[..., Any]] = {name: _FACTORIES[name] for name in PROBE_NAMES if name in _FACTORIES}
 
 
 def make_probe(name: str, **params: Any) -> Any:
-    """Build an unfitted probe by registry name, e.g. make_probe("masc", n_components=5)."""
+    """An unfitted probe by name, e.g. ``make_probe("masc", n_components=5)``.
+
+    Parameters
+    ----------
+    name : str
+        One of `PROBES`.
+    **params
+        The factory's (or the estimator's) parameters.
+
+    Returns
+    -------
+    estimator
+        Unfitted.
+
+    Raises
+    ------
+    ValueError
+        For a name that is not one of `PROBES`.
+    """
     try:
         factory = PROBES[name]
     except (KeyError, TypeError):

@@ -1,30 +1,22 @@
-"""The fast per-class spectra behind MASC and VeLPIC, and MASC's fast scores.
+"""Per-class spectra behind MASC and VeLPIC, and MASC's scores: the float64 reference
+and the fast path that gives the same k per class at less cost.
 
-`probes.class_spectra` is the float64 reference: one eigendecomposition per class
-on the smaller of the Gram (n_c × n_c) and covariance (d × d) sides, every
-eigenpair kept. Here the same mathematics is arranged to cost less:
+`class_spectra` is the reference: the uncentered PCA of each class (one float64
+eigendecomposition on the smaller of its Gram and covariance sides, every numerically
+nonzero eigenpair kept), and `n_kept` the rule that turns a spectrum into MASC's k_c.
+`fast_class_spectra` (`fast_class_spectra_multi` for several n at once) arranges the
+same mathematics to cost less: the products in float32, their eigenvalues (which decide
+k_c) in float64 and their eigenvectors in float32, the total energy from the trace,
+only the k_c leading right singular vectors formed, same-size classes in one batched
+call; a class whose cut lies within `MARGIN` of n (or in the float32 noise floor) has
+its k_c decided on the float64 product by the reference's rule, and a class smaller
+than `EXACT_BELOW` is done by the reference. `subspace_scores` scores every class's
+subspace in one product per block of rows.
 
-* the product X_c X_cᵀ (or X_cᵀ X_c) is formed in float32, where BLAS is twice as
-  fast; its round-off moves the cumulative energy ratios by ~1e-8 (measured), far
-  below the gap between successive ratios at the cut;
-* the eigenvalues, which decide k_c, are computed from it in float64 (`eigvalsh`: a
-  float32 eigendecomposition moves the ratios by ~1e-6, enough to change k); the
-  eigenvectors, which only need to span the kept subspace, by a float32 `eigh`
-  (together about 25% cheaper than one float64 `eigh`);
-* the total energy is ‖X_c‖_F² (the trace of the product, the sum of all its
-  eigenvalues), so dropping the float32 noise floor of the smallest eigenvalues
-  never changes the ratio's denominator;
-* only the k_c leading right singular vectors are formed (V = Uᵀ X_c, rows
-  normalised, on the Gram side), in float32;
-* classes whose matrices have the same size are decomposed in one batched call;
-* a class whose cut lies within `MARGIN` of the threshold n (or in the float32
-  noise floor) has its k_c decided by the eigenvalues of the float64 product, by the
-  reference's rule (so k_c is the reference's unless float32 moved a ratio by more
-  than MARGIN, ~20x what was measured); a class small enough for
-  float64 to cost nothing (`EXACT_BELOW`) is done by the float64 reference.
-
-Kernels run on NumPy by default, or on torch (`device="cuda"`, `"cpu"`): the same
-operations, so a GPU runs them when one is present. Pure functions, no I/O.
+Kernels run on NumPy by default, or through torch on a device (`device="cuda"`,
+`"cpu"`): the same operations, so a GPU runs them where there is one. Pure functions on
+in-memory arrays, no I/O. The measurements behind these choices are in the README
+(Performance).
 """
 
 from __future__ import annotations
@@ -34,11 +26,23 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["MARGIN", "EXACT_BELOW", "fast_class_spectra", "fast_class_spectra_multi", "subspace_scores"]
+__all__ = [
+    "EXACT_BELOW",
+    "MARGIN",
+    "Spectrum",
+    "class_spectra",
+    "fast_class_spectra",
+    "fast_class_spectra_multi",
+    "n_kept",
+    "subspace_scores",
+]
+
+# One (eigvals, V) pair per class: eigvals (r,) descending, V (r, d) orthonormal rows.
+Spectrum = tuple[np.ndarray, np.ndarray]
 
 # A cumulative energy ratio this close to n is decided on the float64 product: four
-# float32 ulps (the float32 product moves the ratios by at most ~2e-8 on ReLU
-# activations, measured at 2 000 x 4 096; a float32 eigendecomposition, by ~2e-6).
+# float32 ulps, well above what the float32 product moves the ratios by (README,
+# Performance) and below what a float32 eigendecomposition would.
 _EPS32 = float(np.finfo(np.float32).eps)
 MARGIN = 4 * _EPS32
 # Classes whose smaller side is below this are decomposed in float64 throughout:
@@ -48,6 +52,98 @@ EXACT_BELOW = 128
 BATCH_BYTES = 256 << 20
 # Rows scored per block in `subspace_scores` (bounds the (rows, Σk) intermediate).
 SCORE_ROWS = 2048
+
+
+# --------------------------------------------------------------------------
+# The float64 reference
+# --------------------------------------------------------------------------
+
+
+def _uncentered_pca(Xc: np.ndarray) -> Spectrum:
+    """Uncentered PCA of one class block Xc (n, d).
+
+    Returns eigenvalues λ_i = s_i² (squared singular values of Xc, descending)
+    and the right singular vectors V (r, d) for the numerically nonzero λ.
+    Equivalent to PCA of [Xc; −Xc], whose mean is zero by construction.
+    """
+    n, d = Xc.shape
+    if n == 0 or d == 0:
+        return np.zeros(0), np.zeros((0, d))
+    gram_side = n < d
+    # Work on the smaller of XcXcᵀ (n×n) and XcᵀXc (d×d): same nonzero spectrum.
+    M = Xc @ Xc.T if gram_side else Xc.T @ Xc
+    lam, W = np.linalg.eigh(M)
+    lam, W = lam[::-1], W[:, ::-1]  # eigh is ascending; we want descending
+    tol = max(lam[0], 0.0) * max(n, d) * np.finfo(np.float64).eps
+    keep = lam > tol  # drop numerically-zero directions so V stays orthonormal
+    lam, W = lam[keep], W[:, keep]
+    if gram_side:
+        # Xc = U S Vᵀ  ⇒  V = Xcᵀ U S⁻¹ (columns), returned as rows.
+        V = _reorthonormalise(Xc.T @ W / np.sqrt(lam)).T
+    else:
+        V = W.T
+    return lam, np.ascontiguousarray(V)
+
+
+def _reorthonormalise(Vt: np.ndarray) -> np.ndarray:
+    """Orthonormalise the columns of Vt in order, keeping each column's sign.
+
+    The Gram route squares the condition number, so columns with small s lose
+    orthogonality at the eps·(s_max/s)² level.  QR is Gram–Schmidt in
+    column order: leading (accurate) columns are unchanged up to round-off,
+    trailing ones are cleaned against them.
+    """
+    Q, R = np.linalg.qr(Vt)
+    return Q * np.where(np.diag(R) < 0, -1.0, 1.0)
+
+
+def class_spectra(X: np.ndarray, y: np.ndarray, classes: Sequence) -> list[Spectrum]:
+    """Per-class uncentered PCA in float64, every numerically nonzero eigenpair kept.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Activations (converted to float64).
+    y : array-like of shape (n_samples,)
+        Class labels.
+    classes : sequence
+        The classes to decompose, in order; X_c = X[y == c].
+
+    Returns
+    -------
+    list of (eigvals, V)
+        Per class: eigvals (r,) the squared singular values of X_c, descending, and V
+        (r, n_features) the matching right singular vectors as orthonormal rows, the
+        numerically zero ones (λ ≤ λ_max · max(n_c, d) · eps) dropped.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    return [_uncentered_pca(X[y == c]) for c in classes]
+
+
+def n_kept(eigvals: np.ndarray, n: float) -> int:
+    """MASC's number of components kept for one class.
+
+    Parameters
+    ----------
+    eigvals : ndarray of shape (r,)
+        The class's eigenvalues, descending.
+    n : float
+        In (0, 1): the explained fraction to exceed; >= 1: a count.
+
+    Returns
+    -------
+    int
+        0 < n < 1: k = #{i : Σ_{j≤i} λ_j / Σ_j λ_j ≤ n} + 1 (the smallest k whose
+        explained fraction exceeds n); n ≥ 1: k = int(n). Capped at r.
+    """
+    r = len(eigvals)
+    if r == 0:
+        return 0
+    if n >= 1:
+        return min(int(n), r)
+    ratio = np.cumsum(eigvals) / eigvals.sum()
+    return min(int(np.count_nonzero(ratio <= n)) + 1, r)
 
 
 # --------------------------------------------------------------------------
@@ -146,11 +242,28 @@ def _decompose(kernels, blocks: list[np.ndarray], gram_side: bool):
 def fast_class_spectra(X: np.ndarray, y: np.ndarray, classes: Sequence, n_components: float,
                        *, device: str | None = None,
                        exact_below: int | None = None) -> tuple[list, np.ndarray]:
-    """Per-class (λ, V) and k: the reference's k_c, with V's first max(k_c, 1) rows.
+    """Per-class spectra and MASC's k_c for one n, by the fast path.
 
-    λ (r,) float64 descending and V (m, d) orthonormal rows, as in
-    `probes.class_spectra` but with V cut to the rows MASC and VeLPIC use: float32
-    where the class went the fast way, float64 where it is below `exact_below`.
+    Parameters
+    ----------
+    X, y, classes
+        As for `class_spectra`, X converted to float32.
+    n_components : float
+        MASC's n: an explained fraction in (0, 1) or a count >= 1.
+    device : str or None, default None
+        A torch device for the kernels ("cuda", "cpu"); None runs them on NumPy.
+    exact_below : int or None, default None
+        Classes whose smaller side is below this go the float64 reference's way
+        (None: `EXACT_BELOW`).
+
+    Returns
+    -------
+    spectra : list of (eigvals, V)
+        Per class, as `class_spectra` gives them but with V cut to its first
+        max(k_c, 1) rows (what MASC and VeLPIC use): float32 where the class went the
+        fast way, float64 where it went the reference's.
+    ks : ndarray of shape (n_classes,)
+        The reference's k_c of each class.
     """
     out, ks = fast_class_spectra_multi(X, y, classes, (n_components,), device=device,
                                        exact_below=exact_below)
@@ -160,11 +273,23 @@ def fast_class_spectra(X: np.ndarray, y: np.ndarray, classes: Sequence, n_compon
 def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
                              ns: Sequence[float], *, device: str | None = None,
                              exact_below: int | None = None) -> tuple[list, np.ndarray]:
-    """`fast_class_spectra` for several n at once (MASC's n ablation): one decomposition
-    per class, the reference's k_c for every n (`ks`: (len(ns), n_classes)), and V cut
-    to the largest of them."""
-    from .probes import _n_kept, _uncentered_pca  # the float64 reference
+    """`fast_class_spectra` for several n at once (MASC's n ablation), from one
+    decomposition per class.
 
+    Parameters
+    ----------
+    X, y, classes, device, exact_below
+        As for `fast_class_spectra`.
+    ns : sequence of float
+        Every n (each an explained fraction in (0, 1) or a count >= 1).
+
+    Returns
+    -------
+    spectra : list of (eigvals, V)
+        Per class, V cut to the largest k_c over `ns` (at least one row).
+    ks : ndarray of shape (len(ns), n_classes)
+        The reference's k_c of each class for every n.
+    """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
     blocks = [np.ascontiguousarray(X[y == c]) for c in classes]
@@ -181,7 +306,7 @@ def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
         if out[i] is None:  # small: the float64 reference costs nothing here (and
             # its float64 vectors are kept, so small slabs fit exactly as `fit` does)
             lam, V = _uncentered_pca(block.astype(np.float64))
-            ks[:, i] = [_n_kept(lam, n) for n in ns]
+            ks[:, i] = [n_kept(lam, n) for n in ns]
             out[i] = (lam, V[: max(ks[:, i].max(), 1)])
     return out, ks
 
@@ -200,8 +325,6 @@ def _from_products(kernels, block: np.ndarray, lam: np.ndarray, U: np.ndarray,
     """(λ, V), k per n of one class from its decomposed float32 product. When the
     float32 rounding could move a k, the eigenvalues of the float64 product decide them
     all, by the reference's own rule. V has the largest k's rows."""
-    from .probes import _n_kept
-
     n_c, d = block.shape
     # Σλ over every eigenvalue is the product's trace, ‖X_c‖_F²: the total energy,
     # whatever the noise floor below does to the smallest eigenvalues.
@@ -214,7 +337,7 @@ def _from_products(kernels, block: np.ndarray, lam: np.ndarray, U: np.ndarray,
     if not all(safe for _, safe in cuts):
         exact = kernels.eigvalsh(kernels.gram(block.astype(np.float64), gram_side)[None])[0, ::-1]
         lam = exact[exact > max(exact[0], 0.0) * max(n_c, d) * np.finfo(np.float64).eps]
-        ks = [_n_kept(lam, n) for n in ns]
+        ks = [n_kept(lam, n) for n in ns]
     m = min(max(max(ks), 1), len(lam), U.shape[1])
     if m == 0:
         return (lam, np.zeros((0, d), dtype=np.float32)), ks
@@ -233,8 +356,24 @@ def _from_products(kernels, block: np.ndarray, lam: np.ndarray, U: np.ndarray,
 
 def subspace_scores(X: np.ndarray, components: Sequence[np.ndarray], *,
                     device: str | None = None, rows: int = SCORE_ROWS) -> np.ndarray:
-    """(n, K) squared projection norms ‖B_c x‖², every class in one product per block
-    of rows, in the components' precision (float32 for fast fits)."""
+    """Squared projection norms ‖B_c x‖² of every row on every class's subspace.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        The rows to score.
+    components : sequence of ndarray, each of shape (k_c, n_features)
+        Each class's orthonormal rows B_c.
+    device : str or None, default None
+        A torch device for the products; None runs them on NumPy.
+    rows : int, default SCORE_ROWS
+        Rows per block: every class is scored in one product per block.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_classes)
+        ‖B_c x‖², float64, computed in the components' precision (float32 for fast fits).
+    """
     dtype = np.result_type(*[B.dtype for B in components], np.float32)
     B = np.concatenate([np.asarray(b, dtype=dtype) for b in components], axis=0)
     sizes = [len(b) for b in components]

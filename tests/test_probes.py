@@ -26,12 +26,12 @@ from analyze.probes import (
     PROBES,
     NearestMeanCosine,
     VeLPIC,
-    class_spectra,
     fit_spectral_probes,
     knn_cosine,
     logistic_regression,
     make_probe,
 )
+from analyze.spectral import class_spectra
 
 from .tolerance import clear_argmax, eigenspace_atol, eigh_perturbation, gamma, sum_atol
 

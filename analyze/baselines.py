@@ -1,0 +1,115 @@
+"""The scikit-learn baselines among the probes: k-NN (cosine), logistic regression,
+LDA and QDA, as P1 and the papers' comparisons fit them.
+
+Factories return unfitted scikit-learn estimators; `QDA` wraps scikit-learn's with the
+remedy its own error names where its defaults cannot fit. `analyze.probes.make_probe`
+builds them by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+__all__ = ["QDA", "knn_cosine", "lda", "logistic_regression"]
+
+
+def knn_cosine(k: int = 5) -> KNeighborsClassifier:
+    """k-nearest neighbours under cosine distance (brute force: exact, no tree).
+
+    Parameters
+    ----------
+    k : int, default 5
+        Number of neighbours.
+
+    Returns
+    -------
+    KNeighborsClassifier
+        Unfitted.
+    """
+    return KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
+
+
+def logistic_regression(random_state: int | None = 0) -> Pipeline:
+    """Standardise, then multinomial logistic regression (lbfgs, at most 300 iterations).
+
+    Parameters
+    ----------
+    random_state : int or None, default 0
+        The regression's seed.
+
+    Returns
+    -------
+    Pipeline
+        Unfitted: StandardScaler, then LogisticRegression.
+    """
+    return make_pipeline(
+        StandardScaler(),
+        LogisticRegression(max_iter=300, random_state=random_state),
+    )
+
+
+def lda() -> LinearDiscriminantAnalysis:
+    """scikit-learn's linear discriminant analysis with its defaults (P1's baseline), unfitted."""
+    return LinearDiscriminantAnalysis()
+
+
+class QDA(ClassifierMixin, BaseEstimator):
+    """scikit-learn's quadratic discriminant analysis with its defaults (P1's baseline),
+    where they are defined.
+
+    The default (`solver="svd"`, no regularisation) needs a full-rank covariance in every
+    class: more samples than units and no constant unit. Hidden layers break that often
+    (dead ReLUs, classes smaller than the layer), and scikit-learn then refuses to fit;
+    such a fit is done instead by the remedy its error names, `solver="eigen"` with
+    shrinkage: Ledoit-Wolf's (`"auto"`), or, where that estimate is too small to make a
+    class covariance definite (a unit constant within a class of many samples), the
+    smallest of `SHRINKAGES` that does. No parameters.
+
+    Attributes
+    ----------
+    estimator_ : QuadraticDiscriminantAnalysis
+        The fitted scikit-learn estimator.
+    shrunk_ : str, float or None
+        The shrinkage used (None: none).
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+    n_features_in_ : int
+        Number of units seen in `fit`.
+    """
+
+    _parameter_constraints: dict = {}
+    SHRINKAGES = ("auto", 1e-3, 1e-2, 1e-1, 1.0)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any) -> "QDA":
+        """Fit with scikit-learn's defaults, or its shrinkage remedy where they fail; returns self."""
+        X, y = validate_data(self, X, y)
+        self.shrunk_ = None
+        try:
+            self.estimator_ = QuadraticDiscriminantAnalysis().fit(X, y)
+        except np.linalg.LinAlgError:
+            for shrinkage in self.SHRINKAGES:
+                try:
+                    self.estimator_ = QuadraticDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage).fit(X, y)
+                except np.linalg.LinAlgError:
+                    if shrinkage == self.SHRINKAGES[-1]:
+                        raise
+                    continue
+                self.shrunk_ = shrinkage
+                break
+        self.classes_ = self.estimator_.classes_
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The fitted estimator's predictions."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict(X)
