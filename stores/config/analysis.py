@@ -55,6 +55,18 @@ class AnalysisConfig:
         n = self.masc_components
         return tuple(n) if isinstance(n, tuple) else (n,)
 
+    @property
+    def primary_n(self) -> float:
+        """The MASC n of the `masc` and `masc_true` probes outside the n ablation: the
+        first of `masc_ns`."""
+        return self.masc_ns[0]
+
+    @property
+    def fits_masc(self) -> bool:
+        """Whether any MASC result (the `masc` or `masc_true` probe, so the n ablation) is
+        asked for."""
+        return bool({"masc", "masc_true"} & set(self.probes))
+
 
 @dataclass(frozen=True)
 class ClusterConfig:
