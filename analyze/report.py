@@ -9,10 +9,6 @@ standard deviation as a band or a ± term.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on batch nodes
@@ -21,15 +17,26 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 import stores  # noqa: E402
-from stores import StoreError, location  # noqa: E402
+from stores import location, slabs  # noqa: E402
+from stores.config import PROBES  # noqa: E402
 from stores.schema import EDIT  # noqa: E402
 
-from . import published  # noqa: E402
-
-PROBE_LABELS = {"masc": "MASC", "masc_true": "MASC (true-label subspaces)", "velpic": "VeLPIC",
-                "ncm": "nearest mean (cos)", "knn": "k-NN (cos)", "logreg": "logistic reg.",
-                "lda": "LDA", "qda": "QDA"}
-REPLICATE = "seed"  # the level that groups average over
+from . import published, report_controls  # noqa: E402
+from .report_published import published_table  # noqa: E402
+from .report_common import (  # noqa: E402
+    REPLICATE,
+    analysed,
+    best_layer,
+    final,
+    groups,
+    last_epochs,
+    legend_below,
+    mean_std,
+    n_seeds,
+    replacing,
+    save_figure,
+    summary_cell,
+)
 
 
 def peaks(dynamics: xr.Dataset) -> xr.Dataset:
@@ -45,56 +52,6 @@ def peaks(dynamics: xr.Dataset) -> xr.Dataset:
     })
 
 
-# ------------------------------------------------------------------------- groups
-def groups(results: xr.Dataset) -> list[tuple[str, np.ndarray]]:
-    """(label, run positions) per group of runs that differ only in their seed."""
-    index = results.indexes["run"]
-    levels = [name for name in index.names if name != REPLICATE]
-    if not levels:
-        return [("all runs", np.arange(len(index)))]
-    keys = [tuple(row) for row in index.to_frame(index=False)[levels].itertuples(index=False)]
-    return [(", ".join(f"{name} = {value}" for name, value in zip(levels, key)),
-             np.array([i for i, k in enumerate(keys) if k == key]))
-            for key in sorted(set(keys))]
-
-
-def _n_seeds(positions: np.ndarray) -> str:
-    return f"{len(positions)} seed{'s' if len(positions) > 1 else ''}"
-
-
-def analysed(results: xr.Dataset) -> xr.DataArray:
-    """(run, epoch): the epochs of each run that have both the model's metrics and probe
-    results. Runs stop at different epochs (an epoch a run did not reach is NaN in the
-    shared axis), and a run still being captured may have committed epochs that this
-    analysis has not computed yet (committed after its tasks were planned)."""
-    probed = results["accuracy"].notnull().any([d for d in results["accuracy"].dims
-                                                 if d not in ("run", "epoch")])
-    return (results["model_test_acc"].notnull() & probed).transpose("run", "epoch")
-
-
-def last_epochs(results: xr.Dataset) -> xr.DataArray:
-    """Each run's final analysed epoch (its last committed one once it is analysed)."""
-    reached = analysed(results).values
-    return xr.DataArray([results.epoch.values[np.flatnonzero(row)[-1]] for row in reached], dims="run")
-
-
-def final(results: xr.Dataset, values: xr.DataArray) -> xr.DataArray:
-    """Each run's value at its own final epoch."""
-    return values.sel(epoch=last_epochs(results))
-
-
-def _mean_std(values: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
-    return values.mean("run", skipna=True), values.std("run", skipna=True, ddof=0)
-
-
-def best_layer(group: xr.Dataset, probe: str) -> str:
-    """The probe's best layer for one group of runs, as the published tables choose it:
-    the highest mean over the seeds of the test accuracy at each run's final epoch (ties
-    to the earlier layer)."""
-    at_end = final(group, group["accuracy"].sel(probe=probe, score="test"))
-    return str(at_end.mean("run").idxmax("layer").values)
-
-
 # ------------------------------------------------------------------------- figures
 def dynamics_figure(results: xr.Dataset, path: str) -> str:
     """Rows: groups (corruption levels); columns: layers; lines: each probe's test
@@ -107,13 +64,13 @@ def dynamics_figure(results: xr.Dataset, path: str) -> str:
     test = results["accuracy"].sel(score="test")
     for r, (label, pos) in enumerate(rows):
         group = results.isel(run=pos)
-        model_mean, model_std = _mean_std(100 * group["model_test_acc"])
+        model_mean, model_std = mean_std(100 * group["model_test_acc"])
         for c, layer in enumerate(layers):
             ax = axes[r, c]
             for probe in results.probe.values:
-                mean, std = _mean_std(100 * test.isel(run=pos).sel(probe=probe, layer=layer))
+                mean, std = mean_std(100 * test.isel(run=pos).sel(probe=probe, layer=layer))
                 line, = ax.plot(results.epoch, mean, marker=".", ms=3, lw=1.2,
-                                label=PROBE_LABELS.get(str(probe), str(probe)))
+                                label=PROBES.get(str(probe), str(probe)))
                 ax.fill_between(results.epoch, mean - std, mean + std, color=line.get_color(),
                                 alpha=0.15, lw=0)
             ax.plot(results.epoch, model_mean, color="black", ls="--", lw=1.5, label="model")
@@ -123,14 +80,14 @@ def dynamics_figure(results: xr.Dataset, path: str) -> str:
                 edited = 100 * group["edit_accuracy"].sel(variant="edit_zero_bias", score="test")
                 ax.plot(results.epoch, edited.mean("run"), color="black", ls=":", lw=1.5,
                         label="edited model")
-            ax.set_title(f"{layer} — {label} ({_n_seeds(pos)})", fontsize=8.5)
+            ax.set_title(f"{layer} — {label} ({n_seeds(pos)})", fontsize=8.5)
             ax.set_ylim(0, 100)
             ax.grid(alpha=0.3)
             if r == len(rows) - 1:
                 ax.set_xlabel("epoch")
             if c == 0:
                 ax.set_ylabel("test accuracy (%)")
-    _legend_below(fig, axes)
+    legend_below(fig, axes)
     return save_figure(fig, path)
 
 
@@ -156,8 +113,8 @@ def heatmap_figure(results: xr.Dataset, probe: str, path: str) -> str:
         ax.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]], fontsize=7)
         ax.set_yticks(range(len(layers)), layers, fontsize=8)
         ax.set_xlabel("epoch")
-        ax.set_title(f"{label} ({_n_seeds(pos)})", fontsize=9)
-    fig.colorbar(image, ax=axes[0, :].tolist(), label=f"{PROBE_LABELS.get(probe, probe)} test accuracy (%)",
+        ax.set_title(f"{label} ({n_seeds(pos)})", fontsize=9)
+    fig.colorbar(image, ax=axes[0, :].tolist(), label=f"{PROBES.get(probe, probe)} test accuracy (%)",
                  shrink=0.9)
     return save_figure(fig, path, bbox_inches="tight")
 
@@ -181,48 +138,6 @@ def levels_figure(results: xr.Dataset, table: list[dict], level: str, path: str)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)  # beside, off the data
     return save_figure(fig, path, bbox_inches="tight")
-
-
-def _legend_below(fig, axes) -> None:
-    handles, labels = [], []
-    for ax in axes.flat:
-        for h, l in zip(*ax.get_legend_handles_labels()):
-            if l not in labels:
-                handles.append(h)
-                labels.append(l)
-    ncol = min(len(labels), max(3, int(fig.get_figwidth() // 2.2)))  # wrap a long legend
-    lines = -(-len(labels) // ncol)
-    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
-    fig.tight_layout(rect=(0, min(0.4, (0.1 + 0.27 * lines) / fig.get_figheight()), 1, 1))
-
-
-def save_figure(fig, path: str, **savefig) -> str:
-    """Write a figure as PNG to a path or URL, and free it."""
-    try:
-        with replacing(path, "wb") as f:
-            fig.savefig(f, format="png", dpi=110, **savefig)
-    finally:
-        plt.close(fig)
-    return path
-
-
-@contextlib.contextmanager
-def replacing(path: str, mode: str = "w"):
-    """A file object whose content replaces `path` only once it is whole: written to
-    `PATH.partial-<pid>`, then renamed over `path` (one atomic rename on a local file
-    system; a move on an object store), so a reader or a kill never finds half a report."""
-    partial = f"{path}.partial-{os.getpid()}"
-    try:
-        with location.open_file(partial, mode) as f:
-            yield f
-        location.move(partial, path)
-    except BaseException as err:
-        location.remove(partial)
-        if isinstance(err, OSError):
-            raise StoreError(f"cannot write {path} ({location.os_reason(err)}); "
-                             "the stores' analysis results are written: free space or make "
-                             "the folder writable, then run the analysis again") from err
-        raise
 
 
 # ------------------------------------------------------------------------- tables
@@ -282,7 +197,7 @@ def run_notes(paths: list[str], results: xr.Dataset | None = None) -> dict[str, 
     for path in paths:
         attrs = stores.run_attrs(path)
         name = str(attrs.get("run_name", path))
-        committed = len(stores.committed_slots(path)[0])
+        committed = len(slabs.committed_slots(path)[0])
         done = counted.get(name, committed)
         if attrs.get("status") != stores.schema.STATUS_COMPLETE:
             out[name] = (f"running: {committed} of {len(attrs.get('schedule', []))} scheduled "
@@ -296,11 +211,6 @@ def _stat(values: xr.DataArray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=0))
 
 
-def _cell(value: tuple, n: int) -> str:
-    text = f"{value[0]:.1f}" + (f" ± {value[1]:.1f}" if n > 1 else "")
-    return text + (f" ({value[2]})" if len(value) > 2 else "")
-
-
 def _table(rows: list[dict]) -> str:
     columns = [c for c in COLUMN_LABELS if c in rows[0]]
     lines = ["| runs | final epoch | " + " | ".join(COLUMN_LABELS[c] for c in columns) + " |",
@@ -308,62 +218,9 @@ def _table(rows: list[dict]) -> str:
     for r in rows:
         lo, hi = int(np.min(r["epochs"])), int(np.max(r["epochs"]))
         epochs = f"{lo}" if lo == hi else f"{lo}–{hi}"
-        lines.append(f"| {r['label']} ({_n_seeds(np.arange(r['n']))}){r.get('notes', '')} | {epochs} | "
-                     + " | ".join(_cell(r[c], r["n"]) for c in columns) + " |")
+        lines.append(f"| {r['label']} ({n_seeds(np.arange(r['n']))}){r.get('notes', '')} | {epochs} | "
+                     + " | ".join(summary_cell(r[c], r["n"]) for c in columns) + " |")
     return "\n".join(lines)
-
-
-PUBLISHED_COLUMNS = {"model": "model (P1)", "masc_observed": "MASC, observed-label subspaces (P1)",
-                     "masc_true": "MASC, true-label subspaces (P1)",
-                     "unedited": "unedited (P2, run 1)", "edited": "edited, bias 0 (P2, run 1)",
-                     "edited_max": "edited, max over epochs (P2, run 1)"}
-
-
-def _published_cells(pipeline: str, key: dict) -> dict[str, float | None]:
-    """The published numbers for one group of runs (by its corruption level), by
-    PUBLISHED_COLUMNS key; None where the source has none."""
-    cells = dict.fromkeys(PUBLISHED_COLUMNS)
-    found = published.lookup(pipeline, key["corruption"]) if "corruption" in key else None
-    for table in (found.p1, found.p2) if found else ():
-        if table is not None:
-            cells.update(dataclasses.asdict(table))
-    return cells
-
-
-def published_table(pipeline: str, rows: list[dict]) -> str:
-    """For a published setup: its published numbers on the same rows as `_table` (one
-    per group of runs, by corruption level), "—" where the source has no number, then
-    the setup's caveat and the sources. "" for any other pipeline."""
-    setup = published.setup_of(pipeline)
-    if setup is None:
-        return ""
-    columns = list(PUBLISHED_COLUMNS)
-    if setup not in published.P2:  # P2's edit table covers the MLPs and CNNs only
-        columns = columns[:3]
-    lines = ["| runs | " + " | ".join(PUBLISHED_COLUMNS[c] for c in columns) + " |",
-             "|---|" + "---:|" * len(columns)]
-    for r in rows:
-        cells = _published_cells(pipeline, r["key"])
-        lines.append(f"| {r['label']} | "
-                     + " | ".join("—" if cells[c] is None else f"{cells[c]:.1f}" for c in columns) + " |")
-    sources = [published.P1_SOURCE] + ([published.P2_SOURCE] if "edited" in columns else [])
-    caveat = published.CAVEATS.get(pipeline)
-    caveat = f"\nCaveat: {caveat}\n" if caveat else ""
-    table = "\n".join(lines)
-    return f"""### Published: {setup}
-
-The published numbers of the {setup} setup on the same rows (test accuracy, %; P1: mean
-of 3 runs, best layer; "—": the source has no number, e.g. P1's table has no corruption
-0.0).
-{caveat}
-{table}
-
-P1 also reports MASC on a model trained on clean labels with subspaces from the
-corrupted labels (the control in "A clean model probed with corrupted labels" below,
-where the pipeline computes it); its numbers are not found in the source.
-
-Sources: {"; ".join(sources)}.
-"""
 
 
 def _peaks_table(results: xr.Dataset) -> str:
@@ -378,7 +235,7 @@ def _peaks_table(results: xr.Dataset) -> str:
                 continue
             for layer in p.layer.values:
                 q = p.sel(probe=probe, layer=layer)
-                lines.append(f"| {label} | {PROBE_LABELS[probe]} | {layer} | {int(q.peak_epoch)} | "
+                lines.append(f"| {label} | {PROBES[probe]} | {layer} | {int(q.peak_epoch)} | "
                              f"{100 * float(q.peak_test):.1f} | {100 * float(q.final_test):.1f} | "
                              f"{100 * float(q.final_minus_peak):+.1f} |")
     return "\n".join(lines)
@@ -395,16 +252,10 @@ def _crosschecks(paths: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------- report
-def write_report(pipeline: str, out_dir: str, paths: list[str], results: xr.Dataset,
-                 csv_name: str, extra: str = "", pending: list[str] | None = None) -> str:
-    """`report.md` with its figures (PNG, under `figures/`), next to the stores, from the
-    stores' `results` (`stores.analysis_results(paths)`); `out_dir` is a path or a URL.
-    A run still being captured says so in its row; `pending` lists the pipeline's runs
-    that are not in the report yet (no store, or no committed epoch), with why.
-    Returns where report.md went."""
-    figure = lambda name: location.join(out_dir, "figures", name)  # noqa: E731
-    notes = run_notes(paths, results)
-    rows = summary_rows(results, notes)
+def _final_section(pipeline: str, paths: list[str], rows: list[dict], notes: dict[str, str],
+                   pending: list[str] | None) -> str:
+    """The report's head: how to read it, then the final-epoch table and the edit's
+    cross-check."""
     unfinished = ""
     if notes:
         unfinished += ("\nSome runs are still being captured, or committed epochs after this "
@@ -412,7 +263,7 @@ def write_report(pipeline: str, out_dir: str, paths: list[str], results: xr.Data
                        "analysed; run `python -m analyze` again to extend it.\n")
     if pending:
         unfinished += f"\nNot in this report yet: {'; '.join(pending)}.\n"
-    sections = [f"""# {pipeline}: latent generalization report
+    return f"""# {pipeline}: latent generalization report
 
 Accuracies are on the held-out test split against true labels, in percent. Probes are
 fit on each layer's training-split activations with the *observed* (possibly corrupted)
@@ -432,34 +283,43 @@ the model with its last layer replaced by the VeLPIC vectors of its penultimate 
 Edit cross-check (predictions of the zero-bias edited model rebuilt from the stored
 weights and run on the stored inputs, against those computed from the stored
 penultimate activations): {_crosschecks(paths)}.
-"""]
-    if published.setup_of(pipeline):
-        sections.append(published_table(pipeline, rows))
+"""
+
+
+def _levels_section(results: xr.Dataset, rows: list[dict], figure) -> list[str]:
+    """The levels figure and its text, where one level is swept over three or more
+    values ([] otherwise)."""
     numeric = [name for name in results.indexes["run"].names if name != REPLICATE
                and len({row["key"][name] for row in rows}) > 1]
-    if len(numeric) == 1 and len(rows) > 2:
-        levels_figure(results, rows, numeric[0], figure("levels.png"))
-        sections.append(f"""![Final test accuracy against {numeric[0]}](figures/levels.png)
+    if not (len(numeric) == 1 and len(rows) > 2):
+        return []
+    levels_figure(results, rows, numeric[0], figure("levels.png"))
+    return [f"""![Final test accuracy against {numeric[0]}](figures/levels.png)
 
 How much of the lost accuracy the layers still hold: the model's final test accuracy
 (dashed), the best layer's MASC (observed- and true-label subspaces) and VeLPIC probes
 and the edited model (dotted), against {numeric[0]}, mean ± std over seeds.
-""")
+"""]
+
+
+def _dynamics_sections(results: xr.Dataset, figure) -> list[str]:
+    """The dynamics figure, then MASC's and VeLPIC's layer × epoch heatmaps, with their
+    text."""
     dynamics_figure(results, figure("dynamics.png"))
-    sections.append("""## Dynamics
+    sections = ["""## Dynamics
 
 ![Probe test accuracy per layer over epochs, beside the model's own test accuracy](figures/dynamics.png)
 
 One row per group of runs, one column per layer: every probe's test accuracy over the
 captured epochs (mean over seeds, the band ± one std), the model's own test accuracy
 (dashed) and, on the penultimate layer, the edited model's (dotted).
-""")
+"""]
     for probe in ("velpic", "masc"):
         if probe in results.probe:
             heatmap_figure(results, probe, figure(f"heatmap_{probe}.png"))
-            sections.append(f"""![{PROBE_LABELS[probe]} test accuracy, layer by epoch](figures/heatmap_{probe}.png)
+            sections.append(f"""![{PROBES[probe]} test accuracy, layer by epoch](figures/heatmap_{probe}.png)
 
-{PROBE_LABELS[probe]} test accuracy on a layer × epoch grid, one panel per group: where
+{PROBES[probe]} test accuracy on a layer × epoch grid, one panel per group: where
 (which layer) and when (which epoch) the latent generalization is strongest.
 """)
     sections.append(f"""## Peaks
@@ -470,8 +330,45 @@ to the final epoch.
 
 {_peaks_table(results)}
 """)
-    from . import report_controls  # its sections build on this module's helpers
+    return sections
 
+
+def write_report(pipeline: str, out_dir: str, paths: list[str], results: xr.Dataset,
+                 csv_name: str, extra: str = "", pending: list[str] | None = None) -> str:
+    """Write `report.md` with its figures (PNG, under `figures/`), next to the stores.
+
+    A run still being captured says so in its row.
+
+    Parameters
+    ----------
+    pipeline : str
+        The pipeline's name.
+    out_dir : str
+        Where the report goes, a path or a URL.
+    paths : list of str
+        The run stores.
+    results : xarray.Dataset
+        Their analysis results, `stores.analysis_results(paths)`.
+    csv_name : str
+        The tidy table's file name, which the report names.
+    extra : str, default ""
+        A section to add before the closing note (e.g. the modular-arithmetic one).
+    pending : list of str, optional
+        The pipeline's runs not in the report yet (no store, or no committed epoch), with why.
+
+    Returns
+    -------
+    str
+        Where report.md went.
+    """
+    figure = lambda name: location.join(out_dir, "figures", name)  # noqa: E731
+    notes = run_notes(paths, results)
+    rows = summary_rows(results, notes)
+    sections = [_final_section(pipeline, paths, rows, notes, pending)]
+    if published.setup_of(pipeline):
+        sections.append(published_table(pipeline, rows))
+    sections += _levels_section(results, rows, figure)
+    sections += _dynamics_sections(results, figure)
     sections.extend(report_controls.sections(pipeline, out_dir, paths, results, rows))
     if extra:
         sections.append(extra)

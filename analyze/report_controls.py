@@ -17,9 +17,19 @@ import xarray as xr
 from stores import location
 
 from . import published, report_training
-from .report import _cell as _row_cell
-from .report import _legend_below, _mean_std, _n_seeds, analysed, best_layer, final, groups, save_figure
-from .report_training import EDITED_STYLE, MODEL_STYLE, _pct
+from .report_common import (
+    analysed,
+    best_layer,
+    final,
+    groups,
+    legend_below,
+    mean_std,
+    n_seeds,
+    pct,
+    save_figure,
+    summary_cell,
+)
+from .report_training import EDITED_STYLE, MODEL_STYLE
 
 FLIPPED_SCORES = {"flipped_observed": "flipped rows, observed labels (memorized)",
                   "flipped_true": "flipped rows, true labels (latent)",
@@ -71,7 +81,7 @@ def _has_scores(results: xr.Dataset, scores) -> bool:
 
 
 def _group_label(label: str, pos: np.ndarray) -> str:
-    return f"{label} ({_n_seeds(pos)})"
+    return f"{label} ({n_seeds(pos)})"
 
 
 # ------------------------------------------------------------------------- per class
@@ -115,7 +125,7 @@ def _class_table(rows: list[dict], classes: np.ndarray) -> str:
         if r["samples"] is not None:
             lines.insert(0, ("test samples", r["samples"]))
         for i, (name, values) in enumerate(lines):
-            cells = [str(int(v)) if name == "test samples" else _pct(float(v)) for v in values.values]
+            cells = [str(int(v)) if name == "test samples" else pct(float(v)) for v in values.values]
             body.append(f"| {r['label'] if i == 0 else ''} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(head + body)
 
@@ -176,7 +186,7 @@ def flipped_figure(results: xr.Dataset, path: str) -> str:
         for c, (score, title) in enumerate(FLIPPED_SCORES.items()):
             ax = axes[r, c]
             for name, values, style in _predictors(results, group):
-                mean, std = _mean_std(values.sel(score=score).sel(epoch=reached))
+                mean, std = mean_std(values.sel(score=score).sel(epoch=reached))
                 line, = ax.plot(mean.epoch, mean, marker="." if mean.sizes["epoch"] <= 40 else None, ms=3, lw=1.3,
                                 label="best-layer MASC" if name.startswith("MASC") else name, **style)
                 ax.fill_between(mean.epoch, mean - std, mean + std, color=line.get_color(), alpha=0.12, lw=0)
@@ -186,7 +196,7 @@ def flipped_figure(results: xr.Dataset, path: str) -> str:
             ax.set_xlabel("epoch" if r == len(rows) - 1 else "")
             if c == 0:
                 ax.set_ylabel("accuracy (%)")
-    _legend_below(fig, axes)
+    legend_below(fig, axes)
     return save_figure(fig, path)
 
 
@@ -278,7 +288,7 @@ def n_figure(results: xr.Dataset, rows: list[dict], path: str) -> str:
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("test accuracy at the final epoch (%)")
-    _legend_below(fig, axes)
+    legend_below(fig, axes)
     return save_figure(fig, path)
 
 
@@ -360,11 +370,11 @@ def cross_section(pipeline: str, results: xr.Dataset, rows: list[dict]) -> str:
     lines = [head, "|---|---|---:|---:|---:|" + ("---:|" if show_published else "")]
     for r in found:
         src = r["source"]
-        own = "—" if src is None or "masc" not in src else _row_cell(src["masc"], src["n"])
-        model = "—" if src is None else _row_cell(src["model"], src["n"])
+        own = "—" if src is None or "masc" not in src else summary_cell(src["masc"], src["n"])
+        model = "—" if src is None else summary_cell(src["model"], src["n"])
         cells = [_cell(r["values"], r["n"], r["layer"]), own, model]
         if show_published:
-            cells.append(_pct(published.cross_control(pipeline, r["rate"])))
+            cells.append(pct(published.cross_control(pipeline, r["rate"])))
         lines.append(f"| {r['label']} | corruption {r['rate']:g} | " + " | ".join(cells) + " |")
     note = f"\nSource of the P1 column: {published.P1_SOURCE}.\n" if show_published else ""
     table = "\n".join(lines)

@@ -14,7 +14,7 @@ from stores import location  # noqa: E402
 
 from . import neurons  # noqa: E402
 from .modular import PRUNE_FRACTION, at_fraction  # noqa: E402
-from .report import save_figure  # noqa: E402
+from .report_common import save_figure  # noqa: E402
 
 Runs = list[tuple[str, dict[str, xr.Dataset]]]
 GROUP_STYLE = {"corrupted": ("tab:red", "corrupted train (observed labels)"),

@@ -14,14 +14,10 @@ import stores
 from stores import location
 from stores.schema import EDIT, RELABEL
 
-from .report import save_figure
+from .report_common import pct, save_figure
 
 MODEL_STYLE = {"color": "black", "ls": "--"}
 EDITED_STYLE = {"color": "black", "ls": ":"}
-
-
-def _pct(value) -> str:
-    return "—" if value is None or not np.isfinite(value) else f"{value:.1f}"
 
 
 # ------------------------------------------------------------------------- relabel
@@ -128,9 +124,9 @@ def retrain_section(paths: list[str]) -> str:
     lines = ["| run | source | best epoch (validation) | retrained, best epoch | retrained, last epoch | "
              "source model | source MASC, chosen layer |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in found:
-        lines.append(f"| {r['name']} | {r['source']} | {r['best_epoch']} | {_pct(r['at_best'])} | "
-                     f"{_pct(r['at_last'])} (epoch {r['last_epoch']}) | {_pct(r['source_model'])} | "
-                     f"{_pct(r['source_masc'])} |")
+        lines.append(f"| {r['name']} | {r['source']} | {r['best_epoch']} | {pct(r['at_best'])} | "
+                     f"{pct(r['at_last'])} (epoch {r['last_epoch']}) | {pct(r['source_model'])} | "
+                     f"{pct(r['source_masc'])} |")
     table = "\n".join(lines)
     return f"""## Retrained on the relabelled set
 
@@ -227,10 +223,10 @@ def _edit_train_table(runs: dict[str, list[dict]], curves: dict[str, dict]) -> s
         for r in sorted(started, key=lambda r: (r["init_epoch"], r["name"])):
             top = int(np.nanargmax(r["test"]))
             lines.append(f"| {r['name']} | {src['name']} | {r['init_epoch']} | "
-                         f"{_pct(_at(src, 'edited', r['init_epoch']))} | {_pct(r['test'][0])} | "
-                         f"{_pct(r['test'][-1])} ({r['epochs'][-1]}) | {_pct(r['test'][top])} ({r['epochs'][top]}) | "
-                         f"{_pct(src['model'][-1])} ({src['epochs'][-1]}) | "
-                         f"{_pct(None if src['edited'] is None else src['edited'][-1])} |")
+                         f"{pct(_at(src, 'edited', r['init_epoch']))} | {pct(r['test'][0])} | "
+                         f"{pct(r['test'][-1])} ({r['epochs'][-1]}) | {pct(r['test'][top])} ({r['epochs'][top]}) | "
+                         f"{pct(src['model'][-1])} ({src['epochs'][-1]}) | "
+                         f"{pct(None if src['edited'] is None else src['edited'][-1])} |")
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MODES = ("resample", "fraction", "shuffle")
+from stores.config import CORRUPTION_MODES as MODES
 
 
 def corrupt(labels: np.ndarray, mode: str, rate: float, n_classes: int,

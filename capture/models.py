@@ -74,7 +74,22 @@ class ModularMLP(nn.Sequential):
 
 
 def build_model(config: ModelConfig, in_shape: tuple[int, ...] | int, n_classes: int) -> nn.Module:
-    """The model `config` names, for inputs of shape `in_shape` (one sample)."""
+    """The model `config` names, for inputs of shape `in_shape`.
+
+    Parameters
+    ----------
+    config : stores.config.ModelConfig
+        The run's model block.
+    in_shape : tuple of int or int
+        The shape of one input sample (images: (C, H, W)).
+    n_classes : int
+        Outputs of the head.
+
+    Returns
+    -------
+    torch.nn.Module
+        The model, with its `head_name` and `penultimate` capture point named.
+    """
     in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
     in_features = int(math.prod(in_shape))
     if config.name == "modular_mlp":
@@ -93,7 +108,20 @@ def build_model(config: ModelConfig, in_shape: tuple[int, ...] | int, n_classes:
 
 @torch.no_grad()
 def load_weights(model: nn.Module, state: dict) -> nn.Module:
-    """Load a state dict of NumPy arrays or tensors (as read from a store)."""
+    """Load a state dict of NumPy arrays or tensors (as read from a store) into `model`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model to load into, in place.
+    state : dict of str to array-like
+        Parameter and buffer name -> values; every name of the model's state dict.
+
+    Returns
+    -------
+    torch.nn.Module
+        `model` itself.
+    """
     tensors = {k: torch.as_tensor(v) for k, v in state.items()}
     model.load_state_dict(tensors, strict=True)
     return model

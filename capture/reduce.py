@@ -15,12 +15,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from stores.config import REDUCTION_KINDS, REDUCTIONS, SIZED_REDUCTION_KINDS
+
 
 class ReductionError(ValueError):
     pass
-
-
-ALLOWED = "flatten, avgpool, pool:K or project:D"
 
 
 @dataclass(frozen=True)
@@ -38,12 +37,12 @@ def parse(spec: str, layer: str = "", seed: int = 0) -> Reduction:
     """`pool:4` -> Reduction("pool", 4); a projection's seed is derived from the run's
     projection seed and the layer name, so every layer gets its own matrix."""
     kind, _, size = str(spec).partition(":")
-    if kind in ("flatten", "avgpool") and not size:
+    if kind in REDUCTION_KINDS and not size:
         return Reduction(kind)
-    if kind in ("pool", "project") and size.isdigit() and int(size) > 0:
+    if kind in SIZED_REDUCTION_KINDS and size.isdigit() and int(size) > 0:
         layer_seed = (seed * 1_000_003 + zlib.crc32(layer.encode())) % 2**31 if kind == "project" else None
         return Reduction(kind, int(size), layer_seed)
-    raise ReductionError(f"capture.reductions.{layer}: expected {ALLOWED}, got {spec!r}")
+    raise ReductionError(f"capture.reductions.{layer}: expected {REDUCTIONS}, got {spec!r}")
 
 
 class Reducer:

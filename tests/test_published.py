@@ -12,7 +12,8 @@ import yaml
 import stores
 from analyze import published
 from analyze.pipeline import analyse
-from analyze.report import published_table, summary_rows, write_report
+from analyze.report import summary_rows, write_report
+from analyze.report_published import published_table
 from stores import load_pipeline
 from tests.conftest import REPO
 
