@@ -29,7 +29,7 @@ def input_shape(config: DataConfig) -> tuple[tuple[int, ...], int]:
     Parameters
     ----------
     config : stores.config.DataConfig
-        The run's data block.
+        The run's data block (`name`; for modular arithmetic `p`).
 
     Returns
     -------
@@ -47,7 +47,7 @@ def split_sizes(config: DataConfig) -> tuple[int, int]:
     Parameters
     ----------
     config : stores.config.DataConfig
-        The run's data block.
+        The run's data block (`name`, `n_train`, `n_test`).
 
     Returns
     -------
@@ -67,7 +67,7 @@ def load_dataset(config: DataConfig) -> Dataset:
     Parameters
     ----------
     config : stores.config.DataConfig
-        The run's data block.
+        The run's data block: which dataset, where, and how it is split.
 
     Returns
     -------

@@ -102,7 +102,7 @@ def parameter_count(config: RunConfig) -> int:
     Parameters
     ----------
     config : stores.RunConfig
-        The run.
+        The run: its model block and input shape.
 
     Returns
     -------
@@ -121,7 +121,7 @@ def check_size(config: RunConfig) -> None:
     Parameters
     ----------
     config : stores.RunConfig
-        The run.
+        The run whose model is counted.
 
     Raises
     ------
@@ -145,7 +145,7 @@ def estimate_run(config: RunConfig) -> RunEstimate:
     Parameters
     ----------
     config : stores.RunConfig
-        The run.
+        The run, with its model, data, capture and schedule blocks.
 
     Returns
     -------
