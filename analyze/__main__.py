@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import re
 import shlex
 import sys
 import time
 
 from stores import ConfigError, StoreError, load_pipeline, location
-from stores.config import DEVICES, ClusterConfig, replace_checked
+from stores.config import CLUSTER_KINDS, ClusterConfig, check_option, replace_checked, validators
 
-from .cluster import check_workers, make_client
+from .cluster import make_client
 from .pipeline import analyse
 
 # What a failed write says (a full disk or quota, a read-only or forbidden folder).
@@ -29,22 +28,23 @@ def cluster_config(pipeline, args) -> ClusterConfig:
     return replace_checked(pipeline.cluster, "command line", **{k: v for k, v in given.items() if v is not None})
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    """The command line's options."""
+    p = argparse.ArgumentParser(
         prog="python -m analyze",
         description="Fit probes over every (run, epoch, layer) of a pipeline's stores, "
                     "compute the last-layer edit and write report.md.",
     )
-    parser.add_argument("pipeline", help="a pipeline name from the pipelines file")
-    parser.add_argument("--pipelines", default="pipelines.yaml", help="pipelines file (YAML)")
-    parser.add_argument("--root", default="runs", help="where the stores are: ROOT/PIPELINE/")
-    parser.add_argument("--workers", type=int,
-                        help="local worker processes (default: cores), or SLURM jobs (default 1)")
-    parser.add_argument("--scheduler", help="address of an existing Dask scheduler (tcp://host:8786)")
-    parser.add_argument("--cluster", choices=("local", "slurm"),
-                        help="start a LocalCluster or SLURM jobs through dask-jobqueue "
-                             "(default: the pipeline's `cluster.kind`, else local)")
-    slurm = parser.add_argument_group("SLURM (--cluster slurm; override the pipeline's `cluster` block)")
+    p.add_argument("pipeline", help="a pipeline name from the pipelines file")
+    p.add_argument("--pipelines", default="pipelines.yaml", help="pipelines file (YAML)")
+    p.add_argument("--root", default="runs", help="where the stores are: ROOT/PIPELINE/")
+    p.add_argument("--workers", type=int,
+                   help="local worker processes (default: cores), or SLURM jobs (default 1)")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler (tcp://host:8786)")
+    p.add_argument("--cluster", choices=CLUSTER_KINDS,
+                   help="start a LocalCluster or SLURM jobs through dask-jobqueue "
+                        "(default: the pipeline's `cluster.kind`, else local)")
+    slurm = p.add_argument_group("SLURM (--cluster slurm; override the pipeline's `cluster` block)")
     slurm.add_argument("--queue", help="partition")
     slurm.add_argument("--account", help="account to charge")
     slurm.add_argument("--cores", type=int, help="cores per job (one worker process each)")
@@ -52,34 +52,36 @@ def main(argv: list[str] | None = None) -> int:
     slurm.add_argument("--walltime", help="per job, e.g. 02:00:00")
     slurm.add_argument("--job-extra", action="append", dest="job_extra_directives",
                        help="an extra #SBATCH directive, e.g. --gres=gpu:1 (repeatable)")
-    parser.add_argument("--device", help="run MASC and VeLPIC through torch on this device "
-                        "(cuda, cuda:N, cpu; overrides analysis.device)")
-    parser.add_argument("--eager", action="store_true", help="no Dask: run tasks in this process")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+    p.add_argument("--device", help="run MASC and VeLPIC through torch on this device "
+                   "(cuda, cuda:N, cpu; overrides analysis.device)")
+    p.add_argument("--eager", action="store_true", help="no Dask: run tasks in this process")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def run(args: argparse.Namespace) -> str:
+    """Analyse the pipeline as `args` say; the path of its report."""
+    check_option("--workers", validators.workers(), args.workers)  # worded as cluster.workers
+    check_option("--device", validators.device(), args.device)  # and analysis.device are
+    pipeline = load_pipeline(args.pipeline, args.pipelines)
+    cluster = cluster_config(pipeline, args)
+    client = None if args.eager else make_client(scheduler=args.scheduler, cluster=cluster)
+    try:
+        return analyse(pipeline, args.root, client, progress=not args.quiet, device=args.device)
+    finally:
+        if client is not None:
+            client.close()
+            if not args.scheduler:
+                client.cluster.close()  # a cluster we started (local processes or SLURM jobs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    if args.workers is not None and args.workers < 1:
-        print(f"error: --workers: expected an integer >= 1, got {args.workers}", file=sys.stderr)
-        return 2
-    if args.device is not None and not re.fullmatch(DEVICES, args.device):
-        print(f"error: --device: expected cpu, cuda or cuda:N, got {args.device!r}", file=sys.stderr)
-        return 2
     start = time.perf_counter()
     try:
-        pipeline = load_pipeline(args.pipeline, args.pipelines)
-        cluster = cluster_config(pipeline, args)
-        if not (args.eager or args.scheduler):
-            check_workers(cluster)
-        client = None if args.eager else make_client(scheduler=args.scheduler, cluster=cluster)
-        try:
-            path = analyse(pipeline, args.root, client, progress=not args.quiet,
-                           device=args.device)
-        finally:
-            if client is not None:
-                client.close()
-                if not args.scheduler:
-                    client.cluster.close()  # a cluster we started (local processes or SLURM jobs)
+        path = run(args)
     except (ConfigError, StoreError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

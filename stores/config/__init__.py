@@ -13,7 +13,7 @@ from .build import build_block, replace_checked, run_config_from_dict
 from .capture import CaptureConfig, ScheduleConfig
 from .pipeline import PIPELINE_KEYS, Pipeline, load_pipeline, load_pipelines, parse_pipeline
 from .run import SWEEP_ALIASES, RunConfig, first_epoch, init_source
-from .validators import MAX_SCHEDULED_EPOCHS, check_file_name, expand_epochs
+from .validators import MAX_SCHEDULED_EPOCHS, check_file_name, check_option, expand_epochs
 from .vocab import (
     BUNDLED_DATASETS,
     CLUSTER_KINDS,
@@ -44,7 +44,7 @@ __all__ = [
     "MAX_SCHEDULED_EPOCHS", "MODELS", "ModelConfig", "OPERATIONS", "OPTIMIZERS", "PIPELINE_KEYS",
     "PROBES", "Pipeline", "REDUCTIONS", "REDUCTION_KINDS", "RunConfig", "SCHEDULE_RULES",
     "SIZED_REDUCTION_KINDS", "SPECTRAL_METHODS", "SWEEP_ALIASES", "ScheduleConfig", "TrainConfig",
-    "VISION_DATASETS", "build_block", "check_file_name", "expand_epochs", "first_epoch",
-    "init_source", "load_pipeline", "load_pipelines", "parse_pipeline", "parse_run_overrides",
-    "replace_checked", "run_config_from_dict", "yaml_load",
+    "VISION_DATASETS", "build_block", "check_file_name", "check_option", "expand_epochs",
+    "first_epoch", "init_source", "load_pipeline", "load_pipelines", "parse_pipeline",
+    "parse_run_overrides", "replace_checked", "run_config_from_dict", "yaml_load",
 ]
