@@ -12,16 +12,21 @@ import importlib
 __all__ = ["Dataset", "RunEstimate", "build_model", "capture_run", "estimate_run", "load_dataset",
            "load_weights"]
 
-_HOMES = {"Dataset": "dataset", "RunEstimate": "estimate", "build_model": "models",
-          "capture_run": "run", "estimate_run": "estimate", "load_dataset": "data",
-          "load_weights": "models"}
+# submodule -> the public names it defines
+_EXPORTS = {"data": ("load_dataset",), "dataset": ("Dataset",),
+            "estimate": ("RunEstimate", "estimate_run"), "models": ("build_model", "load_weights"),
+            "run": ("capture_run",)}
+_SUBMODULE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 
 def __getattr__(name: str):
-    if name not in _HOMES:
+    """Import a public name's submodule on first use, then keep the name here."""
+    home = _SUBMODULE.get(name)
+    if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted({*globals(), *__all__})

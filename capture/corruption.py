@@ -23,7 +23,29 @@ from stores.config import CORRUPTION_MODES as MODES
 
 def corrupt(labels: np.ndarray, mode: str, rate: float, n_classes: int,
             seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(observed labels, selected mask) for `labels` under `mode` at `rate`."""
+    """Corrupt `labels` under `mode` at `rate`, from NumPy's `default_rng(seed)`.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        The true labels (n,).
+    mode : str
+        One of `MODES` (`stores.config.CORRUPTION_MODES`).
+    rate : float
+        The share of examples selected, in [0, 1].
+    n_classes : int
+        The classes a redrawn label comes from.
+    seed : int
+        The generator's seed.
+
+    Returns
+    -------
+    observed : numpy.ndarray
+        int64 labels (n,) as training sees them.
+    selected : numpy.ndarray
+        bool (n,): the examples the corruption touched (a redrawn label may equal the
+        true one).
+    """
     if mode not in MODES:
         raise ValueError(f"corruption.mode: expected one of {', '.join(MODES)}, got {mode!r}")
     if not 0.0 <= rate <= 1.0:
@@ -36,7 +58,27 @@ def corrupt(labels: np.ndarray, mode: str, rate: float, n_classes: int,
 
 
 def for_run(labels: np.ndarray, config, n_classes: int, run_seed: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """(observed labels, selected mask, the seed used) for a run's `CorruptionConfig`."""
+    """The corruption of a run's training labels, by its `CorruptionConfig`.
+
+    Without `config.seed` the run's seed draws it (`corrupt`); with it, every run gets
+    the same mask (`corrupt_fixed`).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        The training split's true labels.
+    config : stores.config.CorruptionConfig
+        mode, rate and an optional fixed seed.
+    n_classes : int
+        Number of classes.
+    run_seed : int
+        The run's seed.
+
+    Returns
+    -------
+    tuple of (numpy.ndarray, numpy.ndarray, int)
+        (observed labels, selected mask, the seed used).
+    """
     if config.seed is None:
         return (*corrupt(labels, config.mode, config.rate, n_classes, seed=run_seed), run_seed)
     return (*corrupt_fixed(labels, config.mode, config.rate, n_classes, config.seed), config.seed)

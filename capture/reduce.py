@@ -19,23 +19,58 @@ from stores.config import REDUCTION_KINDS, REDUCTIONS, SIZED_REDUCTION_KINDS
 
 
 class ReductionError(ValueError):
-    pass
+    """A reduction that is not one of `stores.config.REDUCTIONS`, or that does not fit
+    its capture point's output."""
 
 
 @dataclass(frozen=True)
 class Reduction:
+    """One capture point's reduction, as `parse` reads it.
+
+    Attributes
+    ----------
+    kind : str
+        flatten, avgpool, pool or project.
+    size : int
+        K of `pool:K`, D of `project:D`; 0 for the others.
+    seed : int or None
+        The projection's seed (project only), stored with the layer.
+    """
+
     kind: str
     size: int = 0  # K for pool, D for project
     seed: int | None = None  # project only: the projection's seed, stored with the layer
 
     @property
     def spec(self) -> str:
+        """The reduction as a pipeline writes it: `flatten`, `pool:4`."""
         return self.kind if not self.size else f"{self.kind}:{self.size}"
 
 
 def parse(spec: str, layer: str = "", seed: int = 0) -> Reduction:
-    """`pool:4` -> Reduction("pool", 4); a projection's seed is derived from the run's
-    projection seed and the layer name, so every layer gets its own matrix."""
+    """Read a reduction: `pool:4` -> Reduction("pool", 4).
+
+    A projection's seed is derived from the run's projection seed and the layer name,
+    so every layer gets its own matrix.
+
+    Parameters
+    ----------
+    spec : str
+        One of `stores.config.REDUCTIONS`.
+    layer : str, default ""
+        The capture point it applies to (for the seed and the error message).
+    seed : int, default 0
+        The run's `capture.projection_seed`.
+
+    Returns
+    -------
+    Reduction
+
+    Raises
+    ------
+    ReductionError
+        For anything else.
+    """
     kind, _, size = str(spec).partition(":")
     if kind in REDUCTION_KINDS and not size:
         return Reduction(kind)
@@ -46,9 +81,25 @@ def parse(spec: str, layer: str = "", seed: int = 0) -> Reduction:
 
 
 class Reducer:
-    """Applies one Reduction; a projection matrix is drawn on the first call (not when
-    a run is only planned: ResNet-18's 16384 x 2048 matrices cost a second each) and
-    then kept on the device."""
+    """Applies one Reduction to a capture point's output (a batch, on the device).
+
+    A projection matrix is drawn on the first call (not when a run is only estimated:
+    ResNet-18's 16384 x 2048 matrices cost a second each) and then kept on the device.
+
+    Parameters
+    ----------
+    reduction : Reduction
+        What to apply.
+    sample_shape : tuple of int
+        The point's output shape for one sample; avgpool and pool need (C, H, W).
+    device : torch.device
+        Where the projection matrix lives.
+
+    Attributes
+    ----------
+    matrix : torch.Tensor or None
+        The projection (n_in, D), once drawn.
+    """
 
     def __init__(self, reduction: Reduction, sample_shape: tuple[int, ...], device: torch.device):
         self.reduction = reduction

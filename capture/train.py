@@ -10,6 +10,19 @@ from stores.config import TrainConfig
 
 
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer `config.optimizer` names, with the block's hyperparameters.
+
+    Parameters
+    ----------
+    params : iterable of torch.Tensor
+        The model's parameters.
+    config : stores.config.TrainConfig
+        optimizer, lr, momentum (SGD), betas (Adam, AdamW), weight_decay.
+
+    Returns
+    -------
+    torch.optim.Optimizer
+    """
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)
@@ -18,7 +31,20 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 def loss_fn(name: str, n_classes: int):
-    """Cross-entropy on labels, or MSE against one-hot targets (mean over batch and classes)."""
+    """Cross-entropy on labels, or MSE against one-hot targets (mean over batch and classes).
+
+    Parameters
+    ----------
+    name : str
+        `train.loss`: cross_entropy or mse.
+    n_classes : int
+        The one-hot width of mse's targets.
+
+    Returns
+    -------
+    callable
+        loss(logits, labels) -> scalar tensor.
+    """
     if name == "cross_entropy":
         return F.cross_entropy
 
@@ -30,11 +56,30 @@ def loss_fn(name: str, n_classes: int):
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss, x: torch.Tensor,
                 y: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    """One pass over (x, y) in a seeded random order; `batch_size` 0 is full batch.
-    Returns the mean of the batches' losses, on the device (the caller syncs once an
-    epoch to see whether training diverged).
+    """One pass over (x, y) in a seeded random order.
 
     A trailing batch of a single sample is skipped: BatchNorm cannot train on it.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Trained in place.
+    optimizer : torch.optim.Optimizer
+        Its optimizer.
+    loss : callable
+        `loss_fn`'s loss.
+    x, y : torch.Tensor
+        The training rows and the labels training sees.
+    batch_size : int
+        Rows a step; 0 is full batch.
+    generator : torch.Generator
+        Draws the order (its state is part of a resume).
+
+    Returns
+    -------
+    torch.Tensor
+        The mean of the batches' losses, on the device (the caller syncs once an epoch
+        to see whether training diverged).
     """
     model.train()
     n = len(x)
@@ -56,7 +101,22 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss, x: tor
 
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Logits in eval mode (for the stop rule between captures)."""
+    """Logits in eval mode, in batches (for the stop rule between captures).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Left in the mode it was in.
+    x : torch.Tensor
+        Inputs.
+    batch_size : int, default 4096
+        Rows a forward pass.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 logits (n, n_classes).
+    """
     was_training = model.training
     model.eval()
     try:
@@ -69,8 +129,27 @@ def metrics(logits: torch.Tensor, loss, split_train: torch.Tensor, observed: tor
             true: torch.Tensor, is_test: torch.Tensor | None = None,
             is_val: torch.Tensor | None = None) -> dict[str, float]:
     """The store's metrics from probe-set logits: losses and accuracies (fractions).
-    Test metrics are on the rows of split "test" (`is_test`; default: all but the
-    training rows), val_acc on split "val" (NaN without one)."""
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        The probe set's logits (n, n_classes).
+    loss : callable
+        `loss_fn`'s loss.
+    split_train : torch.Tensor
+        bool (n,): the training rows, scored against the observed labels and the true.
+    observed, true : torch.Tensor
+        The labels training sees, and the true ones.
+    is_test : torch.Tensor, optional
+        The rows of split "test" (default: all but the training rows).
+    is_val : torch.Tensor, optional
+        The rows of split "val"; val_acc is NaN without any.
+
+    Returns
+    -------
+    dict of str to float
+        train_loss, train_acc_observed, train_acc_true, test_loss, test_acc, val_acc.
+    """
     train = split_train
     test = ~split_train if is_test is None else is_test
     pred = logits.argmax(1)
