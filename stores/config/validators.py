@@ -49,6 +49,15 @@ def one_of(words: tuple[str, ...] | list[str]) -> str:
 def check_option(flag: str, check: Check, value: Any) -> None:
     """Check a command-line option given (not None) with a config key's check.
 
+    Parameters
+    ----------
+    flag : str
+        The option ("--workers"), for the message.
+    check : callable
+        The check of the config key the option overrides (`workers()`, `device()`).
+    value
+        The option's value; None (not given) passes.
+
     Raises
     ------
     ConfigError
