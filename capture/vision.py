@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST, ImageFolder
 
-from stores.config import DataConfig
+from stores.config import VISION_DATASETS, DataConfig
 
 from .dataset import NORMALIZATION, Dataset, normalise
 
@@ -85,7 +85,7 @@ SPECS: dict[str, _Spec] = {
                       _LocalCIFAR100),
     "tinyimagenet": _Spec("tiny-imagenet-200", (), "tiny-imagenet-200", 200, None),
 }
-assert set(SPECS) <= set(NORMALIZATION)
+assert tuple(SPECS) == VISION_DATASETS and set(SPECS) <= set(NORMALIZATION)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def load_vision(config: DataConfig) -> Dataset:
         When the files are missing or unusable, or a subset cannot be drawn.
     """
     if config.name not in SPECS:
-        raise DatasetError(f"data.name: expected one of {', '.join(SPECS)}, got {config.name!r}")
+        raise DatasetError(f"data.name: expected one of {', '.join(VISION_DATASETS)}, got {config.name!r}")
     spec = SPECS[config.name]
     root = _root(config, spec)
     if spec.reader is None:
