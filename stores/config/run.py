@@ -32,6 +32,9 @@ SWEEP_ALIASES = {
 class RunConfig:
     """One run: one model trained once.
 
+    A pipeline's sweep makes them (`Pipeline.runs`); a store records one
+    (`to_dict`, read back by `run_config_from_dict`).
+
     Attributes
     ----------
     pipeline : str
