@@ -15,6 +15,7 @@ import logging
 import numpy as np
 
 import stores
+from stores import slabs
 
 from .tasks import Samples
 
@@ -37,7 +38,7 @@ def cross_sources(paths: list[str]) -> dict[str, tuple[tuple[float, str, str], .
     """Clean store -> ((corruption rate, run name, store), ...) of its label sources."""
     info = {}
     for path in paths:
-        attrs, table = stores.run_attrs(path), stores.sample_table(path)
+        attrs, table = stores.run_attrs(path), slabs.sample_table(path)
         info[path] = (attrs, table, bool(Samples.of(table).flipped.any()))
     out = {}
     for path, (attrs, table, flipped) in info.items():

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 import stores
+from stores import slabs
 from capture.models import build_model, load_weights
 from stores.config import run_config_from_dict
 
@@ -39,10 +40,10 @@ def crosscheck_edit(path: str, slot: int, weight: np.ndarray,
         return {}
     head = stores.run_attrs(path).get("head", "head")
     in_shape = tuple(stores.layer_attrs(path, "input")["original_shape"])
-    state = {name: stores.weight_slab(path, name, slot) for name in stores.param_names(path)}
+    state = {name: slabs.weight_slab(path, name, slot) for name in stores.param_names(path)}
     model = rebuild(path, edit_state_dict(state, head, weight, keep_bias=False), in_shape).eval()
     with torch.inference_mode():
-        x = torch.as_tensor(stores.slab(path, "input", slot).astype(np.float32))
+        x = torch.as_tensor(slabs.slab(path, "input", slot).astype(np.float32))
         predictions = model(x.reshape(len(x), *in_shape)).argmax(1).numpy()
     agreement = float(np.mean(predictions == store_predictions))
     return {"crosscheck_slot": int(slot), "crosscheck_agreement": agreement}

@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 import stores
+from stores import slabs
 from stores.config import run_config_from_dict
 
 from . import neurons
@@ -31,9 +32,9 @@ def neuron_task(path: str) -> dict[str, xr.Dataset]:
     phase, two-stage and BatchNorm summaries in the attrs of "neurons"."""
     config = run_config_from_dict(stores.run_attrs(path)["config"])
     p, xi = config.data.p, config.corruption.rate
-    slots, epochs = stores.committed_slots(path)
+    slots, epochs = slabs.committed_slots(path)
     head = stores.run_attrs(path).get("head", "head")
-    w1, w2 = (stores.weight_slabs(path, name, slots).astype(np.float64)
+    w1, w2 = (slabs.weight_slabs(path, name, slots).astype(np.float64)
               for name in ("embed.weight", f"{head}.weight"))
     ipr = neurons.neuron_ipr(w1, w2)  # (epoch, neuron)
     counts, edges = zip(*(neurons.ipr_histogram(row) for row in ipr))
@@ -47,7 +48,7 @@ def neuron_task(path: str) -> dict[str, xr.Dataset]:
     if "bn.weight" in stores.param_names(path):
         # Both readings of "BatchNorm amplifies": the effective gain γ/sqrt(var + ε) of
         # the normalised output, and the learned scale γ alone.
-        gamma = stores.weight_slab(path, "bn.weight", int(slots[-1]))
+        gamma = slabs.weight_slab(path, "bn.weight", int(slots[-1]))
         ds["bn_gain"] = ("neuron", _bn_gain(path, int(slots[-1])))
         ds["bn_gamma"] = ("neuron", gamma)
         for name in ("bn_gain", "bn_gamma"):
@@ -77,17 +78,17 @@ def _summaries(path: str, epochs: np.ndarray, p: int, xi: float) -> dict:
 
 
 def _bn_gain(path: str, slot: int) -> np.ndarray:
-    return neurons.bn_effective_gain(stores.weight_slab(path, "bn.weight", slot),
-                                     stores.weight_slab(path, "bn.running_var", slot), BN_EPS)
+    return neurons.bn_effective_gain(slabs.weight_slab(path, "bn.weight", slot),
+                                     slabs.weight_slab(path, "bn.running_var", slot), BN_EPS)
 
 
 def _pruning(path: str, slot: int, epoch: int, w2: np.ndarray, ipr: np.ndarray) -> xr.Dataset:
     """Accuracy per group after zeroing the first n neurons of each IPR order."""
-    table = stores.sample_table(path)
+    table = slabs.sample_table(path)
     train = table["split"] == "train"
     groups = {"corrupted": train & table["corrupted"], "clean": train & ~table["corrupted"],
               "test": ~train}
-    hidden = stores.slab(path, stores.penultimate_layer(path), slot).astype(np.float64)
+    hidden = slabs.slab(path, stores.penultimate_layer(path), slot).astype(np.float64)
     labels = table["label_observed"]  # = true labels on the test split
     orders = neurons.prune_orders(ipr)
     curves = np.stack([

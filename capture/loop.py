@@ -117,20 +117,17 @@ def train_and_capture(config: RunConfig, model, probe, store: RunWriter, points,
     finally:
         writer.close()  # every epoch handed over before a failure is committed
     if diverged is not None:  # marked after those commits, so that `stores ls` says so
-        store.group.attrs.update({"status": STATUS_DIVERGED,
-                                  "diverged": {"epoch": diverged.epoch, "train_loss": str(diverged.loss)}})
+        store.update_attrs({"status": STATUS_DIVERGED,
+                            "diverged": {"epoch": diverged.epoch, "train_loss": str(diverged.loss)}})
         raise diverged
     if tc.patience is not None:
-        store.group.attrs["early_stopping"] = early_stopping(store, tc.patience)
+        store.update_attrs({"early_stopping": early_stopping(store, tc.patience)})
     store.finish()
 
 
 def early_stopping(store: RunWriter, patience: int) -> dict:
     """The store's `early_stopping` record, from its committed val_acc values."""
-    group = store.group
-    committed = group[f"{schema.EPOCHS}/committed"][:]
-    epochs = group[f"{schema.EPOCHS}/epoch"][:][committed]
-    val_acc = group[f"{schema.METRICS}/val_acc"][:][committed]
+    epochs, val_acc = store.committed_values(f"{schema.METRICS}/val_acc")
     return {"patience": int(patience), "best_epoch": int(epochs[train.best_index(val_acc)]),
             "stopped_epoch": int(epochs[-1])}
 

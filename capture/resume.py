@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import zarr
 
 from stores import StoreError, location, schema
+from stores.groups import open_group
 from stores.state import TrainingState, candidates, read_state
 
 log = logging.getLogger(__name__)
@@ -123,12 +123,40 @@ class Resume:
 
 
 def fresh(n_slots: int) -> Resume:
+    """Where a new store starts: from initialization, nothing committed.
+
+    Parameters
+    ----------
+    n_slots : int
+        The store's epoch slots.
+
+    Returns
+    -------
+    Resume
+    """
     return Resume(None, np.zeros(n_slots, dtype=bool), np.full(n_slots, np.nan), np.full(n_slots, np.nan))
 
 
-def plan(path: str) -> Resume:
-    """The latest committed slot with an intact state copy (or none), and what is committed."""
-    root = zarr.open_group(path, mode="r", zarr_format=3)
+def resume_point(path: str) -> Resume:
+    """Where a resumed capture goes on.
+
+    Parameters
+    ----------
+    path : str
+        An unfinished store.
+
+    Returns
+    -------
+    Resume
+        The state of the latest committed slot whose copy is intact (None: retrain from
+        initialization), and what is committed.
+
+    Raises
+    ------
+    StoreError
+        When a committed chunk of the flags or the metrics is damaged.
+    """
+    root = open_group(path, checked=False)
     try:
         committed = root[f"{schema.EPOCHS}/committed"][:]
         train_acc = np.full(len(committed), np.nan)

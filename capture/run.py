@@ -6,7 +6,6 @@ config is refused, and one capture at a time writes a store (`stores.lock`)."""
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import platform
 import random
@@ -17,9 +16,8 @@ import numpy as np
 import torch
 
 import stores
-from stores import LayerSpec, RunConfig, RunWriter, StoreError, location
-from stores.config import run_config_from_dict
-from stores.schema import STATUS_DIVERGED
+from stores import LayerSpec, RunConfig, RunWriter, StoreError, location, slabs
+from stores.layout import existing_store
 from stores.lock import StoreLock
 
 from .corruption import for_run as corruption_for_run
@@ -29,7 +27,7 @@ from .estimate import check_size
 from .loop import Diverged, train_and_capture
 from .models import build_model, load_weights
 from .points import capture_layers, resolve_points
-from .resume import Resume, fresh, plan, remove_partial_files
+from .resume import Resume, fresh, remove_partial_files, resume_point
 from .warmstart import init_attrs, initial_state, relabelled
 
 log = logging.getLogger(__name__)
@@ -88,50 +86,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def existing_store(path: str, config: RunConfig, overwrite: bool = False) -> str | None:
-    """None if `path` holds no store; "complete" or "unfinished" if it holds this run;
-    "replace" if it holds a store and `overwrite` says to replace it.
-
-    Raises StoreError, touching nothing, when `path` is not a run store or holds a run of
-    another config: a store is only ever written with the config it was created with.
-    """
-    if location.is_file(path):
-        raise StoreError(f"{path} is a file, not a run store: move it away or choose another --root")
-    if not location.is_store(path):
-        if location.is_dir(path) and location.listdir(path):
-            raise StoreError(f"{path} exists but is not a run store (no zarr.json): "
-                             "move it away or choose another --root")
-        return None
-    if overwrite:
-        return "replace"
-    attrs = stores.run_attrs(path)
-    if attrs.get("status") == STATUS_DIVERGED and attrs.get("config_hash") == config.hash():
-        at = attrs.get("diverged", {})
-        raise StoreError(f"{path}: this run diverged at epoch {at.get('epoch', '?')} (train loss "
-                         f"{at.get('train_loss', '?')}) and would again: its committed epochs stay "
-                         "readable; lower train.lr (or check the data) and pass --overwrite")
-    if attrs.get("config_hash") != config.hash():
-        as_json = lambda d: json.loads(json.dumps(_flatten(d)))  # noqa: E731  (tuples -> lists)
-        stored = as_json(run_config_from_dict(attrs.get("config", {"pipeline": "?"})).identity())
-        wanted = as_json(config.identity())
-        differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-        raise StoreError(
-            f"{path} holds a run with a different config (differs in: {', '.join(differ) or '?'});"
-            " pass --overwrite to replace it"
-        )
-    return "complete" if attrs.get("status") == stores.schema.STATUS_COMPLETE else "unfinished"
-
-
 def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
                 device: str | None = None, progress: bool = True) -> str:
     """Train `config` and capture it into `<root>/<pipeline>/<run>.zarr`; return the path.
@@ -170,7 +124,7 @@ def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
 def committed_text(path: str) -> str:
     """'3 committed epochs (0 to 2)': where a store stands, for a one-line message."""
     try:
-        epochs = stores.committed_slots(path)[1] if location.is_store(path) else []
+        epochs = slabs.committed_slots(path)[1] if location.is_store(path) else []
     except (OSError, StoreError, ValueError, KeyError):
         return "committed epochs"
     span = f" ({int(epochs[0])} to {int(epochs[-1])})" if len(epochs) > 1 else (
@@ -228,77 +182,43 @@ def _capture_locked(config: RunConfig, root: str, path: str, found: str | None,
 
 def _create(path: str, config: RunConfig, root: str, dev: torch.device, head: str,
             probe: ProbeSet, layers: list[LayerSpec], params: dict, replace: bool) -> RunWriter:
-    """Lay the store out beside its final place, then move it there in one rename: a kill
-    during creation leaves no half-made store to be mistaken for a run."""
-    staging, replaced = f"{path}.creating", f"{path}.replaced"
-    try:
-        for leftover in (staging, replaced):  # left by a killed creation
-            location.remove(leftover)
-        RunWriter.create(
-            staging,
-            attrs={
-                "pipeline": config.pipeline, "run_name": config.name, "params": dict(config.params),
-                "config": config.to_dict(), "config_hash": config.hash(),
-                "versions": _versions(), "device": str(dev), "head": head,
-                **({"init": init_attrs(config, root)} if config.init.source else {}),
-            },
-            schedule=config.schedule,
-            samples=probe.record,
-            layers=layers,
-            params=params,
-            activation_dtype=config.capture.dtype,
-            compressor=config.capture.compressor,
-            samples_attrs={"corruption_mode": config.corruption.mode,
-                           "corruption_rate": config.corruption.rate,
-                           "corruption_seed": config.seed if config.corruption.seed is None
-                           else config.corruption.seed},
-        )
-        if replace:  # move the old store aside first, so no mix of the two ever exists
-            location.move(path, replaced)
-        location.move(staging, path)
-        location.remove(replaced)
-    except OSError as err:
-        raise StoreError(f"cannot create {path} ({location.os_reason(err)})")
-    return RunWriter.open(path)
+    """A new store for the run, laid out beside its final place and moved there in one
+    rename (`RunWriter.create_atomic`)."""
+    return RunWriter.create_atomic(
+        path,
+        replace=replace,
+        attrs={
+            "pipeline": config.pipeline, "run_name": config.name, "params": dict(config.params),
+            "config": config.to_dict(), "config_hash": config.hash(),
+            "versions": _versions(), "device": str(dev), "head": head,
+            **({"init": init_attrs(config, root)} if config.init.source else {}),
+        },
+        schedule=config.schedule,
+        samples=probe.record,
+        layers=layers,
+        params=params,
+        activation_dtype=config.capture.dtype,
+        compressor=config.capture.compressor,
+        samples_attrs={"corruption_mode": config.corruption.mode,
+                       "corruption_rate": config.corruption.rate,
+                       "corruption_seed": config.seed if config.corruption.seed is None
+                       else config.corruption.seed},
+    )
 
 
 def _reopen(path: str, layers: list[LayerSpec], params: dict, samples: dict,
             dev: torch.device) -> tuple[RunWriter, Resume]:
     """An unfinished store of this run, checked and tidied, with where to go on."""
-    store = RunWriter.open(path)
-    _check_layout(store, path, layers, params, samples)
+    store = RunWriter.reopen(path, layers, params, samples)
     remove_partial_files(path)
-    resume = plan(path)
-    attrs = store.group.attrs
+    resume = resume_point(path)
+    attrs = store.attrs
     if attrs.get("device") != str(dev):
         log.warning("%s was started on %s and resumes on %s: the result may differ from an "
                     "uninterrupted run in the last bits", path, attrs.get("device"), dev)
     event = {"after_epoch": None if resume.state is None else resume.state.epoch,
              "committed": resume.n_committed,
              "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    attrs.update({"status": stores.schema.STATUS_RUNNING,
-                  "resumes": [*attrs.get("resumes", []), event]})
+    store.update_attrs({"status": stores.schema.STATUS_RUNNING,
+                        "resumes": [*attrs.get("resumes", []), event]})
     return store, resume
-
-
-def _check_layout(store: RunWriter, path: str, layers: list[LayerSpec], params: dict,
-                  samples: dict) -> None:
-    """Refuse to resume into a store whose arrays this code would not write the same way."""
-    have_layers = {name: store.group[f"{stores.schema.ACTIVATIONS}/{name}/{stores.schema.VALUES}"].shape[2]
-                   for name in store.group[stores.schema.ACTIVATIONS].attrs.get("order", [])}
-    have_params = {name: tuple(node.attrs.get("shape", ()))
-                   for name, node in store.group[stores.schema.WEIGHTS].groups()}
-    table = stores.sample_table(path)
-    problems = []
-    if have_layers != {layer.name: layer.units for layer in layers}:
-        problems.append("capture points")
-    if have_params != {name: tuple(shape) for name, shape in params.items()}:
-        problems.append("parameters")
-    if any(not np.array_equal(table[k], np.asarray(samples[k]).astype(table[k].dtype))
-           for k in ("split", "index", "label_true", "label_observed", "corrupted")):
-        problems.append("samples")
-    if problems:
-        raise StoreError(f"{path}: the unfinished store differs from this run in its "
-                         f"{', '.join(problems)} (written by another version of latentgen?): "
-                         "pass --overwrite to start it again")
-

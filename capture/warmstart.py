@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 import stores
-from stores import RunConfig, StoreError, location
+from stores import RunConfig, StoreError, location, slabs
 from stores.config import init_source
 from stores.schema import EDIT, RELABEL
 
@@ -34,7 +34,7 @@ def source_epoch(config: RunConfig, root: str) -> tuple[int, int]:
     """(slot, epoch) of the source's checkpoint that `init.epoch` names ("final": the
     last committed epoch)."""
     path = _existing_source(config, root)
-    slots, epochs = stores.committed_slots(path)
+    slots, epochs = slabs.committed_slots(path)
     epochs = [int(e) for e in epochs]
     if not epochs:
         raise StoreError(f"init.epoch: {path} has no committed epoch yet")
@@ -51,7 +51,7 @@ def relabelled(config: RunConfig, root: str, record: dict[str, np.ndarray]) -> d
     analysis/relabel/holdout into "val" (the holdout) and "test" (the rest), and the
     source's `corrupted` mask."""
     path = _existing_source(config, root)
-    theirs = stores.sample_table(path)
+    theirs = slabs.sample_table(path)
     _check_same_samples(path, theirs, record, ("index", "label_true", "split"))
     try:
         relabel = stores.open_run(path)[RELABEL]
@@ -89,13 +89,13 @@ def initial_state(config: RunConfig, root: str, samples: dict[str, np.ndarray]) 
     `samples` is this run's probe set (relabelled already, with init.labels: relabel)."""
     path = _existing_source(config, root)
     slot, epoch = source_epoch(config, root)
-    theirs = stores.sample_table(path)
+    theirs = slabs.sample_table(path)
     if config.init.labels == "relabel":  # the training rows and their true labels are the source's
         ours_train = {**samples, "split": np.where(samples["split"] == "train", "train", "test")}
         _check_same_samples(path, theirs, ours_train, ("index", "label_true", "split"))
     else:
         _check_same_samples(path, theirs, samples, ("index", "label_observed", "split"))
-    state = {name: stores.weight_slab(path, name, slot) for name in stores.param_names(path)}
+    state = {name: slabs.weight_slab(path, name, slot) for name in stores.param_names(path)}
     if config.init.edit == "none":
         return state
     return _edited(path, state, epoch)

@@ -7,13 +7,14 @@ import json
 import shlex
 import sys
 
-import zarr
-
 from . import location, schema
 from .catalog import list_runs, summary
-from .reader import committed_slots, layers, metrics, open_run, run_attrs
-from .validate import repair, validate
 from .errors import StoreError
+from .groups import open_group
+from .reader import layers, metrics, open_run, run_attrs
+from .repair import repair
+from .slabs import committed_slots
+from .validate import validate
 
 
 def cmd_ls(args: argparse.Namespace) -> None:
@@ -48,7 +49,7 @@ def cmd_show(args: argparse.Namespace) -> None:
     print(f"params     {json.dumps(attrs.get('params', {}))}")
     print(f"epochs     {len(slots)} committed of {len(attrs.get('schedule', []))} scheduled: "
           f"{', '.join(map(str, epochs))}")
-    group = zarr.open_group(path, mode="r")
+    group = open_group(path, checked=False)
     print("activations")
     for name in layers(path):
         node = group[f"{schema.ACTIVATIONS}/{name}"]

@@ -2,7 +2,7 @@
 whose index is a MultiIndex over the swept parameters, so that
 
     runs = stores.open_runs("runs/quickstart")
-    runs.sel(corruption=0.6)                     # every node, the 0.6 runs only
+    runs.runs.sel(corruption=0.6)                # every node, the 0.6 runs only
     runs["metrics"]["test_acc"].sel(seed=0)      # (run, epoch)
 
 work, with activations, metrics, weights and analysis results aligned on `epoch` (the
@@ -13,76 +13,18 @@ Dataset (probe × layer × epoch × score × run) and one tidy pandas table.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 import xarray as xr
-import zarr
 
 from . import location, schema
-from .schema import CROSS, DYNAMICS, EDIT, MASC_N
 from .catalog import list_runs
-from .reader import node_attrs, open_run, run_attrs
 from .errors import StoreError
-
-log = logging.getLogger(__name__)
-
-
-# The variables (and their dims) of each analysis group that `python -m analyze` writes:
-# a group that lacks one (left by an analysis killed before writes were atomic, or cut
-# short on an object store) is read as absent, so the analysis computes it again.
-ANALYSIS_LAYOUT = {
-    "dynamics": {"accuracy": ("probe", "layer", "epoch", "score"), "masc_k": ("layer", "epoch", "class")},
-    "edit": {"accuracy": ("variant", "epoch", "score"), "weight": ("epoch", "out", "in")},
-    "masc_n": {"accuracy": ("n", "subspaces", "layer", "epoch", "score"),
-               "masc_k": ("n", "subspaces", "layer", "epoch", "class")},
-    "cross": {"accuracy": ("labels_from", "layer", "epoch", "score"),
-              "class_accuracy": ("labels_from", "layer", "epoch", "class")},
-    "relabel": {"label": ("sample",), "holdout": ("sample",), "layer_accuracy": ("layer", "part")},
-    "neurons": {"ipr": ("epoch", "neuron"), "mean_ipr": ("epoch",), "ipr_histogram": ("epoch", "bin")},
-    "pruning": {"accuracy": ("order", "group", "pruned"), "neuron_order": ("order", "rank")},
-}
-
-
-def stored_analysis(path: str) -> dict[str, xr.Dataset]:
-    """Every whole `analysis/<name>` group of a store, loaded into memory ({} if none).
-    A group that is not whole (see ANALYSIS_LAYOUT; or unreadable) is left out with a
-    warning: it is what an interrupted write left, and is recomputed, never trusted."""
-    group = zarr.open_group(path, mode="r", use_consolidated=False, zarr_format=3)
-    if schema.ANALYSIS not in group:
-        return {}
-    out = {}
-    for name in sorted(name for name, _ in group[schema.ANALYSIS].groups()):
-        try:
-            with xr.open_zarr(path, group=f"{schema.ANALYSIS}/{name}", consolidated=False,
-                              zarr_format=3) as ds:
-                ds = ds.load()
-            problem = _incomplete(name, ds)
-        except (KeyError, ValueError, OSError, TypeError) as err:
-            problem = f"unreadable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-        if problem:
-            log.warning("%s: analysis/%s is incomplete (%s), as an interrupted analysis leaves "
-                        "it; it is recomputed", path, name, problem)
-            continue
-        out[name] = ds
-    return out
-
-
-def _incomplete(name: str, ds: xr.Dataset) -> str:
-    """Why a loaded analysis group is not whole ("" if it is)."""
-    if not ds.data_vars:
-        return "no arrays"
-    for var, dims in ANALYSIS_LAYOUT.get(name, {}).items():
-        if var not in ds.data_vars:
-            return f"no {var!r}"
-        if ds[var].dims != dims:
-            return f"{var!r} has dims {ds[var].dims}, expected {dims}"
-    if "epoch" in ds.dims and ("epoch" not in ds.coords or ds.indexes["epoch"].has_duplicates):
-        return "no epoch coordinate" if "epoch" not in ds.coords else "repeated epochs"
-    return ""
+from .reader import node_attrs, open_run, run_attrs
+from .schema import CROSS, DYNAMICS, EDIT, MASC_N
 
 
 def run_paths(source: str | Path | Iterable[str | Path]) -> list[str]:
@@ -126,18 +68,45 @@ def _stack(datasets: list[xr.Dataset], index: pd.MultiIndex, positions: list[int
         xr.Coordinates.from_pandas_multiindex(index[positions], "run"))
 
 
-class RunsTree(xr.DataTree):
-    """A DataTree whose `sel` also takes the levels of the `run` MultiIndex by name:
-    `.sel(corruption=0.6)` keeps, on every node, the runs whose `corruption` is 0.6 (a
-    value or a list of values); the `run` dimension and all its levels stay."""
+@xr.register_datatree_accessor("runs")
+class RunsAccessor:
+    """`tree.runs` of a DataTree from `open_runs`: the run selection.
 
-    __slots__ = ()
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        A tree with a `run` dimension (indexed by the swept parameters) at its root.
+    """
 
-    def sel(self, indexers=None, method=None, tolerance=None, drop=False, **indexers_kwargs):
+    def __init__(self, tree: xr.DataTree):
+        self._tree = tree
+
+    def sel(self, indexers=None, method=None, tolerance=None, drop=False, **indexers_kwargs) -> xr.DataTree:
+        """`DataTree.sel` that also takes the levels of the `run` MultiIndex by name.
+
+        `tree.runs.sel(corruption=0.6)` keeps, on every node, the runs whose `corruption`
+        is 0.6; the `run` dimension and all its levels stay.
+
+        Parameters
+        ----------
+        indexers : dict, optional
+            Level or dim name -> a value or a list of values (as `**indexers_kwargs`).
+        method, tolerance, drop
+            As `xarray.DataTree.sel`'s, for the other dims.
+
+        Returns
+        -------
+        xarray.DataTree
+
+        Raises
+        ------
+        KeyError
+            When no run has the given level values.
+        """
         indexers = dict(indexers or {}, **indexers_kwargs)
-        index = self.xindexes["run"].index if "run" in self.xindexes else pd.MultiIndex.from_tuples([])
+        tree = self._tree
+        index = tree.xindexes["run"].index if "run" in tree.xindexes else pd.MultiIndex.from_tuples([])
         by_level = {name: indexers.pop(name) for name in list(indexers) if name in index.names}
-        tree = self
         if by_level:
             keep = np.ones(len(index), dtype=bool)
             for name, value in by_level.items():
@@ -168,9 +137,23 @@ def _blank(template: xr.Dataset) -> xr.Dataset:
                             for name, var in template.data_vars.items()})
 
 
-def open_runs(source: str | Path | Iterable[str | Path]) -> RunsTree:
-    """Every run under a pipeline's folder (or a list of stores) as one lazy DataTree with
-    a `run` dimension; nodes have the same paths as `open_run`'s."""
+def open_runs(source: str | Path | Iterable[str | Path]) -> xr.DataTree:
+    """Many runs as one lazy DataTree with a `run` dimension.
+
+    Parameters
+    ----------
+    source : str, Path or iterable of them
+        A pipeline's folder (or URL): every store under it; one store; or a list of
+        stores.
+
+    Returns
+    -------
+    xarray.DataTree
+        Nodes with the same paths as `open_run`'s, stacked along `run` (a MultiIndex
+        over the swept parameters, with `run_name` beside it) and aligned on `epoch`
+        (the union of the runs' committed epochs: NaN where a run has none). Select
+        runs by parameter with `tree.runs.sel(corruption=0.6)` (`RunsAccessor`).
+    """
     paths = run_paths(source)
     index = run_index(paths)
     trees = [open_run(p) for p in paths]
@@ -192,12 +175,12 @@ def open_runs(source: str | Path | Iterable[str | Path]) -> RunsTree:
     return _from_datasets({path: ds.assign_coords(run_name=("run", names)) for path, ds in nodes.items()})
 
 
-def _from_datasets(nodes: dict[str, xr.Dataset]) -> RunsTree:
+def _from_datasets(nodes: dict[str, xr.Dataset]) -> xr.DataTree:
     """A tree from full (inherited-coordinates-included) node datasets: the root keeps
     `run` and `epoch`, which the other nodes inherit from it. (Built node by node because
     xarray's own DataTree.isel cannot drop a row of an inherited MultiIndex.)"""
     shared = list(nodes["/"].xindexes)  # run, its levels and epoch
-    return RunsTree.from_dict({path: ds if path == "/" else ds.drop_vars(shared, errors="ignore")
+    return xr.DataTree.from_dict({path: ds if path == "/" else ds.drop_vars(shared, errors="ignore")
                                for path, ds in nodes.items()})
 
 

@@ -35,8 +35,24 @@ ANALYSIS_NODES = ("dynamics", "edit", "masc_n", "cross", "relabel")
 DYNAMICS, EDIT, MASC_N, CROSS, RELABEL = (f"{ANALYSIS}/{name}" for name in ANALYSIS_NODES)
 
 # analysis/<name>: the variables a whole write of each kind `analyze` writes leaves
-# (a group without them is what a killed write leaves).
+# (a group without them is what a killed write leaves; `python -m stores validate`).
 ANALYSIS_VARIABLES = {"dynamics": ("accuracy", "masc_k"), "edit": ("accuracy",)}
+
+# The variables (and their dims) of each analysis group that `python -m analyze` writes:
+# a group that lacks one (left by an analysis killed before writes were atomic, or cut
+# short on an object store) is read as absent, so the analysis computes it again
+# (`stores.results.stored_analysis`).
+ANALYSIS_LAYOUT = {
+    "dynamics": {"accuracy": ("probe", "layer", "epoch", "score"), "masc_k": ("layer", "epoch", "class")},
+    "edit": {"accuracy": ("variant", "epoch", "score"), "weight": ("epoch", "out", "in")},
+    "masc_n": {"accuracy": ("n", "subspaces", "layer", "epoch", "score"),
+               "masc_k": ("n", "subspaces", "layer", "epoch", "class")},
+    "cross": {"accuracy": ("labels_from", "layer", "epoch", "score"),
+              "class_accuracy": ("labels_from", "layer", "epoch", "class")},
+    "relabel": {"label": ("sample",), "holdout": ("sample",), "layer_accuracy": ("layer", "part")},
+    "neurons": {"ipr": ("epoch", "neuron"), "mean_ipr": ("epoch",), "ipr_histogram": ("epoch", "bin")},
+    "pruning": {"accuracy": ("order", "group", "pruned"), "neuron_order": ("order", "rank")},
+}
 
 # Every capture point and every parameter is a group holding one array of this name,
 # so that a dim name has one size within a group (layers differ in width).

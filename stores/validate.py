@@ -1,4 +1,5 @@
-"""Check a store chunk by chunk, and repair what can be repaired from what it holds.
+"""Check a store chunk by chunk: `python -m stores validate` (`stores.repair` mends
+what it finds).
 
 `validate` checks the schema version, that every node the schema names is there with
 its dims and a shape that agrees with the epoch axis and the probe set, that every
@@ -12,18 +13,6 @@ epoch whose every chunk is there and valid but that is not committed, in a store
 complete or before a later committed epoch, has lost its flag; a store marked complete
 with an uncommitted epoch inside its trained range (an interrupted repair) is a problem.
 So is an analysis group that is empty or partial (an interrupted analysis write).
-
-`repair`, in an order that any kill leaves a store that a later repair (or the resumed
-capture) completes: writes unreadable or wrong array metadata again from the schema;
-marks the store running, removes its analysis results (`python -m analyze` recomputes
-them) and only then un-commits exactly the epochs that have a problem; commits again
-the epochs whose flags were lost (only those whose every chunk exists and decodes);
-marks damaged training-state copies invalid and removes broken analysis groups. A
-resumed capture then replays training from the latest intact state before the first
-un-committed epoch (from initialization if there is none), recomputing the epochs it
-passes and writing only the un-committed ones: on CPU they come out bit for bit as they
-were. Damage to the probe set cannot be repaired this way; the store must be captured
-again.
 """
 
 from __future__ import annotations
@@ -32,85 +21,44 @@ import contextlib
 import itertools
 import json
 import os
-import uuid
-from dataclasses import dataclass, field
 
 import numpy as np
 import zarr
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from . import location, schema
-from .lock import ANALYSIS as ANALYSIS_LOCK
-from .lock import StoreLock
-from .reader import _open_group
-from .writer import consolidate
-
-EPOCH_GROUPS = schema.CAPTURED
-COMMITTED = f"{schema.EPOCHS}/committed"
-
-# Problem kinds: what repair does about them.
-DAMAGE = "damage"  # a chunk: un-commit its epoch (or invalidate, remove, refuse)
-LAYOUT = "layout"  # a node missing or misshapen: rebuilt from the schema when it knows it
-METADATA = "metadata"  # unreadable or wrong zarr.json: written again from the schema
-LOST = "lost"  # a complete epoch whose commit flag is lost: committed again
-HOLE = "hole"  # an uncommitted epoch in a store marked complete: marked running
-ANALYSIS = "analysis"  # an empty or partial analysis group: removed
-
-
-
-@dataclass(frozen=True)
-class Problem:
-    array: str  # path of the array (or group) in the store
-    index: tuple[int, ...] | None  # chunk index; None for the whole array
-    what: str
-    kind: str = DAMAGE
-
-    @property
-    def top(self) -> str:
-        return self.array.split("/")[0]
-
-    @property
-    def slot(self) -> int | None:
-        """The epoch slot of a damaged chunk of a captured (epoch-indexed) array."""
-        if self.kind == DAMAGE and self.top in EPOCH_GROUPS and self.index:
-            return self.index[0]
-        return None
-
-    def __str__(self) -> str:
-        where = f" chunk {self.index}" if self.index is not None else ""
-        return f"{self.array}{where}: {self.what}"
-
-
-@dataclass
-class Report:
-    path: str
-    problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    n_arrays: int = 0
-    n_chunks: int = 0
-    committed: np.ndarray | None = None
-    incomplete: set[int] = field(default_factory=set)  # slots with a chunk missing or damaged
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def add(self, array: str, index, what: str, kind: str = DAMAGE) -> None:
-        self.problems.append(Problem(array, index, what, kind))
+from .groups import open_group, open_plain
+from .problems import ANALYSIS, COMMITTED, EPOCH_GROUPS, HOLE, LAYOUT, LOST, METADATA, Problem, Report
 
 
 # ------------------------------------------------------------------ validate
 def validate(path: str, flags_lost: bool = False) -> Report:
-    """Every problem of the store at `path` (StoreError if it is not a readable store).
-    `flags_lost`: the commit flags are known to be lost (repair rebuilt the array)."""
-    _open_group(path, checked=False)  # missing store, foreign store, newer schema: StoreError
+    """Every problem of a store.
+
+    Parameters
+    ----------
+    path : str
+        The store.
+    flags_lost : bool, default False
+        The commit flags are known to be lost (repair rebuilt their array).
+
+    Returns
+    -------
+    Report
+
+    Raises
+    ------
+    StoreError
+        When `path` is not a readable store (missing, foreign, a newer schema).
+    """
+    open_group(path, checked=False)  # missing store, foreign store, newer schema: StoreError
     report = Report(path)
     if not _metadata_readable(path, report):
         report.notes.append("the rest of the store is checked once its metadata can be read "
                             "(repair writes it again, or removes derived results)")
         return report  # the tree cannot be walked
     # Each node's own metadata, not a consolidated copy of it (which may be stale).
-    root = zarr.open_group(path, mode="r", use_consolidated=False, zarr_format=3)
+    root = open_plain(path)
     _check_layout(root, report)
     docs = documents(path)
     layout = schema.layout_of(docs)
@@ -140,23 +88,41 @@ def _spelled_as_found(path: str) -> str:
     return path if location.is_url(path) else os.path.abspath(path)
 
 
-def _metadata_readable(base: str, report: Report) -> bool:
-    base = _spelled_as_found(base)
+def _zarr_jsons(path: str):
+    """(node, its parsed zarr.json or the error reading it) for every node of the store
+    ('' is the root)."""
+    base = _spelled_as_found(path)
     for meta in location.glob(base, "**/zarr.json"):
-        node = location.parent(meta)[len(base):].strip("/") or "/"
+        node = location.parent(meta)[len(base):].strip("/")
         try:
             with location.open_file(meta, "rb") as f:
                 doc = json.loads(f.read())
-            if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
-                raise ValueError("not Zarr v3 metadata")
-            if doc.get("node_type") == "array":
-                ArrayV3Metadata.from_dict(dict(doc))
-            elif doc.get("node_type") != "group":
-                raise ValueError(f"node_type {doc.get('node_type')!r}")
-        except (ValueError, TypeError, KeyError, OSError) as err:
+        except (ValueError, OSError) as err:
+            doc = err
+        yield node, doc
+
+
+def _metadata_readable(path: str, report: Report) -> bool:
+    for node, doc in _zarr_jsons(path):
+        err = doc if isinstance(doc, Exception) else _unreadable(doc)
+        if err is not None:
             what = f"unreadable metadata ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
-            report.add(node, None, what, METADATA)
+            report.add(node or "/", None, what, METADATA)
     return report.ok
+
+
+def _unreadable(doc) -> Exception | None:
+    """Why a parsed zarr.json is not Zarr v3 metadata zarr can read (None: it is)."""
+    try:
+        if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
+            raise ValueError("not Zarr v3 metadata")
+        if doc.get("node_type") == "array":
+            ArrayV3Metadata.from_dict(dict(doc))
+        elif doc.get("node_type") != "group":
+            raise ValueError(f"node_type {doc.get('node_type')!r}")
+    except (ValueError, TypeError, KeyError) as err:
+        return err
+    return None
 
 
 def _walk(group: zarr.Group, prefix: str = ""):
@@ -282,18 +248,19 @@ def _check_layout(root: zarr.Group, report: Report) -> None:
 
 
 def documents(path: str) -> dict[str, dict | None]:
-    """node -> its parsed zarr.json ('' is the root; None where it is unreadable)."""
-    base = _spelled_as_found(path)
-    out: dict[str, dict | None] = {}
-    for meta in location.glob(base, "**/zarr.json"):
-        node = location.parent(meta)[len(base):].strip("/")
-        try:
-            with location.open_file(meta, "rb") as f:
-                doc = json.loads(f.read())
-            out[node] = doc if isinstance(doc, dict) else None
-        except (ValueError, OSError):
-            out[node] = None
-    return out
+    """Every node's own metadata document.
+
+    Parameters
+    ----------
+    path : str
+        The store.
+
+    Returns
+    -------
+    dict of str to dict or None
+        Node ('' is the root) -> its parsed zarr.json; None where it is unreadable.
+    """
+    return {node: doc if isinstance(doc, dict) else None for node, doc in _zarr_jsons(path)}
 
 
 def _check_metadata(root: zarr.Group, docs: dict, layout: schema.Layout, report: Report) -> None:
@@ -389,179 +356,19 @@ def _check_analysis(root: zarr.Group, report: Report) -> None:
 
 
 def damaged(path: str, limit: int = 1) -> list[Problem]:
-    """The first `limit` problems of a store (for an error message), chunks first."""
+    """The first problems of a store, for an error message.
+
+    Parameters
+    ----------
+    path : str
+        The store.
+    limit : int, default 1
+        How many.
+
+    Returns
+    -------
+    list of Problem
+        Damaged chunks first.
+    """
     problems = validate(path).problems
     return sorted(problems, key=lambda p: p.index is None)[:limit]
-
-
-# ------------------------------------------------------------------ repair
-@dataclass
-class Repair:
-    uncommitted: list[tuple[int, int]] = field(default_factory=list)  # (slot, epoch)
-    recommitted: list[tuple[int, int]] = field(default_factory=list)  # (slot, epoch)
-    rebuilt: list[str] = field(default_factory=list)  # node metadata written again
-    sources: dict[str, str] = field(default_factory=dict)  # node -> what it was rebuilt from
-    invalidated: list[str] = field(default_factory=list)  # state copies
-    removed: list[str] = field(default_factory=list)  # analysis groups
-    marked_running: bool = False
-    unrepairable: list[Problem] = field(default_factory=list)
-
-
-def _step(name: str) -> None:
-    """Called after each write of a repair: a test hook (tests raise here to kill the
-    repair between two writes)."""
-
-
-def repair(path: str) -> tuple[Report, Repair]:
-    """Repair what `validate` finds, in a crash-safe order, holding the write lock and
-    the analysis lock (no analysis swaps results in while they are being dropped)."""
-    with StoreLock(path, purpose="repair"), StoreLock(path, purpose="repair", which=ANALYSIS_LOCK):
-        report = validate(path)
-        result = Repair()
-        if report.ok:
-            return report, result
-        found = report  # what was wrong (the caller's to show); `report`: what is left
-        dropped = _drop_unreadable_derived(path, report, result)
-        flags_lost = False
-        if any(p.kind in (METADATA, LAYOUT) for p in report.problems):
-            flags_lost = _rebuild_metadata(path, report, result)
-        if result.rebuilt or dropped:  # now the rest of the tree can be checked
-            report = validate(path, flags_lost=flags_lost)
-        root = zarr.open_group(path, mode="r+", use_consolidated=False, zarr_format=3)
-        was_complete = root.attrs.get("status") == schema.STATUS_COMPLETE
-        slots = sorted({p.slot for p in report.problems if p.slot is not None})
-        if slots or any(p.kind == HOLE for p in report.problems):
-            # First mark it running: a kill from here on leaves a store that capture resumes
-            # (and that a later repair finishes). Then drop the results of what goes.
-            root.attrs["status"] = schema.STATUS_RUNNING
-            result.marked_running = True
-            _step("status")
-            if schema.ANALYSIS in root or _analysis_aside(path):
-                _drop_analysis(path)
-                result.removed.append(schema.ANALYSIS)
-                _step("analysis")
-            _uncommit(root, slots, result)
-        _recommit(root, sorted(p.index[0] for p in report.problems if p.kind == LOST), result)
-        for copy in sorted({p.array.split("/")[1] for p in report.problems if p.top == schema.STATE}):
-            root[f"{schema.STATE}/{copy}"].attrs.put({"valid": False})
-            result.invalidated.append(f"{schema.STATE}/{copy}")
-            _step("state")
-        if schema.ANALYSIS not in result.removed:
-            for name in sorted({"/".join(p.array.split("/")[:2]) for p in report.problems
-                                if p.top == schema.ANALYSIS}):
-                location.remove(location.join(path, name))
-                result.removed.append(name)
-                _step("analysis")
-        result.unrepairable = [p for p in report.problems if p.slot is None and p.kind in
-                               (DAMAGE, LAYOUT, METADATA) and p.top not in (schema.STATE, schema.ANALYSIS)]
-        if was_complete and not result.marked_running:
-            consolidate(path)  # the consolidated copy follows every change made
-        return found, result
-
-
-def _analysis_aside(path: str) -> list[str]:
-    """What a killed analysis left beside the store (`RUN.zarr.analysis-<name>.*`, see
-    stores.writer.write_analysis): an old group moved aside would be put back by the
-    next analysis, so it goes with the store's analysis results."""
-    parent, prefix = location.parent(path), f"{location.name(path)}.{schema.ANALYSIS}-"
-    try:
-        entries = location.listdir(parent)
-    except FileNotFoundError:
-        return []
-    return [location.join(parent, location.name(e)) for e in entries
-            if location.name(e).startswith(prefix)]
-
-
-def _drop_analysis(path: str) -> None:
-    if location.exists(location.join(path, schema.ANALYSIS)):
-        location.remove(location.join(path, schema.ANALYSIS))
-    for entry in _analysis_aside(path):
-        location.remove(entry)
-
-
-def _uncommit(root: zarr.Group, slots: list[int], result: Repair) -> None:
-    if not slots:
-        return
-    committed = root[COMMITTED].with_config({"write_empty_chunks": True})
-    epochs = root[f"{schema.EPOCHS}/epoch"]
-    schedule = list(root.attrs.get("schedule", []))
-    for slot in slots:
-        committed[slot] = False  # a whole new chunk: also replaces a damaged flag
-        try:
-            epoch = int(epochs[slot])
-        except Exception:  # noqa: BLE001  (its chunk is among the damaged ones)
-            epoch = schedule[slot] if slot < len(schedule) else -1
-        result.uncommitted.append((slot, epoch))
-        _step("uncommit")
-
-
-def _recommit(root: zarr.Group, slots: list[int], result: Repair) -> None:
-    """Commit again the complete epochs whose flags were lost (validate has read every
-    chunk of them: all there, all valid, with an epoch number)."""
-    if not slots or COMMITTED not in root:  # (not rebuilt: reported as unrepairable)
-        return
-    committed = root[COMMITTED].with_config({"write_empty_chunks": True})
-    epochs = root[f"{schema.EPOCHS}/epoch"]
-    for slot in slots:
-        committed[slot] = True
-        result.recommitted.append((slot, int(epochs[slot])))
-        _step("recommit")
-
-
-def _drop_unreadable_derived(path: str, report: Report, result: Repair) -> bool:
-    """Remove the analysis results and training-state copies whose metadata cannot be
-    read (recomputed by `analyze`; a resume uses the other copy or retrains)."""
-    nodes = sorted({"/".join(p.array.split("/")[:2]) for p in report.problems
-                    if p.kind == METADATA and p.top in (schema.ANALYSIS, schema.STATE)})
-    for name in nodes:
-        if any(name.startswith(f"{other}/") for other in nodes if other != name):
-            continue  # inside one removed already
-        location.remove(location.join(path, name))
-        result.removed.append(name)
-        _step("drop")
-    return bool(nodes)
-
-
-def _rebuild_metadata(path: str, report: Report, result: Repair) -> bool:
-    """Write the zarr.json of every array whose metadata is unreadable, wrong or missing
-    again from the schema (a group's from its consolidated copy). True if the commit
-    flags' array was among them (its flags are then lost: the data decide)."""
-    docs = documents(path)
-    layout = schema.layout_of(docs)
-    consolidated = (((docs.get("") or {}).get("consolidated_metadata") or {}).get("metadata")) or {}
-    for name in sorted({p.array for p in report.problems if p.kind in (METADATA, LAYOUT)
-                        and p.top not in (schema.ANALYSIS, schema.STATE)}):
-        doc, source = schema.expected_metadata(layout, name) if layout else None, "the schema"
-        if doc is None and docs.get(name, {}) is None:  # an unreadable group: its copy
-            copy = dict(consolidated.get(name) or {})
-            copy.pop("consolidated_metadata", None)  # a subgroup's copy carries an empty one
-            doc, source = (copy, "its consolidated copy") if copy.get("node_type") == "group" \
-                else (None, "")
-        if doc is None:
-            continue  # not a node the schema lays out: left for `unrepairable`
-        _write_json(location.join(path, name, "zarr.json"), doc)
-        result.rebuilt.append(name)
-        result.sources[name] = source
-        _step("metadata")
-    if result.rebuilt and consolidated:
-        # The consolidated copies follow (a store marked complete has them), unless another
-        # node is still unreadable (it is reported).
-        with contextlib.suppress(Exception):
-            consolidate(path)
-        _step("consolidate")
-    return COMMITTED in result.rebuilt
-
-
-def _write_json(target: str, doc: dict) -> None:
-    """Replace a zarr.json whole (written aside, then renamed: a kill leaves the old or
-    the new one)."""
-    data = json.dumps(doc, indent=2).encode()
-    if location.is_local(target):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        aside = f"{target}.{uuid.uuid4().hex}.partial"
-        with open(aside, "wb") as f:
-            f.write(data)
-        os.replace(aside, target)
-    else:
-        with location.open_file(target, "wb") as f:
-            f.write(data)

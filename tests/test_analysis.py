@@ -19,8 +19,9 @@ from analyze.crosscheck import crosscheck_edit
 from analyze.edit import edit_state_dict, velpic_weight
 from analyze.pipeline import analyse
 from analyze.probes import VeLPIC
-from analyze.tasks import ProbeSettings, run_task
-from stores import load_pipeline, location
+from analyze.tasks import BLAS_THREADS, run_task
+from stores import load_pipeline, location, slabs
+from stores.config import AnalysisConfig
 
 from .conftest import REPO, tiny_pipeline_yaml
 from .tolerance import clear_argmax, relu_mlp_atol, unit_roundoff
@@ -54,9 +55,9 @@ def _near_ties(store, slot, weight, bias, hidden, cast=False):
     the float32 head adds γ_(N+1)(float32) of its magnitudes, the float64 one
     γ_(N+1)(float64). With `cast`, the float32 side has `weight` rounded to float32
     (the edit's float64 VeLPIC weight as stored): u32·|W| more."""
-    state = {n: stores.weight_slab(store, n, slot) for n in stores.param_names(store)}
+    state = {n: slabs.weight_slab(store, n, slot) for n in stores.param_names(store)}
     fcs = sorted({n.split(".")[0] for n in state if n.startswith("fc")}, key=lambda n: int(n[2:]))
-    x = stores.slab(store, "input", slot).astype(np.float64)  # pixels k/16: exact in float16
+    x = slabs.slab(store, "input", slot).astype(np.float64)  # pixels k/16: exact in float16
     e = relu_mlp_atol(x, [(state[f"{n}.weight"], state.get(f"{n}.bias")) for n in fcs], np.float32)
     h = hidden.astype(np.float64)
     u16, tiny = unit_roundoff(np.float16), 2.0 ** -25
@@ -90,8 +91,8 @@ def test_dask_path_equals_eager_path(tiny_store):
 def test_zero_bias_edit_predicts_exactly_as_velpic(tiny_store):
     task = next(t for t in grid.plan([tiny_store]) if t.penultimate and t.epoch == 4)
     result = run_task(task, SETTINGS)
-    table = stores.sample_table(tiny_store)
-    x = stores.slab(tiny_store, task.layer, task.slot).astype(np.float32)
+    table = slabs.sample_table(tiny_store)
+    x = slabs.slab(tiny_store, task.layer, task.slot).astype(np.float32)
     train = table["split"] == "train"
     # Exact: the tiny store's layers are narrower than spectral.EXACT_BELOW, so the task's
     # fast path fits VeLPIC by the same float64 code as VeLPIC().fit, and the zero-bias
@@ -108,7 +109,7 @@ def test_zero_bias_edit_predicts_exactly_as_velpic(tiny_store):
     metrics = stores.metrics(stores.open_run(tiny_store))
     stored = float(metrics["test_acc"].sel(epoch=4))
     head = stores.run_attrs(tiny_store).get("head", "head")
-    w, b = (stores.weight_slab(tiny_store, f"{head}.{p}", task.slot) for p in ("weight", "bias"))
+    w, b = (slabs.weight_slab(tiny_store, f"{head}.{p}", task.slot) for p in ("weight", "bias"))
     ties = _near_ties(tiny_store, task.slot, w, b, x)
     test = ~train
     assert abs(result.edit_accuracy["unedited"]["test"] - stored) <= (
@@ -155,7 +156,7 @@ def test_analyse_writes_results_readable_by_plain_xarray(tiny_root):
     edit_attrs = tree["analysis/edit"].attrs
     task = next(t for t in grid.plan([path]) if t.penultimate and t.slot == edit_attrs["crosscheck_slot"])
     ties = _near_ties(path, task.slot, tree["analysis/edit"]["weight"].sel(epoch=task.epoch).values,
-                      None, stores.slab(path, task.layer, task.slot), cast=True)
+                      None, slabs.slab(path, task.layer, task.slot), cast=True)
     assert edit_attrs["crosscheck_agreement"] >= 1 - ties.mean() - unit_roundoff(np.float64)
     run = stores.open_run(path)  # the analysis groups line up with the committed epochs
     assert run["analysis/dynamics"]["accuracy"].sizes["epoch"] == 4
@@ -235,11 +236,11 @@ def test_edit_then_train_starts_from_the_edited_checkpoint(tiny_root, tmp_path):
     # The new run's first test_acc is the edited model's float32 forward; `edited` came
     # from the float16 slab in float64: apart by the near-tie test rows (_near_ties)
     # and the stored float32 mean's rounding at most.
-    slot = next(t.slot for t in grid.plan([source]) if t.penultimate and t.epoch == 2)
-    hidden = stores.slab(source, stores.penultimate_layer(source), slot)
+    slot = next(t.slot for t in grid.list_tasks([source]) if t.penultimate and t.epoch == 2)
+    hidden = slabs.slab(source, stores.penultimate_layer(source), slot)
     ties = _near_ties(source, slot, src["analysis/edit"]["weight"].sel(epoch=2).values, None, hidden,
                       cast=True)
-    test = stores.sample_table(source)["split"] == "test"
+    test = slabs.sample_table(source)["split"] == "test"
     assert abs(float(stores.metrics(new)["test_acc"].sel(epoch=0)) - edited) <= (
         ties[test].sum() / test.sum() + 2 * unit_roundoff(np.float32))
     assert list(new.epoch.values) == [0, 1, 2]  # then it trains on
@@ -254,7 +255,7 @@ def test_edit_then_train_refuses_an_uncommitted_epoch(tiny_root):
     pipelines, root = tiny_root
     config = load_pipeline("quickstart", pipelines).run({"corruption": 0.6})
     bad = dataclasses.replace(config, init=InitConfig(source="quickstart/corruption=0.6,seed=0", epoch=3))
-    samples = stores.sample_table(str(root / "quickstart" / "corruption=0.6,seed=0.zarr"))
+    samples = slabs.sample_table(str(root / "quickstart" / "corruption=0.6,seed=0.zarr"))
     with pytest.raises(stores.StoreError, match=r"init.epoch: expected one of the committed epochs"):
         initial_state(bad, str(root), samples)
 
@@ -303,8 +304,8 @@ def test_spectral_setting_reaches_the_tasks_and_decides_what_is_recomputed(tiny_
 
     task = grid.plan([tiny_store])[-1]
     exact = run_task(task, dataclasses.replace(settings, probes=("masc",), device=None))
-    table = stores.sample_table(tiny_store)
-    x = stores.slab(tiny_store, task.layer, task.slot).astype(np.float32)
+    table = slabs.sample_table(tiny_store)
+    x = slabs.slab(tiny_store, task.layer, task.slot).astype(np.float32)
     train = table["split"] == "train"
     # Exact: spectral "exact" runs MASC's own float64 fit on the same slab; BLAS held to
     # the task's thread count here too, so the same sums in the same order.

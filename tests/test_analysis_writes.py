@@ -1,6 +1,6 @@
 """Analysis writes that a kill cannot break, and one analysis of a store at a time.
 
-Each `analysis/<name>` group is written aside and swapped in (`stores.writer`), so a
+Each `analysis/<name>` group is written aside and swapped in (`stores.results`), so a
 kill at any step leaves, for each group, the old one or the new one: readers
 (`open_run`) keep working and the next `analyze` finishes the job. A group that an
 analysis from before atomic writes left half written is recomputed, never trusted. A
@@ -21,10 +21,10 @@ import xarray as xr
 import zarr
 
 import stores
-from analyze import incremental
+from analyze import pipeline as analyze_pipeline
 from analyze.__main__ import main as analyze_main
 from analyze.pipeline import analyse
-from stores import load_pipeline, writer
+from stores import load_pipeline, results
 from stores.lock import LockError, StoreLock, lock_path
 
 from .conftest import fresh_tiny_root
@@ -80,9 +80,9 @@ def _newer(groups: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
 KILLS = [
     # (what fails, on which call): where the write dies
     ((xr.Dataset, "to_zarr"), 2),  # dynamics written aside, edit not yet: nothing swapped
-    ((writer, "_swap_in"), 2),  # dynamics swapped in, edit not; consolidated metadata dropped
-    ((writer, "consolidate"), 1),  # both swapped, the store not consolidated again
-    ((writer, "_rename"), 2),  # no RENAME_EXCHANGE: an old group aside, the new one not in
+    ((results, "_swap_in"), 2),  # dynamics swapped in, edit not; consolidated metadata dropped
+    ((results, "consolidate"), 1),  # both swapped, the store not consolidated again
+    ((results, "_rename"), 2),  # no RENAME_EXCHANGE: an old group aside, the new one not in
 ]
 
 
@@ -91,13 +91,13 @@ KILLS = [
 def test_a_kill_while_writing_leaves_whole_groups_and_the_next_analysis_finishes(
         analysed, monkeypatch, target, call):
     pipeline, root, path, before = analysed
-    new = _newer(incremental.stored(path))
+    new = _newer(results.stored_analysis(path))
     with monkeypatch.context() as patch:
         if target[1] == "_rename":
-            patch.setattr(writer, "_exchange", lambda a, b: False)
+            patch.setattr(results, "_exchange", lambda a, b: False)
         crash_at(patch, *target, call)
         with pytest.raises(Crash):
-            writer.write_analysis(path, new)  # what `analyze` runs to write a store's results
+            results.write_analysis(path, new)  # what `analyze` runs to write a store's results
     after = _groups(path)  # open_run reads the store, and each group is a whole one
     for name, ds in after.items():
         _same(ds, new[name] if ds.attrs.get("generation") == 2 else before[name])
@@ -111,7 +111,7 @@ def test_a_kill_while_writing_leaves_whole_groups_and_the_next_analysis_finishes
     assert not [p for p in os.listdir(Path(path).parent) if ".analysis-" in p]  # nothing left aside
     meta = zarr.open_group(path, mode="r").metadata.consolidated_metadata
     assert meta is not None and "analysis/edit/accuracy" in meta.flattened_metadata
-    assert not writer.consolidate_if_stale(path)  # consolidated as the groups now are
+    assert not results.consolidate_if_stale(path)  # consolidated as the groups now are
 
 
 def test_half_written_groups_from_an_old_crash_are_recomputed(analysed, caplog):
@@ -136,7 +136,7 @@ def test_a_second_analysis_of_a_store_is_refused_before_computing(analysed, tiny
     pipeline, root, path, _ = analysed
     argv = ["quickstart", "--root", str(root), "--eager", "--quiet", "--pipelines", str(tiny_root[0])]
     computed = []
-    monkeypatch.setattr(incremental, "stored", lambda p: computed.append(p) or {})
+    monkeypatch.setattr(analyze_pipeline, "stored_analysis", lambda p: computed.append(p) or {})
     before = {p.name: digest(p) for p in (Path(root) / "quickstart").glob("*.zarr")}
     with StoreLock(path, purpose="analysis"):
         assert analyze_main(argv) == 2
@@ -173,7 +173,7 @@ def test_write_analysis_replaces_a_group_whole(tmp_path, where):
     stores.consolidate(path)
     for n in (2, 3, 5):
         ds = xr.Dataset({"x": ("epoch", np.arange(n, dtype=float))}, coords={"epoch": np.arange(n)})
-        writer.write_analysis(path, {"dynamics": ds})
+        results.write_analysis(path, {"dynamics": ds})
         with xr.open_zarr(path, group="analysis/dynamics", consolidated=False) as back:
             np.testing.assert_array_equal(back["x"].values, np.arange(n))
         with xr.open_zarr(path, group="analysis/dynamics", consolidated=True) as back:
@@ -184,7 +184,7 @@ def test_write_analysis_replaces_a_group_whole(tmp_path, where):
 
 def test_a_full_disk_while_writing_is_one_line_and_keeps_the_old_results(analysed, monkeypatch):
     pipeline, root, path, before = analysed
-    new = _newer(incremental.stored(path))
+    new = _newer(results.stored_analysis(path))
     original = xr.Dataset.to_zarr
 
     def full(self, store, *args, **kwargs):
@@ -194,7 +194,7 @@ def test_a_full_disk_while_writing_is_one_line_and_keeps_the_old_results(analyse
 
     monkeypatch.setattr(xr.Dataset, "to_zarr", full)
     with pytest.raises(stores.StoreError) as info:
-        writer.write_analysis(path, new)
+        results.write_analysis(path, new)
     assert str(info.value) == (f"{path}: cannot write analysis/{list(new)[0]} (no space left on device); "
                                "the captured data and the earlier analysis results are intact: free "
                                "space or make the folder writable, then run the analysis again")

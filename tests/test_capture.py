@@ -12,7 +12,7 @@ from capture.epoch import EpochCapture
 from capture.models import MLP, build_model, load_weights
 from capture.points import resolve_points
 from capture.run import capture_run
-from stores import StoreError, load_pipeline
+from stores import StoreError, load_pipeline, slabs
 from stores.config import DataConfig, run_config_from_dict
 
 from .tolerance import clear_argmax, relu_mlp_atol, unit_roundoff
@@ -26,7 +26,7 @@ def test_schedule_and_commits(tiny_store):
 
 
 def test_corruption_bookkeeping_in_store(tiny_store):
-    table = stores.sample_table(tiny_store)
+    table = slabs.sample_table(tiny_store)
     train = table["split"] == "train"
     assert not table["corrupted"][~train].any()  # the test split is never corrupted
     np.testing.assert_array_equal(table["label_observed"][~train], table["label_true"][~train])
@@ -62,8 +62,8 @@ def test_stored_activations_match_the_model_rebuilt_from_stored_weights(tiny_sto
     e = relu_mlp_atol(x, [(state["fc1.weight"], state["fc1.bias"])], np.float32)
     np.testing.assert_allclose(stores.activations(run, "relu1").isel(epoch=-1).values,
                                h1.numpy(), rtol=u16, atol=e * (1 + u16) + 2.0**-25)
-    labels = stores.sample_table(tiny_store)["label_true"]
-    test = stores.sample_table(tiny_store)["split"] == "test"
+    labels = slabs.sample_table(tiny_store)["label_true"]
+    test = slabs.sample_table(tiny_store)["split"] == "test"
     # test_acc came from the capture's batched float32 logits: a label can differ from
     # ours only on a row whose top-two margin rounding can close (clear_argmax).
     layers = [(m.weight.detach().numpy(), m.bias.detach().numpy())

@@ -17,8 +17,9 @@ from analyze.pipeline import analyse
 from analyze.probes import MASC, QDA, fit_masc_family, fit_spectral_probes
 from analyze.relabel import holdout_mask, relabel
 from analyze.spectral import EXACT_BELOW, fast_class_spectra_multi
-from analyze.tasks import SCORES, ProbeSettings, Samples, breakdown, run_task
-from stores import load_pipeline
+from analyze.tasks import SCORES, Samples, breakdown, run_task
+from stores import load_pipeline, slabs
+from stores.config import AnalysisConfig
 
 from .test_probes import ref_masc_predict
 from .tolerance import clear_argmax, eigenspace_atol, gamma
@@ -28,7 +29,7 @@ SETTINGS = ProbeSettings(probes=("masc", "masc_true", "lda", "qda"), spectral="e
 
 
 def _slab(store: str, task) -> tuple[np.ndarray, dict]:
-    return stores.slab(store, task.layer, task.slot).astype(np.float32), stores.sample_table(store)
+    return slabs.slab(store, task.layer, task.slot).astype(np.float32), slabs.sample_table(store)
 
 
 def _task(store: str, layer: str = "relu1", epoch: int = 4):
@@ -100,7 +101,7 @@ def test_per_class_and_flipped_accuracies_recombine_to_the_overall_ones(tiny_sto
     training accuracies — for every probe and every edit variant (the model too)."""
     task = _task(tiny_store, "relu2")  # the penultimate layer: the edit too
     result = run_task(task, SETTINGS)
-    samples = Samples.of(stores.sample_table(tiny_store))
+    samples = Samples.of(slabs.sample_table(tiny_store))
     counts, per_class = samples.counts(), samples.class_counts()
     assert counts["flipped_observed"] + counts["unflipped"] == counts["train_observed"]
     assert counts["flipped_observed"] > 0  # corruption 0.6: there are flipped rows
@@ -172,7 +173,7 @@ def test_analysis_stores_the_controls_and_a_new_n_adds_results(tiny_root, tmp_pa
     cross = run["analysis/cross"].to_dataset()
     task = _task(clean)
     x, table = _slab(clean, task)
-    labels = stores.sample_table(noisy)["label_observed"]
+    labels = slabs.sample_table(noisy)["label_observed"]
     train = table["split"] == "train"
     settings = load_pipeline("quickstart", pipelines).runs()[0].analysis
     with threadpool_limits(1):
@@ -203,6 +204,7 @@ def test_analysis_stores_the_controls_and_a_new_n_adds_results(tiny_root, tmp_pa
 
 def test_a_new_relabel_seed_recomputes_the_final_epoch_only(tiny_root):
     from analyze import incremental
+    from stores.results import stored_analysis
     from analyze.pipeline import settings_for
 
     pipelines, root = tiny_root
@@ -210,8 +212,8 @@ def test_a_new_relabel_seed_recomputes_the_final_epoch_only(tiny_root):
     analyse(pipeline, str(root), client=None, progress=False)
     noisy = str(root / "quickstart" / "corruption=0.6,seed=0.zarr")
     settings, layers = settings_for(pipeline), stores.layers(noisy)
-    epochs = [int(e) for e in stores.committed_slots(noisy)[1]]
-    old = incremental.stored(noisy)
+    epochs = [int(e) for e in slabs.committed_slots(noisy)[1]]
+    old = stored_analysis(noisy)
     assert old["relabel"].attrs["epoch"] == epochs[-1]
     seed = pipeline.runs()[0].analysis.relabel_seed
     assert old["relabel"].attrs["seed"] == seed

@@ -19,8 +19,8 @@ import xarray as xr
 import zarr
 
 import stores
-from stores import StoreError
-from stores import validate as validate_module
+from stores import StoreError, slabs
+from stores import repair as repair_module
 from stores.__main__ import main as stores_main
 
 from .conftest import fresh_tiny_root
@@ -63,9 +63,9 @@ def one_line(err) -> str:
 
 
 def with_analysis(path: str) -> None:
-    from analyze.grid import write
+    from stores.results import write_analysis
 
-    write(path, {"dynamics": xr.Dataset({"accuracy": ("epoch", [0.5, 0.25, 0.75, 0.5]),
+    write_analysis(path, {"dynamics": xr.Dataset({"accuracy": ("epoch", [0.5, 0.25, 0.75, 0.5]),
                                          "masc_k": ("epoch", [1, 2, 3, 4])},
                                         coords={"epoch": [0, 1, 2, 4]})})
 
@@ -73,10 +73,10 @@ def with_analysis(path: str) -> None:
 # ------------------------------------------------------------------ 1. missing chunks
 MISSING = [
     # (array, chunk index, a read of it through the library)
-    ("weights/head.weight/values", (2, 0, 0), lambda p: stores.weight_slab(p, "head.weight", 2)),
+    ("weights/head.weight/values", (2, 0, 0), lambda p: slabs.weight_slab(p, "head.weight", 2)),
     ("weights/head.weight/values", (2, 0, 0), lambda p: stores.weights(p, "head.weight").values),
-    ("weights/head.weight/values", (2, 0, 0), lambda p: stores.weight_slabs(p, "head.weight", [0, 2])),
-    ("activations/relu1/values", (1, 0, 0), lambda p: stores.slab(p, "relu1", 1)),
+    ("weights/head.weight/values", (2, 0, 0), lambda p: slabs.weight_slabs(p, "head.weight", [0, 2])),
+    ("activations/relu1/values", (1, 0, 0), lambda p: slabs.slab(p, "relu1", 1)),
     ("activations/relu1/values", (1, 0, 0), lambda p: stores.activations(p, "relu1").values),
     ("metrics/test_acc", (3,), lambda p: stores.metrics(stores.open_run(p)).load()),
     ("metrics/test_acc", (3,), lambda p: stores.open_runs([p])["metrics"].to_dataset().load()),
@@ -98,17 +98,17 @@ def test_a_missing_chunk_of_a_committed_epoch_is_damage_not_fill(store, array, i
 
 def test_reads_that_need_no_missing_chunk_go_on(store):
     chunk(store, "activations/relu1/values", 1, 0, 0).unlink()
-    assert stores.slab(store, "relu1", 2).shape == (1797, 48)  # another epoch
-    assert stores.slab(store, "relu2", 1).shape == (1797, 32)  # another layer
+    assert slabs.slab(store, "relu1", 2).shape == (1797, 48)  # another epoch
+    assert slabs.slab(store, "relu2", 1).shape == (1797, 32)  # another layer
     assert list(stores.open_run(store).epoch.values) == [0, 1, 2, 4]  # lazily: nothing read yet
     # The spare slot was never written and is not committed: nobody's data, reads as fill.
-    assert np.isnan(stores.slab(store, "relu1", 4)).all()
+    assert np.isnan(slabs.slab(store, "relu1", 4)).all()
 
 
 def test_a_missing_epoch_number_of_a_committed_slot_is_damage(store):
     chunk(store, "epochs/epoch", 2).unlink()
     with pytest.raises(StoreError) as err:
-        stores.committed_slots(store)
+        slabs.committed_slots(store)
     assert one_line(err).startswith(f"{store}: epochs/epoch chunk (2,) of committed slot 2 is "
                                     "missing (damage, not fill): run `python -m stores validate")
 
@@ -116,7 +116,7 @@ def test_a_missing_epoch_number_of_a_committed_slot_is_damage(store):
 def test_a_missing_probe_set_chunk_is_damage(store):
     chunk(store, "samples/label_observed", 0).unlink()
     with pytest.raises(StoreError) as err:
-        stores.sample_table(store)
+        slabs.sample_table(store)
     assert one_line(err).startswith(f"{store}: samples/label_observed chunk (0,) is missing (the "
                                     "probe set is damaged)")
 
@@ -146,7 +146,7 @@ def test_repair_of_a_missing_chunk_drops_the_analysis(store, capsys):
     assert ("removed analysis (it covered the epochs that are no longer committed; "
             "`python -m analyze` computes it again)") in out.splitlines()
     assert not Path(store, "analysis").exists()
-    assert list(stores.committed_slots(store)[1]) == [0, 1, 2]
+    assert list(slabs.committed_slots(store)[1]) == [0, 1, 2]
     assert stores.run_attrs(store)["status"] == "running"
 
 
@@ -165,7 +165,7 @@ def test_repair_waits_for_no_analysis(store, capsys):
     with StoreLock(store, purpose="analysis"):
         code, _, err = run(capsys, "repair", store)
     assert code == 2 and err.startswith(f"error: {store} is being analysed by another process (")
-    assert len(err.splitlines()) == 1 and list(stores.committed_slots(store)[1]) == [0, 1, 2, 4]
+    assert len(err.splitlines()) == 1 and list(slabs.committed_slots(store)[1]) == [0, 1, 2, 4]
 
 
 # ------------------------------------------------------------------ 3. a crash-safe repair
@@ -183,7 +183,7 @@ def kill_repair_at(monkeypatch, step: str, call: int) -> None:
             if calls["n"] == call:
                 raise Crash(f"{step} {call}")
 
-    monkeypatch.setattr(validate_module, "_step", hook)
+    monkeypatch.setattr(repair_module, "_step", hook)
 
 
 def damage_two_epochs(store: str) -> None:
@@ -205,7 +205,7 @@ def repaired_reference(tiny_root, tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("repaired") / "reference.zarr")
     shutil.copytree(tiny_root[1].parent / "pristine" / STORE, path)
     damage_two_epochs(path)
-    validate_module.repair(path)
+    repair_module.repair(path)
     return path
 
 
@@ -216,7 +216,7 @@ def test_a_repair_killed_between_two_writes_is_finished_by_the_next(store, repai
     with monkeypatch.context() as patch:
         kill_repair_at(patch, step, call)
         with pytest.raises(Crash):
-            validate_module.repair(store)
+            repair_module.repair(store)
     # Killed anywhere: marked running (capture resumes it, never skips it as complete), and
     # the damaged epochs are still committed until they are un-committed (so found again).
     assert stores.run_attrs(store)["status"] == "running"
@@ -242,7 +242,7 @@ def test_a_complete_store_with_uncommitted_epochs_inside_its_range_is_a_problem(
         "rewrites it")
     assert len(err.splitlines()) == 1 and err.startswith(f"error: {store}: 1 problem(s);")
     with pytest.raises(StoreError) as info:  # readers do not show a silently shorter run
-        stores.committed_slots(store)
+        slabs.committed_slots(store)
     assert one_line(info) == (f"{store}: marked complete but epoch(s) 1 are not committed (lost "
                               "commit flags or an interrupted repair): run `python -m stores "
                               f"repair {store}`")
@@ -262,7 +262,7 @@ def test_after_a_killed_repair_repair_and_resume_give_the_uninterrupted_store(
     with monkeypatch.context() as patch:
         kill_repair_at(patch, "uncommit", 1)
         with pytest.raises(Crash):
-            validate_module.repair(store)
+            repair_module.repair(store)
     assert run(capsys, "repair", store)[0] == 0
     config = next(c for c in stores.load_pipeline("quickstart", tiny_root[0]).runs()
                   if c.store_path(str(root)) == store)
@@ -290,7 +290,7 @@ def repaired_as_captured(store: str, tiny_root, capsys, expect: list[str],
 def test_lost_commit_flags_are_rebuilt_from_the_complete_epochs(store, tiny_root, capsys, lose):
     shutil.rmtree(Path(store, "epochs/committed") / ("c" if lose == "chunks" else ""))
     with pytest.raises(StoreError, match=r"marked complete but epoch\(s\) 0, 1, 2, 4 are not committed"):
-        stores.committed_slots(store)  # no longer "complete with 0 epochs"
+        slabs.committed_slots(store)  # no longer "complete with 0 epochs"
     code, out, err = run(capsys, "ls", str(Path(store).parent))
     assert code == 2 and f"{store:60s} damaged" in out and len(err.splitlines()) == 1
     rebuilt = ["rebuilt the metadata of epochs/committed from the schema"] if lose == "array" else []
@@ -317,7 +317,7 @@ def test_only_whole_epochs_are_committed_again(store, capsys):
         f"committed epoch {e} (slot {s}) again (every chunk of it present and valid)"
         for s, e in [(0, 0), (1, 1), (3, 4)]]
     assert f"marked {store} running (so that resuming the capture completes it)" in out
-    assert list(stores.committed_slots(store)[1]) == [0, 1, 4]
+    assert list(slabs.committed_slots(store)[1]) == [0, 1, 4]
     assert stores.run_attrs(store)["status"] == "running"  # the capture rewrites epoch 2
 
 

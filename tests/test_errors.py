@@ -19,6 +19,7 @@ import zarr
 import analyze.grid
 import capture.train
 import stores
+from stores import slabs
 from analyze.__main__ import main as analyze_main
 from capture.__main__ import main as capture_main
 from stores.__main__ import main as stores_main
@@ -54,7 +55,7 @@ def test_a_diverging_run_stops_in_one_line_and_is_marked_diverged(env, capsys):
     assert line.startswith("error: corruption=0.6,seed=0: training diverged at epoch 1 (train loss ")
     assert f"{path} keeps its 1 committed epoch (0) and is marked diverged; lower train.lr" in line
     # the epoch before it stays committed and readable; nothing of the diverged one is
-    assert list(stores.committed_slots(str(path))[1]) == [0]
+    assert list(slabs.committed_slots(str(path))[1]) == [0]
     assert zarr.open_group(str(path), mode="r").attrs["diverged"]["epoch"] == 1
     assert stores_main(["validate", str(path)]) == 0
     capsys.readouterr()
@@ -97,7 +98,7 @@ def test_ctrl_c_of_capture_says_where_the_store_stands_and_how_to_resume(env, ca
     # the printed command resumes it to the end
     assert capture_main(shlex.split(resume.removeprefix("resume with: "))[3:]) == 0
     assert stores.run_attrs(str(path))["status"] == "complete"
-    assert list(stores.committed_slots(str(path))[1]) == [0, 1, 2, 4]
+    assert list(slabs.committed_slots(str(path))[1]) == [0, 1, 2, 4]
     assert {k: v for k, v in _committed(env.root).items() if not k.startswith("bad")} == before
 
 

@@ -18,10 +18,11 @@ import stores
 from capture import train
 from capture.run import capture_run
 from capture.warmstart import relabelled, source_path
-from stores import ConfigError, StoreError, load_pipeline, load_pipelines
+from stores import ConfigError, StoreError, load_pipeline, load_pipelines, slabs
 from stores.config import first_epoch, init_source
 from stores.validate import validate
-from stores.writer import consolidate, write_analysis
+from stores.groups import consolidate
+from stores.results import write_analysis
 
 from .conftest import REPO, fresh_tiny_root
 from .storecmp import differences
@@ -165,14 +166,14 @@ def _edit_group(path: str) -> xr.Dataset:
     from analyze.edit import velpic_weight
     from analyze.probes import VeLPIC
 
-    table = stores.sample_table(path)
+    table = slabs.sample_table(path)
     train_rows = table["split"] == "train"
     layer = stores.penultimate_layer(path)
-    slots, epochs = stores.committed_slots(path)
-    n_classes = stores.weight_slab(path, "head.weight", 0).shape[0]
+    slots, epochs = slabs.committed_slots(path)
+    n_classes = slabs.weight_slab(path, "head.weight", 0).shape[0]
     weights = []
     for slot in slots:
-        hidden = stores.slab(path, layer, int(slot)).astype(np.float64)
+        hidden = slabs.slab(path, layer, int(slot)).astype(np.float64)
         probe = VeLPIC().fit(hidden[train_rows], table["label_observed"][train_rows])
         weights.append(velpic_weight(probe, n_classes).astype(np.float32))
     return xr.Dataset({"weight": (("epoch", "out", "in"), np.stack(weights))},
@@ -183,11 +184,11 @@ def _edit_group(path: str) -> xr.Dataset:
 def _relabel_group(path: str) -> xr.Dataset:
     """analysis/relabel as the spec lays it out: here the relabelling is perfect (the
     true labels on the training rows), and the holdout is P1's seeded 20% of the test rows."""
-    table = stores.sample_table(path)
+    table = slabs.sample_table(path)
     test_rows = np.flatnonzero(table["split"] == "test")
     holdout = np.zeros(len(table["split"]), dtype=bool)
     holdout[np.random.default_rng(0).permutation(test_rows)[: round(0.2 * len(test_rows))]] = True
-    final = int(stores.committed_slots(path)[1][-1])
+    final = int(slabs.committed_slots(path)[1][-1])
     return xr.Dataset(
         {"label": (("sample",), table["label_true"].astype(np.int64)),
          "holdout": (("sample",), holdout),
@@ -241,9 +242,9 @@ def test_edit_then_train_continues_the_source_epochs(source_root, tiny_root, tmp
     # float32 mean's rounding at most.
     from analyze.edit import edited_logits
 
-    slot = int(stores.committed_slots(source)[0][list(stores.committed_slots(source)[1]).index(2)])
-    hidden = stores.slab(source, stores.penultimate_layer(source), slot)
-    table = stores.sample_table(source)
+    slot = int(slabs.committed_slots(source)[0][list(slabs.committed_slots(source)[1]).index(2)])
+    hidden = slabs.slab(source, stores.penultimate_layer(source), slot)
+    table = slabs.sample_table(source)
     test = table["split"] == "test"
     edited = float((edited_logits(hidden, edit_weight)[test].argmax(1) == table["label_true"][test]).mean())
     ties = _near_ties(source, slot, edit_weight, None, hidden, cast=True)
@@ -271,10 +272,10 @@ def test_relabel_and_retrain_trains_on_the_relabelled_set_and_stops_by_patience(
     path = capture_run(config, str(source_root), progress=False)
     source = _source(source_root)
     src, new = stores.open_run(source), stores.open_run(path)
-    final = int(stores.committed_slots(source)[1][-1])
+    final = int(slabs.committed_slots(source)[1][-1])
     assert new.attrs["init"] == {"source": source, "epoch": final, "edit": "none",
                                  "labels": "relabel", "epochs": "restart"}
-    theirs, ours = stores.sample_table(source), stores.sample_table(path)
+    theirs, ours = slabs.sample_table(source), slabs.sample_table(path)
     relabel = src["analysis/relabel"]
     holdout = relabel["holdout"].values
     np.testing.assert_array_equal(ours["label_observed"], relabel["label"].values)
@@ -326,7 +327,7 @@ def test_relabel_needs_the_source_analysis_and_its_samples(tiny_root):
     config = load_pipeline("quickstart", pipelines).run({"corruption": 0.6})
     config = dataclasses.replace(config, init=dataclasses.replace(
         config.init, source="quickstart", epoch="final", edit="none", labels="relabel"))
-    record = stores.sample_table(str(pristine / "quickstart" / f"{SOURCE_RUN}.zarr"))
+    record = slabs.sample_table(str(pristine / "quickstart" / f"{SOURCE_RUN}.zarr"))
     with pytest.raises(StoreError, match=r"init\.labels: .* has no analysis/relabel yet; run "
                                          r"`python -m analyze quickstart` first"):
         relabelled(config, str(pristine), record)

@@ -14,7 +14,7 @@ from analyze.pipeline import analyse
 from capture.data import load_dataset
 from capture.models import ModularMLP, build_model, load_weights
 from capture.run import capture_run
-from stores import load_pipeline
+from stores import load_pipeline, slabs
 from stores.config import DataConfig, ModelConfig, run_config_from_dict
 
 from .conftest import REPO
@@ -73,7 +73,7 @@ def modular_root(tmp_path_factory):
 def test_corruption_count_is_exact_in_the_store(modular_root):
     pipelines, root = modular_root
     config = load_pipeline("modular-coexist", pipelines).runs()[0]
-    table = stores.sample_table(config.store_path(str(root)))
+    table = slabs.sample_table(config.store_path(str(root)))
     train = table["split"] == "train"
     assert train.sum() == int(np.floor(0.5 * 121))
     assert table["corrupted"].sum() == int(np.floor(0.35 * train.sum()))
@@ -86,19 +86,19 @@ def test_pruning_from_the_store_equals_pruning_the_model(modular_root):
     path = load_pipeline("modular-coexist", pipelines).runs()[0].store_path(str(root))
     result = modular.neuron_task(path)
     curves = result["pruning"]
-    slots, _ = stores.committed_slots(path)
-    state = {n: stores.weight_slab(path, n, int(slots[-1])) for n in stores.param_names(path)}
+    slots, _ = slabs.committed_slots(path)
+    state = {n: slabs.weight_slab(path, n, int(slots[-1])) for n in stores.param_names(path)}
     config = run_config_from_dict(stores.run_attrs(path)["config"])
     data = load_dataset(config.data)
     x = torch.as_tensor(np.r_[data.x_train, data.x_test])
-    table = stores.sample_table(path)
+    table = slabs.sample_table(path)
     train = table["split"] == "train"
     groups = {"corrupted": train & table["corrupted"], "clean": train & ~table["corrupted"], "test": ~train}
     # neuron_task prunes the stored hidden representation in float64 (the full product,
     # then one rank-1 subtraction per neuron); the model here is float32 torch. Both label
     # a row alike unless its top-two margin is within rounding of both (clear_argmax):
     # the accuracies may differ by those near-tie rows only.
-    hidden = stores.slab(path, stores.penultimate_layer(path), int(slots[-1])).astype(np.float64)
+    hidden = slabs.slab(path, stores.penultimate_layer(path), int(slots[-1])).astype(np.float64)
     full = np.abs(hidden) @ np.abs(state["head.weight"].astype(np.float64)).T
     n_units = hidden.shape[1]
     for order in ("ascending", "descending"):
@@ -130,9 +130,9 @@ def test_neuron_task_matches_independent_ipr(modular_root):
     pipelines, root = modular_root
     path = load_pipeline("modular-coexist", pipelines).runs()[0].store_path(str(root))
     ds = modular.neuron_task(path)["neurons"]
-    slots, epochs = stores.committed_slots(path)
-    w1 = stores.weight_slab(path, "embed.weight", int(slots[-1])).astype(np.float64)
-    w2 = stores.weight_slab(path, "head.weight", int(slots[-1])).astype(np.float64)
+    slots, epochs = slabs.committed_slots(path)
+    w1 = slabs.weight_slab(path, "embed.weight", int(slots[-1])).astype(np.float64)
+    w2 = slabs.weight_slab(path, "head.weight", int(slots[-1])).astype(np.float64)
 
     def ipr(row):  # the formula, written out
         f = np.abs(np.fft.rfft(row)) ** 2
@@ -171,8 +171,8 @@ def test_batchnorm_gains_from_the_store(tmp_path):
     path = capture_run(config, str(tmp_path / "runs"), progress=False)
     assert stores.penultimate_layer(path) == "bn"
     ds = modular.neuron_task(path)["neurons"]
-    gamma = stores.weight_slab(path, "bn.weight", 1)
-    var = stores.weight_slab(path, "bn.running_var", 1)
+    gamma = slabs.weight_slab(path, "bn.weight", 1)
+    var = slabs.weight_slab(path, "bn.running_var", 1)
     # The same formula on the same float32 slabs, in float64 there (upcast first) and in
     # float32 here: ε's cast, +, sqrt and / each round once here; γ_4 in float32.
     np.testing.assert_allclose(ds["bn_gain"], gamma / np.sqrt(var + 1e-5),

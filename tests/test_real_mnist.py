@@ -10,7 +10,7 @@ import yaml
 
 import stores
 from capture.run import capture_run
-from stores import load_pipeline
+from stores import load_pipeline, slabs
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow  # a real-image capture: not in `make test-fast`
@@ -60,7 +60,7 @@ def test_store_holds_every_epoch_and_layer(real_store):
 
 def test_samples_are_real_mnist_split_stratified(real_store, mnist):
     pixels, labels = mnist
-    table = stores.sample_table(real_store)
+    table = slabs.sample_table(real_store)
     index, split = table["index"], table["split"]
     train, test = index[split == "train"], index[split == "test"]
     assert (len(train), len(test)) == (N_TRAIN, N_TEST)
@@ -77,7 +77,7 @@ def test_samples_are_real_mnist_split_stratified(real_store, mnist):
 
 
 def test_corruption_touches_training_labels_only(real_store):
-    table = stores.sample_table(real_store)
+    table = slabs.sample_table(real_store)
     train = table["split"] == "train"
     changed = table["label_observed"] != table["label_true"]
     assert not changed[~train].any()  # the test set keeps its true labels

@@ -32,7 +32,7 @@ def test_memory_root_end_to_end(tmp_path, tiny_root):
         assert location.is_file(f"{root}/quickstart/{name}")
     assert stores.list_runs(root) == [f"{root}/quickstart/corruption=0.0,seed=0.zarr",
                                       f"{root}/quickstart/corruption=0.6,seed=0.zarr"]
-    remote = stores.open_runs(f"{root}/quickstart").sel(corruption=0.6)
+    remote = stores.open_runs(f"{root}/quickstart").runs.sel(corruption=0.6)
     local = stores.open_run(str(disk_root / "quickstart" / "corruption=0.6,seed=0.zarr"))
     np.testing.assert_array_equal(remote["activations/relu1/values"].isel(run=0).values,
                                   stores.activations(local, "relu1").values)

@@ -22,7 +22,8 @@ import zarr
 import stores
 from capture import train
 from capture.run import capture_run
-from stores import RunWriter, StoreError, load_pipeline
+from stores import RunWriter, StoreError, load_pipeline, slabs
+from stores import layout as layout_module
 from stores import state as state_module
 from stores.lock import LockError, StoreLock, lock_path
 
@@ -169,7 +170,7 @@ def test_state_holds_what_training_needs(references):
     assert {"torch", "generator"} <= set(state.arrays["rng"])
     assert state.meta["param_groups"][0]["betas"] == [0.9, 0.98]
     # The stored weights of the last slot are the state's model, cast to float32.
-    np.testing.assert_array_equal(stores.weight_slab(reference, "embed.weight", 2),
+    np.testing.assert_array_equal(slabs.weight_slab(reference, "embed.weight", 2),
                                   state.arrays["model"]["embed.weight"])
     # Readers do not see it.
     assert "state" not in stores.open_run(reference).children
@@ -205,7 +206,7 @@ def test_other_config_is_refused_naming_the_keys_and_overwrite_replaces(referenc
 def test_an_interrupted_creation_leaves_no_store(references, tmp_path, monkeypatch):
     config, reference = references["sgd"]
     with monkeypatch.context() as patch:
-        crash_at(patch, RunWriter, "_create_layer", 2)
+        crash_at(patch, layout_module, "_create_layer", 2)
         with pytest.raises(Crash):
             capture_run(config, str(tmp_path), progress=False)
     path = config.store_path(str(tmp_path))

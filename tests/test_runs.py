@@ -22,7 +22,7 @@ def test_open_runs_selects_by_swept_parameter(tiny_root):
     _, root = tiny_root
     runs = stores.open_runs(root / "quickstart")
     assert list(runs.xindexes["run"].index.names) == ["corruption", "seed"]
-    one = runs.sel(corruption=0.6, seed=0)
+    one = runs.runs.sel(corruption=0.6, seed=0)
     assert one.sizes["run"] == 1  # the run dimension and its levels stay
     single = stores.open_run(str(root / "quickstart" / "corruption=0.6,seed=0.zarr"))
     for layer in stores.layers(single):
@@ -31,13 +31,13 @@ def test_open_runs_selects_by_swept_parameter(tiny_root):
         np.testing.assert_array_equal(got.values, stores.activations(single, layer).values)
     np.testing.assert_array_equal(one["metrics/test_acc"].isel(run=0).values,
                                   single["metrics/test_acc"].values)
-    assert runs.sel(corruption=[0.0, 0.6]).sizes["run"] == 2
+    assert runs.runs.sel(corruption=[0.0, 0.6]).sizes["run"] == 2
     with pytest.raises(KeyError, match="no run with"):
-        runs.sel(corruption=0.3)
+        runs.runs.sel(corruption=0.3)
     # Observed labels differ between runs, true labels do not.
     assert runs["activations/relu1"]["label_observed"].dims == ("run", "sample")
     assert runs["activations/relu1"]["label_true"].dims == ("sample",)
-    clean = runs.sel(corruption=0.0)["activations/relu1"]
+    clean = runs.runs.sel(corruption=0.0)["activations/relu1"]
     assert not clean["corrupted"].any()
 
 
@@ -55,7 +55,7 @@ def test_runs_with_different_epochs_line_up(tmp_path):
     assert list(runs["epoch"].values) == [0, 1, 2, 4]
     acc = runs["metrics/test_acc"].sel({"train.max_epochs": 2})
     assert np.isnan(acc.sel(epoch=4)).all() and not np.isnan(acc.sel(epoch=2)).any()
-    values = runs.sel({"train.max_epochs": 2})["activations/relu1/values"]
+    values = runs.runs.sel({"train.max_epochs": 2})["activations/relu1/values"]
     assert np.isnan(values.sel(epoch=4).values.astype(float)).all()
     assert runs["epochs/committed"].dtype == bool
 

@@ -8,7 +8,7 @@ import xarray as xr
 import zarr
 
 import stores
-from stores import LayerSpec, RunWriter, StoreError
+from stores import LayerSpec, RunWriter, StoreError, slabs
 
 
 def _make_store(path, rng):
@@ -88,7 +88,7 @@ def test_existing_store_is_not_overwritten(tmp_path):
     writer.commit(0, 0)
     with pytest.raises(StoreError, match="already exists"):
         _make_store(tmp_path / "s.zarr", np.random.default_rng(2))
-    assert list(stores.committed_slots(str(tmp_path / "s.zarr"))[0]) == [0]
+    assert list(slabs.committed_slots(str(tmp_path / "s.zarr"))[0]) == [0]
 
 
 def test_missing_and_foreign_stores_give_clear_errors(tmp_path):

@@ -128,10 +128,10 @@ def test_repair_uncommits_damaged_epochs_and_resume_rewrites_them(reference, sto
 def test_repair_removes_damaged_analysis_and_refuses_the_probe_set(store, capsys):
     import xarray as xr
 
-    from analyze.grid import write
+    from stores.results import write_analysis
 
     _, path = store
-    write(path, {"x": xr.Dataset({"a": ("epoch", [0.5, 0.25])}, coords={"epoch": [0, 1]})})
+    write_analysis(path, {"x": xr.Dataset({"a": ("epoch", [0.5, 0.25])}, coords={"epoch": [0, 1]})})
     flip(next(p for p in Path(path, "analysis/x/a/c").rglob("*") if p.is_file()))
     flip(chunk(path, "samples/index", 0))
     code, out, err = run(capsys, "repair", path)

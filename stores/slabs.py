@@ -1,0 +1,137 @@
+"""The internal fast path of analysis tasks: eager, positional NumPy reads of a store.
+
+An analysis task opens the store itself and reads one (epoch, layer) slab, the probe
+set's per-sample arrays, or a parameter at some epoch slots, once each. These readers
+return plain NumPy arrays whose axes are known by position (a slab is (sample, unit),
+a weight slab the parameter's own shape), indexed by epoch *slot*, not epoch number:
+`committed_slots` maps one to the other. They are not part of the public API (`stores`
+does not export them; DESIGN.md §7.2): people read a store with `stores.open_run` and
+the xarray readers beside it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import schema
+from .errors import StoreError
+from .groups import open_group, require_node
+
+
+def committed_slots(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The committed epochs of a store, in training order.
+
+    Parameters
+    ----------
+    path : str
+        The store.
+
+    Returns
+    -------
+    slots, epochs : numpy.ndarray
+        The epoch slots (int) and their epoch numbers (int64), sorted by epoch.
+
+    Raises
+    ------
+    StoreError
+        When a committed epoch's number is missing, or a store marked complete has lost
+        commit flags inside its trained range (showing fewer epochs would be silently
+        wrong).
+    """
+    group = open_group(path, checked=False)  # the flags' absent chunks mean False
+    committed = require_node(group, f"{schema.EPOCHS}/committed", path)[:]
+    slots = np.flatnonzero(committed)
+    epochs = require_node(group, f"{schema.EPOCHS}/epoch", path)[:][slots]
+    if (epochs < 0).any():  # the fill value -1: a committed epoch's number is missing
+        slot = int(slots[np.flatnonzero(epochs < 0)[0]])
+        raise StoreError(f"{path}: {schema.EPOCHS}/epoch chunk ({slot},) of committed slot {slot} "
+                         f"is missing (damage, not fill): run `python -m stores validate {path}`, "
+                         f"then `python -m stores repair {path}` and resume the capture")
+    if group.attrs.get("status") == schema.STATUS_COMPLETE:
+        lost = schema.lost_commits(committed, list(group.attrs.get("schedule", [])), epochs)
+        if lost:
+            raise StoreError(f"{path}: marked complete but epoch(s) {', '.join(map(str, lost))} "
+                             f"are not committed (lost commit flags or an interrupted repair): "
+                             f"run `python -m stores repair {path}`")
+    order = np.argsort(epochs, kind="stable")
+    return slots[order], epochs[order]
+
+
+def sample_table(path: str) -> dict[str, np.ndarray]:
+    """The probe set's per-sample arrays.
+
+    Parameters
+    ----------
+    path : str
+        The store.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        `schema.SAMPLE_FIELDS` -> (sample,) arrays; `split` as fixed-width unicode.
+    """
+    group = open_group(path)[schema.SAMPLES]
+    table = {name: group[name][:] for name in schema.SAMPLE_FIELDS}
+    table["split"] = np.array(table["split"].tolist(), dtype=str)  # StringDType -> <U
+    return table
+
+
+def slab(path: str, layer: str, slot: int) -> np.ndarray:
+    """One epoch slot of one capture point's activations, read once.
+
+    Parameters
+    ----------
+    path : str
+        The store.
+    layer : str
+        The capture point.
+    slot : int
+        The epoch slot (from `committed_slots`).
+
+    Returns
+    -------
+    numpy.ndarray
+        (sample, unit), in the stored dtype.
+    """
+    return open_group(path)[f"{schema.ACTIVATIONS}/{layer}/{schema.VALUES}"][slot]
+
+
+def weight_slab(path: str, param: str, slot: int) -> np.ndarray:
+    """One epoch slot of one parameter or buffer.
+
+    Parameters
+    ----------
+    path : str
+        The store.
+    param : str
+        The parameter (`fc1.weight`).
+    slot : int
+        The epoch slot.
+
+    Returns
+    -------
+    numpy.ndarray
+        The parameter's own shape, float32.
+    """
+    return open_group(path)[f"{schema.WEIGHTS}/{param}/{schema.VALUES}"][slot]
+
+
+def weight_slabs(path: str, param: str, slots) -> np.ndarray:
+    """Several epoch slots of one parameter, with one open of the store.
+
+    Parameters
+    ----------
+    path : str
+        The store.
+    param : str
+        The parameter.
+    slots : iterable of int
+        The epoch slots.
+
+    Returns
+    -------
+    numpy.ndarray
+        (len(slots), *the parameter's shape), float32.
+    """
+    array = open_group(path)[f"{schema.WEIGHTS}/{param}/{schema.VALUES}"]
+    return np.stack([array[int(slot)] for slot in slots])
