@@ -4,8 +4,8 @@ The test split is cut 80/20 (seeded); the layer whose MASC (observed-label subsp
 the primary n) is most accurate on the 20% part at the run's final epoch relabels the
 whole training set with its predictions: subspaces fitted on the training rows, applied
 to the same rows (as `angle_relabel` in the authors' MASC/angle_pytorch.py does), so
-where MASC fits the observed labels exactly the relabelling changes nothing. Capture then fine-tunes the memorized model on
-those labels (`init.labels: relabel`), early-stopping on the 20% part and reporting the
+where MASC fits the observed labels exactly the relabelling changes nothing. Capture
+then fine-tunes the memorized model on those labels (`init.labels: relabel`), early-stopping on the 20% part and reporting the
 80% part. Pure numerics: arrays in, a Dataset out.
 """
 
@@ -20,9 +20,21 @@ PARTS = ("holdout", "rest")
 
 
 def holdout_mask(split: np.ndarray, seed: int) -> np.ndarray:
-    """(sample,) True on the seeded 20% of the test split, cut as the authors' code cuts
-    it (`pytorch_retrain_early.py`: scikit-learn's `train_test_split` of the test rows,
-    `test_size=0.2`, `random_state=2345` there, `analysis.relabel_seed` here)."""
+    """The seeded 20% of the test split, cut as the authors' code cuts it.
+
+    Parameters
+    ----------
+    split : ndarray of str, shape (sample,)
+        Each sample's split.
+    seed : int
+        `analysis.relabel_seed` (2345 in the authors' `pytorch_retrain_early.py`).
+
+    Returns
+    -------
+    ndarray of bool, shape (sample,)
+        True on the part scikit-learn's `train_test_split` of the test rows
+        (`test_size=0.2`, `random_state=seed`) holds out.
+    """
     test_rows = np.flatnonzero(split == "test")
     _, chosen = train_test_split(test_rows, test_size=HOLDOUT, random_state=seed)
     mask = np.zeros(len(split), dtype=bool)
@@ -36,8 +48,29 @@ def _accuracy(pred: np.ndarray, true: np.ndarray, rows: np.ndarray) -> float:
 
 def relabel(table: dict[str, np.ndarray], masc: dict[str, np.ndarray], model: np.ndarray | None,
             *, seed: int, epoch: int, n_components: float) -> xr.Dataset:
-    """`analysis/relabel` of one run from its MASC predictions per layer (`masc`, layer ->
-    (sample,), in layer order) and the model's own (`model`), at `epoch`."""
+    """`analysis/relabel` of one run: the labels its retrained model gets.
+
+    Parameters
+    ----------
+    table : dict of str to ndarray
+        The run's sample table (split, label_true, label_observed).
+    masc : dict of str to ndarray
+        layer -> MASC's predictions on every sample (sample,), in layer order.
+    model : ndarray or None
+        The model's own predictions (sample,), if known.
+    seed : int
+        The holdout's seed (`holdout_mask`).
+    epoch : int
+        The epoch the predictions are from.
+    n_components : float
+        MASC's n (recorded).
+
+    Returns
+    -------
+    xarray.Dataset
+        `label` (the best layer's MASC predictions on the training rows, the true labels
+        elsewhere), `holdout`, `layer_accuracy` (layer, part), and the choice in attrs.
+    """
     split, true = table["split"], table["label_true"]
     holdout = holdout_mask(split, seed)
     rest = (split == "test") & ~holdout
