@@ -57,11 +57,17 @@ _TOL = 1e-9
 def fourier_ipr(x: np.ndarray) -> np.ndarray:
     """IPR of the one-sided DFT magnitudes along the last axis.
 
-    x (..., p) → (...,):  x̃ = |rfft(x)| (length ⌊p/2⌋ + 1, k = 0..⌊p/2⌋),
-        IPR = Σ_k x̃_k⁴ / (Σ_k x̃_k²)²  ∈ [1/(⌊p/2⌋+1), 1],
-    and 0 for an all-zero row (instead of 0/0).  A pure cosine of frequency
-    1 ≤ k ≤ ⌊p/2⌋ has IPR 1; a one-hot row (flat spectrum) has 1/(⌊p/2⌋+1).
-    Invariant to scaling and to cyclic shifts (a shift only changes phases).
+    Parameters
+    ----------
+    x : array-like of shape (..., p)
+
+    Returns
+    -------
+    ndarray of shape (...,)
+        With x̃ = |rfft(x)| (k = 0..⌊p/2⌋), IPR = Σ_k x̃_k⁴ / (Σ_k x̃_k²)² ∈
+        [1/(⌊p/2⌋+1), 1], and 0 for an all-zero row (instead of 0/0). A pure cosine of
+        frequency 1 ≤ k ≤ ⌊p/2⌋ has IPR 1; a one-hot row (flat spectrum) 1/(⌊p/2⌋+1).
+        Invariant to scaling and to cyclic shifts (a shift only changes phases).
     """
     mag2 = np.abs(np.fft.rfft(np.asarray(x, dtype=np.float64), axis=-1)) ** 2
     num = np.sum(mag2 * mag2, axis=-1)
@@ -74,9 +80,15 @@ def fourier_ipr(x: np.ndarray) -> np.ndarray:
 def neuron_ipr(w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
     """Per-neuron IPR: mean of fourier_ipr(u_k), fourier_ipr(v_k), fourier_ipr(w_k).
 
-    w1 (N, 2p) and w2 (p, N) → (N,), or with a leading epoch axis
-    w1 (E, N, 2p) and w2 (E, p, N) → (E, N); u_k = w1[..., k, :p],
-    v_k = w1[..., k, p:], w_k = w2[..., :, k].
+    Parameters
+    ----------
+    w1, w2 : array-like of shapes (N, 2p) and (p, N), or (E, N, 2p) and (E, p, N)
+        The two layers' weights (with a leading epoch axis, or not); u_k =
+        w1[..., k, :p], v_k = w1[..., k, p:], w_k = w2[..., :, k].
+
+    Returns
+    -------
+    ndarray of shape (N,) or (E, N)
     """
     w1 = np.asarray(w1, dtype=np.float64)
     w2 = np.asarray(w2, dtype=np.float64)
@@ -97,11 +109,16 @@ def neuron_ipr(w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
 
 
 def ipr_histogram(ipr: np.ndarray, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Histogram of IPR values over [0, 1]: (counts (bins,), edges (bins + 1,)).
+    """Histogram of IPR values over [0, 1].
 
     Values are clipped to [0, 1] first: IPR is in [0, 1] mathematically, and
     np.histogram would silently drop a 1 + 1e-16 produced by round-off.
     The last bin is closed, so IPR = 1 is counted.
+
+    Returns
+    -------
+    counts : ndarray of shape (bins,)
+    edges : ndarray of shape (bins + 1,)
     """
     if int(bins) != bins or bins < 1:
         raise ValueError(f"bins: expected a positive integer, got {bins!r}")
@@ -137,9 +154,21 @@ def pruning_curve(hidden: np.ndarray, w2: np.ndarray, order: np.ndarray,
                   labels: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Accuracy per group as neurons order[0], order[1], … are removed.
 
-    hidden (n_samples, N) is the last layer's input, w2 (p, N) its weight,
-    order (N,) a permutation of the neurons, labels (n_samples,), groups
-    name → boolean mask (n_samples,).  Returns name → acc (N + 1,) with
+    Parameters
+    ----------
+    hidden : array-like of shape (n_samples, N)
+        The last layer's input.
+    w2 : array-like of shape (p, N)
+        Its weight.
+    order : array-like of shape (N,)
+        A permutation of the neurons.
+    labels : array-like of shape (n_samples,)
+    groups : dict of str to boolean mask of shape (n_samples,)
+
+    Returns
+    -------
+    dict of str to ndarray of shape (N + 1,)
+        name → acc with
 
         acc[n] = mean_{s ∈ group} [argmax_c z_n[s, c] = labels[s]],
         z_n = hidden @ w2ᵀ − Σ_{j<n} hidden[:, order[j], None] * w2[None, :, order[j]].
@@ -171,11 +200,14 @@ def pruning_curve(hidden: np.ndarray, w2: np.ndarray, order: np.ndarray,
 
 
 def prune_orders(ipr: np.ndarray) -> dict[str, np.ndarray]:
-    """Neuron removal orders (N,) from per-neuron IPR (N,).
+    """Neuron removal orders from per-neuron IPR (N,).
 
-    "ascending": low-IPR (memorising) neurons first, argsort(ipr, stable);
-    "descending": high-IPR (generalising) neurons first, argsort(−ipr, stable).
-    Ties keep index order in both, so the orders are deterministic.
+    Returns
+    -------
+    dict of str to ndarray of shape (N,)
+        "ascending": low-IPR (memorising) neurons first, argsort(ipr, stable);
+        "descending": high-IPR (generalising) neurons first, argsort(−ipr, stable).
+        Ties keep index order in both, so the orders are deterministic.
     """
     ipr = np.asarray(ipr, dtype=np.float64)
     if ipr.ndim != 1:
@@ -200,9 +232,9 @@ def _check_unit(name: str, value: Any) -> np.ndarray:
 
 
 def phase(train_acc: float, test_acc: float, xi: float) -> str:
-    """Phase of one run from its final accuracies (fractions) and corruption ξ.
+    """Phase of one run from its final accuracies (fractions in [0, 1]) and corruption ξ.
 
-    With t_gen = 0.90 and t_full = 1.05 − ξ, applied in this order:
+    Returns one of PHASES. With t_gen = 0.90 and t_full = 1.05 − ξ, applied in this order:
       test < t_gen:  train ≥ 0.90 → "memorization", else "forgetting";
       test ≥ t_gen:  train ≥ 0.90 → "coexistence",
                      else train < t_full → "full_inversion",
@@ -243,12 +275,22 @@ def two_stage(epochs: np.ndarray, train_acc: np.ndarray, xi: float, p: int,
               tol: float = 0.02) -> dict:
     """Find the memorise-then-invert shape of a train-accuracy curve.
 
-    epochs, train_acc (T,).  target = settled_train_accuracy(xi, p).
-    peak = first index of max(train_acc).  settle = first index i > peak with
-    |train_acc[j] − target| ≤ tol for every j ≥ i; None if there is none, or
-    if the peak itself is within tol of target (no first stage above it).
-    Returns {"peak_epoch", "peak_train_acc", "settle_epoch",
-    "settled_train_acc" (mean of train_acc[settle:], None if no settle), "target"}.
+    Parameters
+    ----------
+    epochs, train_acc : array-like of shape (T,)
+    xi, p : float, int
+        The corruption rate and the number of classes: target =
+        settled_train_accuracy(xi, p).
+    tol : float, default 0.02
+
+    Returns
+    -------
+    dict
+        {"peak_epoch", "peak_train_acc", "settle_epoch", "settled_train_acc" (mean of
+        train_acc[settle:], None if no settle), "target"}: peak = first index of
+        max(train_acc); settle = first index i > peak with |train_acc[j] − target| ≤ tol
+        for every j ≥ i, None if there is none or if the peak itself is within tol of
+        target (no first stage above it).
     """
     epochs = np.asarray(epochs)
     acc = np.asarray(train_acc, dtype=np.float64)
@@ -308,10 +350,17 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 def gain_ratio(gain: np.ndarray, ipr: np.ndarray, threshold: float = 0.5) -> dict:
     """Compare |BatchNorm gain| of high-IPR (≥ threshold) and low-IPR neurons.
 
-    gain, ipr (N,).  Returns {"high_mean_gain": mean |g| over ipr ≥ threshold,
-    "low_mean_gain": mean |g| over ipr < threshold, "ratio": high / low
-    (NaN if either group is empty, inf if only the low mean is 0), "n_high", "n_low",
-    "spearman": Spearman ρ(|g|, ipr)}.
+    Parameters
+    ----------
+    gain, ipr : array-like of shape (N,)
+    threshold : float, default 0.5
+
+    Returns
+    -------
+    dict
+        {"high_mean_gain": mean |g| over ipr ≥ threshold, "low_mean_gain": mean |g|
+        over ipr < threshold, "ratio": high / low (NaN if either group is empty, inf if
+        only the low mean is 0), "n_high", "n_low", "spearman": Spearman ρ(|g|, ipr)}.
     """
     g = np.abs(np.asarray(gain, dtype=np.float64))
     ipr = np.asarray(ipr, dtype=np.float64)
