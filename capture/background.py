@@ -22,7 +22,19 @@ class WriterError(RuntimeError):
 
 
 class BufferPool:
-    """A fixed set of host buffers of one shape; `take` blocks while all are in use."""
+    """A fixed set of host buffers of one shape; `take` blocks while all are in use.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Each buffer's shape (rows, units).
+    dtype : torch.dtype
+        Their dtype.
+    count : int
+        How many buffers the pool holds.
+    pin : bool
+        Page-locked memory (for asynchronous copies from CUDA).
+    """
 
     def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, count: int, pin: bool):
         self._free: queue.Queue[torch.Tensor] = queue.Queue()
@@ -30,14 +42,25 @@ class BufferPool:
             self._free.put(torch.empty(shape, dtype=dtype, pin_memory=pin))
 
     def take(self) -> torch.Tensor:
+        """A free buffer, waiting for one to be given back if none is."""
         return self._free.get()
 
     def give(self, buffer: torch.Tensor) -> None:
+        """Return a buffer taken from this pool."""
         self._free.put(buffer)
 
 
 class BackgroundWriter:
-    """Runs submitted write calls on one thread, in order."""
+    """Runs submitted write calls on one thread, in order.
+
+    After a failure the remaining calls are skipped (never committed), and the next
+    `submit` or `close` raises `WriterError`.
+
+    Parameters
+    ----------
+    max_items : int
+        The queue's bound: `submit` blocks while this many calls wait.
+    """
 
     def __init__(self, max_items: int):
         self._queue: queue.Queue = queue.Queue(maxsize=max_items)
@@ -78,5 +101,18 @@ class BackgroundWriter:
 
 
 def as_numpy(buffer: torch.Tensor, n: int) -> np.ndarray:
-    """The first `n` rows of a host buffer as a NumPy view (no copy)."""
+    """The first `n` rows of a host buffer as a NumPy view (no copy).
+
+    Parameters
+    ----------
+    buffer : torch.Tensor
+        A CPU tensor (a pool's buffer).
+    n : int
+        Rows filled.
+
+    Returns
+    -------
+    numpy.ndarray
+        A view of `buffer[:n]`.
+    """
     return buffer[:n].numpy()

@@ -146,6 +146,21 @@ class ResNet18(nn.Module):
 
 
 def build(config: ModelConfig, in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+    """The image model `config.name` names; `capture.models.build_model` calls it for images.
+
+    Parameters
+    ----------
+    config : stores.config.ModelConfig
+        name and cifar_stem.
+    in_shape : tuple of int
+        One image's (C, H, W).
+    n_classes : int
+        Outputs of the head.
+
+    Returns
+    -------
+    torch.nn.Module
+    """
     if config.name == "cnn":
         return CNN(in_shape, n_classes)
     if config.name == "alexnet":

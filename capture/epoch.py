@@ -51,7 +51,29 @@ class _Chunker:
 
 
 class EpochCapture:
-    """Captures `points` of `model` on the probe set `x` into `store` at each call."""
+    """Captures `points` of `model` on the probe set `x` into `store` at each call.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model being trained.
+    points : list of str
+        Capture points (`capture.points.resolve_points`).
+    store : stores.RunWriter
+        The run's store, with a layer per point.
+    writer : capture.background.BackgroundWriter
+        The thread that writes the chunks.
+    x : torch.Tensor
+        The probe set's inputs, on the model's device.
+    units : dict of str to int
+        Each point's stored width.
+    dtype : str, default "float16"
+        The stored activations' dtype.
+    batch_size : int, default 1024
+        Rows a forward pass.
+    reducers : dict of str to callable, optional
+        Point -> its reduction (`capture.reduce.Reducer`); flatten where absent.
+    """
 
     def __init__(self, model: nn.Module, points: list[str], store: RunWriter,
                  writer: BackgroundWriter, x: torch.Tensor, *, units: dict[str, int],
