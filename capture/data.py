@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from stores.config import VISION_DATASETS, DataConfig
+from stores.config import OPERATIONS, VISION_DATASETS, DataConfig
 
 from .dataset import Dataset, normalise
 
@@ -130,11 +130,13 @@ def _subset(rows: np.ndarray, labels: np.ndarray, size: int | None, seed: int) -
     return np.sort(picked)
 
 
-OPERATIONS = {
+# The label of the pair (m, n) under each of `stores.config.OPERATIONS`.
+LABEL_OF = {
     "add": lambda m, n, p: (m + n) % p,
     "sub": lambda m, n, p: (m - n) % p,
     "mul": lambda m, n, p: (m * n) % p,
 }
+assert tuple(LABEL_OF) == OPERATIONS
 
 
 def _modular(config: DataConfig) -> Dataset:
@@ -145,7 +147,7 @@ def _modular(config: DataConfig) -> Dataset:
     """
     p = config.p
     m, n = np.divmod(np.arange(p * p), p)
-    labels = OPERATIONS[config.operation](m, n, p).astype(np.int64)
+    labels = LABEL_OF[config.operation](m, n, p).astype(np.int64)
     x = np.zeros((p * p, 2 * p), dtype=np.float32)
     x[np.arange(p * p), m] = 1.0
     x[np.arange(p * p), p + n] = 1.0
