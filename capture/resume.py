@@ -41,7 +41,21 @@ def _host(tensor: torch.Tensor) -> np.ndarray:
 
 def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              generator: torch.Generator, *, slot: int, epoch: int, final: bool) -> TrainingState:
-    """Everything training after `epoch` depends on, as host copies and JSON."""
+    """Everything training after an epoch depends on, as host copies and JSON.
+
+    Parameters
+    ----------
+    model, optimizer, generator
+        The model, its optimizer and the data-order generator.
+    slot, epoch : int
+        The epoch slot and number the state belongs to.
+    final : bool
+        Whether training ends at this epoch.
+
+    Returns
+    -------
+    stores.state.TrainingState
+    """
     model_arrays = {name: _host(t) for name, t in model.state_dict().items()}
     opt = optimizer.state_dict()
     opt_arrays, scalars = {}, {}
@@ -71,7 +85,15 @@ def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 def restore(state: TrainingState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             generator: torch.Generator) -> None:
-    """Put `state` back into the model, the optimizer and every generator."""
+    """Put a training state back into the model, the optimizer and every generator.
+
+    Parameters
+    ----------
+    state : stores.state.TrainingState
+        What `snapshot` took (read back by `resume_point`).
+    model, optimizer, generator
+        As `snapshot` takes them; changed in place.
+    """
     as_tensor = lambda a: torch.from_numpy(np.array(a, copy=True))  # noqa: E731
     model.load_state_dict({k: as_tensor(v) for k, v in state.arrays["model"].items()}, strict=True)
     opt_state: dict[int, dict] = {}
@@ -108,9 +130,21 @@ def _jsonable(obj):
 # ------------------------------------------------------------------ where to go on
 @dataclass
 class Resume:
-    """What a resumed capture starts from: a state (None: from initialization), the
-    committed flags, and the stored train accuracy of each slot (for the stop rule) and
-    val accuracy (for early stopping; NaN in stores written before val_acc existed)."""
+    """What a resumed capture starts from.
+
+    Attributes
+    ----------
+    state : stores.state.TrainingState or None
+        The state to restore (None: train from initialization).
+    committed : numpy.ndarray
+        bool (slot,): the committed flags.
+    train_acc, val_acc : numpy.ndarray
+        (slot,): the stored train accuracy of each committed slot (for the stop rule)
+        and val accuracy (for early stopping; NaN in stores written before val_acc
+        existed); NaN elsewhere.
+    n_committed : int
+        How many slots are committed.
+    """
 
     state: TrainingState | None
     committed: np.ndarray
@@ -187,7 +221,18 @@ def resume_point(path: str) -> Resume:
 
 
 def remove_partial_files(path: str) -> int:
-    """Delete the temporaries of writes a kill interrupted; they hold nothing committed."""
+    """Delete the temporaries of writes a kill interrupted (they hold nothing committed).
+
+    Parameters
+    ----------
+    path : str
+        The store.
+
+    Returns
+    -------
+    int
+        How many files were removed.
+    """
     removed = 0
     for file in location.glob(path, "**/*.partial"):
         if _PARTIAL.search(location.name(file)) and location.is_file(file):

@@ -39,7 +39,7 @@ def summary(path: str | Path) -> dict:
     Parameters
     ----------
     path : str or Path
-        The store.
+        The store to describe.
 
     Returns
     -------

@@ -57,7 +57,7 @@ def open_plain(path: str, mode: str = "r") -> zarr.Group:
     Parameters
     ----------
     path : str
-        The store.
+        The store to open.
     mode : {"r", "r+"}, default "r"
         Read only, or read and write.
 
@@ -102,7 +102,7 @@ def consolidate(path: str) -> None:
     Parameters
     ----------
     path : str
-        The store.
+        The store to consolidate.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

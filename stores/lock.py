@@ -43,13 +43,41 @@ _DOING = {"capture": "written", "repair": "repaired", "analysis": "analysed"}  #
 
 
 def lock_path(store: str, which: str = WRITE) -> str:
+    """Where a store's lock file is (`STORE.lock`, `STORE.analysis.lock`), beside it.
+
+    Parameters
+    ----------
+    store : str
+        The store.
+    which : {"write", "analysis"}, default "write"
+        Which of its two locks.
+
+    Returns
+    -------
+    str
+    """
     return f"{str(store).rstrip('/')}{_SUFFIX[which]}"
 
 
 class StoreLock:
-    """`with StoreLock(path):` holds the write lock of the store at `path`;
-    `StoreLock(path, purpose="analysis")` its analysis lock (`which` picks the lock when
-    the purpose alone does not: `repair` may take both)."""
+    """One of a store's two locks, held with `flock` (`with StoreLock(path):`).
+
+    Parameters
+    ----------
+    store : str
+        The store.
+    purpose : {"capture", "repair", "analysis"}, default "capture"
+        Who holds it (told to a second holder); "analysis" takes the analysis lock.
+    which : {"write", "analysis"}, optional
+        The lock, where the purpose alone does not say (`repair` takes both).
+
+    Attributes
+    ----------
+    store, path : str
+        The store and its lock file.
+    purpose, which : str
+        As given.
+    """
 
     def __init__(self, store: str, purpose: str = "capture", which: str | None = None):
         which = which or (ANALYSIS if purpose == "analysis" else WRITE)
@@ -65,6 +93,7 @@ class StoreLock:
         self.release()
 
     def acquire(self) -> None:
+        """Take the lock (LockError, naming the holder, if a live process has it)."""
         if not location.is_local(self.store):  # object stores have no flock
             log.info("%s is not on a local file system: written without a lock", self.store)
             return
@@ -99,6 +128,7 @@ class StoreLock:
         self._fd = fd
 
     def release(self) -> None:
+        """Give the lock back and remove its file."""
         if self._fd is None:
             return
         try:

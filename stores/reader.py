@@ -24,7 +24,7 @@ def layer_attrs(path: str, layer: str) -> dict:
     Parameters
     ----------
     path : str
-        The store.
+        The store holding the capture point.
     layer : str
         The capture point.
 
@@ -42,7 +42,7 @@ def node_attrs(path: str, node: str) -> dict:
     Parameters
     ----------
     path : str
-        The store.
+        The store whose group to read.
     node : str
         The group's path in the store (`schema.EDIT`, `activations/fc1`).
 
@@ -61,7 +61,7 @@ def run_attrs(path: str) -> dict:
     Parameters
     ----------
     path : str
-        The store.
+        The store whose root to read.
 
     Returns
     -------
@@ -146,7 +146,7 @@ def penultimate_layer(run: xr.DataTree | str) -> str:
     Parameters
     ----------
     run : xarray.DataTree or str
-        A tree from `open_run`, or a store.
+        The run: an `open_run` tree, or the path of its store.
 
     Returns
     -------
@@ -170,7 +170,7 @@ def param_names(path: str) -> list[str]:
     Parameters
     ----------
     path : str
-        The store.
+        The store whose weights to list.
 
     Returns
     -------
@@ -186,7 +186,7 @@ def activations(run: xr.DataTree | str, layer: str) -> xr.DataArray:
     Parameters
     ----------
     run : xarray.DataTree or str
-        A tree from `open_run`, or a store.
+        An `open_run` tree, or a store to open.
     layer : str
         The capture point.
 
@@ -212,7 +212,7 @@ def metrics(run: xr.DataTree | str) -> xr.Dataset:
     Parameters
     ----------
     run : xarray.DataTree or str
-        A tree from `open_run`, or a store.
+        The run's tree (`open_run`) or its store.
 
     Returns
     -------
@@ -228,7 +228,7 @@ def weights(run: xr.DataTree | str, param: str | None = None) -> xr.DataArray | 
     Parameters
     ----------
     run : xarray.DataTree or str
-        A tree from `open_run`, or a store.
+        A run as `open_run` gives it, or its store.
     param : str, optional
         One parameter (`fc1.weight`); None: all of them.
 

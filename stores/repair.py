@@ -78,7 +78,7 @@ def repair(path: str) -> tuple[Report, Repair]:
     Parameters
     ----------
     path : str
-        The store.
+        The store to repair.
 
     Returns
     -------

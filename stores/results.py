@@ -49,7 +49,7 @@ def analysis_aside(path: str, name: str, what: str = STAGING) -> str:
     Parameters
     ----------
     path : str
-        The store.
+        The store the group belongs to.
     name : str
         The analysis group's short name (`dynamics`).
     what : {"creating", "replaced"}, default "creating"
@@ -69,7 +69,8 @@ def asides(path: str) -> list[str]:
     Parameters
     ----------
     path : str
-        The store.
+        The store whose folder to look in (the leftovers are its siblings, not
+        inside it).
 
     Returns
     -------
@@ -94,7 +95,7 @@ def write_analysis(path: str, datasets: Mapping[str, xr.Dataset]) -> None:
     Parameters
     ----------
     path : str
-        The store.
+        The store to write into.
     datasets : mapping of str to xarray.Dataset
         Short group name (`schema.ANALYSIS_NODES`, ...) -> its new content.
 
@@ -144,7 +145,7 @@ def stored_analysis(path: str) -> dict[str, xr.Dataset]:
     Parameters
     ----------
     path : str
-        The store.
+        The store whose results to read.
 
     Returns
     -------
@@ -193,7 +194,7 @@ def recover_analysis(path: str) -> list[str]:
     Parameters
     ----------
     path : str
-        The store.
+        The store whose leftovers to tidy.
 
     Returns
     -------
@@ -223,7 +224,8 @@ def consolidate_if_stale(path: str) -> bool:
     Parameters
     ----------
     path : str
-        The store.
+        The store to consolidate if need be (one whose capture has finished: a
+        running one is read without consolidated metadata).
 
     Returns
     -------

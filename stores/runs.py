@@ -28,8 +28,18 @@ from .schema import CROSS, DYNAMICS, EDIT, MASC_N
 
 
 def run_paths(source: str | Path | Iterable[str | Path]) -> list[str]:
-    """The stores named by `source`: a folder or URL (every store under it), one store,
-    or a list of stores."""
+    """The stores a source names.
+
+    Parameters
+    ----------
+    source : str, Path or iterable of them
+        A folder or URL (every store under it), one store (`*.zarr`), or a list of stores.
+
+    Returns
+    -------
+    list of str
+        Their normalized paths.
+    """
     if isinstance(source, (str, Path)):
         if str(source).rstrip("/").endswith(".zarr"):
             return [location.normalize(source)]
@@ -42,7 +52,19 @@ def run_paths(source: str | Path | Iterable[str | Path]) -> list[str]:
 
 
 def run_index(paths: list[str]) -> pd.MultiIndex:
-    """One entry per store: its swept parameters (plus `pipeline` when several are mixed)."""
+    """The `run` index of some stores.
+
+    Parameters
+    ----------
+    paths : list of str
+        The stores.
+
+    Returns
+    -------
+    pandas.MultiIndex
+        One entry per store: its swept parameters (plus `pipeline` when several
+        pipelines are mixed; `index` by position for runs without a sweep).
+    """
     rows = []
     for path in paths:
         attrs = run_attrs(path)
@@ -193,16 +215,46 @@ def _has(tree: xr.DataTree, path: str) -> bool:
 
 
 def analysis_results(source: str | Path | Iterable[str | Path]) -> xr.Dataset:
-    """A pipeline's analysis in one Dataset: `accuracy` (probe, layer, epoch, score, run)
-    and `class_accuracy` (probe, layer, epoch, class, run), `masc_k`, the edited (and the
-    unedited) model's `edit_accuracy` (variant, epoch, score, run) and
-    `edit_class_accuracy`, MASC's n ablation `masc_n_accuracy` (n, subspaces, layer,
-    epoch, score, run), the cross-run control `cross_accuracy` (labels_from, layer,
-    epoch, score, run) where stored, and the model's own metrics (epoch, run), aligned
-    on epoch."""
+    """A pipeline's analysis results in one Dataset, aligned on epoch.
+
+    Parameters
+    ----------
+    source : str, Path or iterable of them
+        As `open_runs` takes: a pipeline's folder, one store or a list of stores.
+
+    Returns
+    -------
+    xarray.Dataset
+        `accuracy` (probe, layer, epoch, score, run) and `class_accuracy` (probe, layer,
+        epoch, class, run), `masc_k`; the edited (and the unedited) model's
+        `edit_accuracy` (variant, epoch, score, run) and `edit_class_accuracy`; MASC's n
+        ablation `masc_n_accuracy` (n, subspaces, layer, epoch, score, run) and the
+        cross-run control `cross_accuracy` (labels_from, layer, epoch, score, run)
+        where stored; the model's own metrics `model_*` (epoch, run). Computed.
+
+    Raises
+    ------
+    StoreError
+        When no store has analysis results yet.
+    """
     tree = open_runs(source)
     if not _has(tree, DYNAMICS):
         raise StoreError(f"no analysis results in {source}: run `python -m analyze` first")
+    parts, attrs = _analysis_parts(tree)
+    out = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop").assign_attrs(attrs)
+    if "labels_from" in out.dims:  # which run's labels built each clean run's subspaces
+        out = out.assign_coords(labels_from_run=(("run", "labels_from"), _label_sources(
+            run_paths(source), out["labels_from"].values)))
+    # Zarr's variable-length strings come back as NumPy's StringDType, which xarray's
+    # idxmax/where cannot promote yet: labels become fixed-width unicode.
+    labels = {name: np.array(out[name].values.tolist(), dtype=str)
+              for name in ("probe", "layer", "score", "variant", "subspaces") if name in out.coords}
+    return out.assign_coords(labels).compute()
+
+
+def _analysis_parts(tree: xr.DataTree) -> tuple[list[xr.Dataset], dict]:
+    """The datasets `analysis_results` merges (their variables renamed apart), and its
+    attributes."""
     dynamics = tree[DYNAMICS].to_dataset()
     parts = [dynamics, tree[schema.METRICS].to_dataset().rename(
         {name: f"model_{name}" for name in tree[schema.METRICS].data_vars})]
@@ -223,15 +275,7 @@ def analysis_results(source: str | Path | Iterable[str | Path]) -> xr.Dataset:
         parts.append(part.drop_vars(drop))
         if node == EDIT:
             attrs["edit_layer"] = ds.attrs.get("layer")
-    out = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop").assign_attrs(attrs)
-    if "labels_from" in out.dims:  # which run's labels built each clean run's subspaces
-        out = out.assign_coords(labels_from_run=(("run", "labels_from"), _label_sources(
-            run_paths(source), out["labels_from"].values)))
-    # Zarr's variable-length strings come back as NumPy's StringDType, which xarray's
-    # idxmax/where cannot promote yet: labels become fixed-width unicode.
-    labels = {name: np.array(out[name].values.tolist(), dtype=str)
-              for name in ("probe", "layer", "score", "variant", "subspaces") if name in out.coords}
-    return out.assign_coords(labels).compute()
+    return parts, attrs
 
 
 def _label_sources(paths: list[str], rates: np.ndarray) -> np.ndarray:
@@ -246,10 +290,22 @@ def _label_sources(paths: list[str], rates: np.ndarray) -> np.ndarray:
 
 
 def analysis_table(source: str | Path | Iterable[str | Path]) -> pd.DataFrame:
-    """One row per (run, probe, layer, epoch, score), and per class on the test split:
-    the swept parameters as columns; the edited model's variants appear as probes on the
-    penultimate layer (the model itself as `unedited`), the n ablation as MASC rows with
-    their `n` and the cross-run control as `masc_cross` rows with `labels_from`."""
+    """A pipeline's analysis results as one tidy table.
+
+    Parameters
+    ----------
+    source : str, Path or iterable of them
+        As `analysis_results` takes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (run, probe, layer, epoch, score), and per class on the test split,
+        with the swept parameters as columns (`TABLE_COLUMNS` after them); the edited
+        model's variants appear as probes on the penultimate layer (the model itself as
+        `unedited`), the n ablation as MASC rows with their `n`, and the cross-run
+        control as `masc_cross` rows with `labels_from`.
+    """
     return results_table(analysis_results(source))
 
 
@@ -257,7 +313,18 @@ TABLE_COLUMNS = ["probe", "n", "labels_from", "layer", "epoch", "score", "class"
 
 
 def results_table(results: xr.Dataset) -> pd.DataFrame:
-    """`analysis_table` of results already read with `analysis_results`."""
+    """`analysis_table` of results already read.
+
+    Parameters
+    ----------
+    results : xarray.Dataset
+        What `analysis_results` returns.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As `analysis_table`'s.
+    """
     index_names = list(results.indexes["run"].names)
     primary = results.attrs.get("masc_components")
     frames = [_rows(results["accuracy"]), _rows(results["class_accuracy"], score="test")

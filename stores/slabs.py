@@ -24,7 +24,8 @@ def committed_slots(path: str) -> tuple[np.ndarray, np.ndarray]:
     Parameters
     ----------
     path : str
-        The store.
+        The store whose commit flags to read (a capture may be writing it: only
+        the epochs committed so far count).
 
     Returns
     -------
@@ -63,7 +64,8 @@ def sample_table(path: str) -> dict[str, np.ndarray]:
     Parameters
     ----------
     path : str
-        The store.
+        The store whose probe set to read (through the checked reads: a missing
+        chunk of it raises StoreError).
 
     Returns
     -------
@@ -82,7 +84,7 @@ def slab(path: str, layer: str, slot: int) -> np.ndarray:
     Parameters
     ----------
     path : str
-        The store.
+        The store to read the activations from.
     layer : str
         The capture point.
     slot : int
@@ -102,11 +104,10 @@ def weight_slab(path: str, param: str, slot: int) -> np.ndarray:
     Parameters
     ----------
     path : str
-        The store.
-    param : str
-        The parameter (`fc1.weight`).
-    slot : int
-        The epoch slot.
+        The store to read the parameter from.
+    param, slot
+        The parameter (`fc1.weight`, a str) and the epoch slot (an int), as `slab` takes
+        a capture point and a slot.
 
     Returns
     -------
@@ -122,7 +123,7 @@ def weight_slabs(path: str, param: str, slots) -> np.ndarray:
     Parameters
     ----------
     path : str
-        The store.
+        The store to read the parameter's slots from.
     param : str
         The parameter.
     slots : iterable of int

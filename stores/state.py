@@ -39,25 +39,46 @@ SECTIONS = ("model", "optimizer", "rng")
 
 @dataclass
 class TrainingState:
-    """The state at the end of epoch `epoch` (captured into `slot`), before the next one."""
+    """The training state at the end of an epoch, before the next one.
+
+    Attributes
+    ----------
+    slot, epoch : int
+        The epoch slot it was captured into, and the epoch's number.
+    final : bool, default False
+        Training ended at this epoch (max_epochs or the stop rule).
+    arrays : dict of str to dict of str to numpy.ndarray
+        Section (`SECTIONS`: model, optimizer, rng) -> name -> array.
+    meta : dict
+        JSON-able: the optimizer's param groups, the scheduler, the generators' states.
+    """
 
     slot: int
     epoch: int
-    final: bool = False  # training ended at this epoch (max_epochs or the stop rule)
-    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # section -> name -> array
-    meta: dict = field(default_factory=dict)  # JSON-able: param groups, scheduler, rng states
+    final: bool = False
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
 
 
 def copy_name(slot: int) -> str:
+    """The copy (`state/<copy>`) that holds a slot's state: copies alternate by parity."""
     return str(slot % schema.STATE_COPIES)
 
 
 def write_state(root: zarr.Group, state: TrainingState) -> None:
-    """Write `state` into its copy: invalidate, replace every array, then validate.
+    """Write a training state into its copy: invalidate, replace every array, validate.
 
     A copy whose arrays already have the names, shapes and dtypes of `state` (its
     `layout` attribute says so; true from the second write of a run on) keeps them and
-    has their chunks overwritten; otherwise it is deleted and laid out again."""
+    has their chunks overwritten; otherwise it is deleted and laid out again.
+
+    Parameters
+    ----------
+    root : zarr.Group
+        The store's root group, open for writing.
+    state : TrainingState
+        What to write (its slot picks the copy).
+    """
     parent = root.require_group(schema.STATE)
     name = copy_name(state.slot)
     layout = _layout(state)
@@ -116,7 +137,19 @@ def _write_array(group: zarr.Group | None, key: str, value: np.ndarray, dim_pref
 
 
 def candidates(root: zarr.Group) -> list[dict]:
-    """Attributes of the valid copies, latest slot first."""
+    """The valid training-state copies of a store.
+
+    Parameters
+    ----------
+    root : zarr.Group
+        The store's root group.
+
+    Returns
+    -------
+    list of dict
+        Each copy's attributes (`slot`, `epoch`, `final`, ...) and its name as `copy`,
+        latest slot first.
+    """
     if schema.STATE not in root:
         return []
     found = []
@@ -128,7 +161,24 @@ def candidates(root: zarr.Group) -> list[dict]:
 
 
 def read_state(root: zarr.Group, slot: int) -> TrainingState:
-    """The copy that holds `slot`; StoreError if it is not there, incomplete or damaged."""
+    """The training state of a slot, read back whole.
+
+    Parameters
+    ----------
+    root : zarr.Group
+        The store's root group.
+    slot : int
+        The epoch slot.
+
+    Returns
+    -------
+    TrainingState
+
+    Raises
+    ------
+    StoreError
+        When its copy is not there, holds another slot, or is incomplete or damaged.
+    """
     where = f"{schema.STATE}/{copy_name(slot)}"
     if where not in root:
         raise StoreError(f"{where}: no training state")
@@ -153,7 +203,15 @@ def read_state(root: zarr.Group, slot: int) -> TrainingState:
 
 
 def invalidate(root: zarr.Group, copy: str) -> None:
-    """Mark a copy unusable (repair does this to a damaged one)."""
+    """Mark a training-state copy unusable (repair does this to a damaged one).
+
+    Parameters
+    ----------
+    root : zarr.Group
+        The store's root group, open for writing.
+    copy : str
+        The copy's name (`copy_name`).
+    """
     where = f"{schema.STATE}/{copy}"
     if where in root:
         root[where].attrs.put({"valid": False})

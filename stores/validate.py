@@ -38,7 +38,7 @@ def validate(path: str, flags_lost: bool = False) -> Report:
     Parameters
     ----------
     path : str
-        The store.
+        The store to check, chunk by chunk.
     flags_lost : bool, default False
         The commit flags are known to be lost (repair rebuilt their array).
 
@@ -253,7 +253,7 @@ def documents(path: str) -> dict[str, dict | None]:
     Parameters
     ----------
     path : str
-        The store.
+        The store whose metadata to read.
 
     Returns
     -------
@@ -361,7 +361,7 @@ def damaged(path: str, limit: int = 1) -> list[Problem]:
     Parameters
     ----------
     path : str
-        The store.
+        The store that failed to read.
     limit : int, default 1
         How many.
 

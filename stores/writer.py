@@ -58,7 +58,7 @@ class RunWriter:
         Parameters
         ----------
         path : str
-            The store.
+            The store to go on writing.
 
         Returns
         -------
@@ -83,7 +83,7 @@ class RunWriter:
         Parameters
         ----------
         path : str
-            The store.
+            The unfinished store.
         layers, params, samples
             The run's capture points, parameter shapes and probe set, as `create` takes.
 
@@ -109,7 +109,7 @@ class RunWriter:
         Parameters
         ----------
         path : str
-            The store.
+            Where the new store goes.
         replace : bool, default False
             Replace the store at `path` (moved aside first, so that no mix of the two
             ever exists).
@@ -143,7 +143,7 @@ class RunWriter:
         Parameters
         ----------
         path : str
-            The store.
+            Where the new store is laid out.
         attrs : mapping
             Root attributes (the run config, its hash, ...).
         schedule : list of int
@@ -176,10 +176,33 @@ class RunWriter:
         return self._arrays[path]
 
     def sample_block(self, layer: str) -> int:
-        """Samples per chunk of a layer; capture hands over whole chunks."""
+        """Samples per chunk of a capture point (capture hands over whole chunks).
+
+        Parameters
+        ----------
+        layer : str
+            The capture point.
+
+        Returns
+        -------
+        int
+        """
         return self._array(f"{schema.ACTIVATIONS}/{layer}/{schema.VALUES}").chunks[1]
 
     def write_activations(self, slot: int, layer: str, start: int, values: np.ndarray) -> None:
+        """Activations of samples `start`... of one capture point at one epoch slot.
+
+        Parameters
+        ----------
+        slot : int
+            The epoch slot.
+        layer : str
+            The capture point.
+        start : int
+            The first sample (a multiple of `sample_block` goes straight to its file).
+        values : numpy.ndarray
+            (n, unit), in the store's activation dtype.
+        """
         array = self._array(f"{schema.ACTIVATIONS}/{layer}/{schema.VALUES}")
         block = array.chunks[1]
         # A whole chunk (as capture hands over) goes straight to its file (chunkio).
@@ -195,10 +218,28 @@ class RunWriter:
             array[slot] = value
 
     def write_weights(self, slot: int, state: Mapping[str, np.ndarray]) -> None:
+        """Parameters and buffers at one epoch slot.
+
+        Parameters
+        ----------
+        slot : int
+            The epoch slot.
+        state : mapping of str to numpy.ndarray
+            Parameter name -> its values (a state dict on the host).
+        """
         for name, values in state.items():
             self._put(f"{schema.WEIGHTS}/{name}/{schema.VALUES}", slot, values)
 
     def write_metrics(self, slot: int, metrics: Mapping[str, float]) -> None:
+        """The model's own losses and accuracies at one epoch slot.
+
+        Parameters
+        ----------
+        slot : int
+            The epoch slot.
+        metrics : mapping of str to float
+            Names from `schema.METRIC_NAMES` (StoreError for another).
+        """
         unknown = set(metrics) - set(schema.METRIC_NAMES)
         if unknown:
             raise StoreError(f"metrics: unknown names {sorted(unknown)}")
@@ -226,7 +267,15 @@ class RunWriter:
         write_state(self._group, state)
 
     def commit(self, slot: int, epoch: int) -> None:
-        """The last write of an epoch: its number, then its committed flag."""
+        """The last write of an epoch: its number, then its committed flag.
+
+        Parameters
+        ----------
+        slot : int
+            The epoch slot.
+        epoch : int
+            The epoch number it holds.
+        """
         self._put(f"{schema.EPOCHS}/epoch", slot, epoch)
         self._put(f"{schema.EPOCHS}/committed", slot, True)
 
@@ -238,6 +287,7 @@ class RunWriter:
     # ----------------------------------------------------------------- attributes
     @property
     def attrs(self) -> dict:
+        """A copy of the store's root attributes."""
         return dict(self._group.attrs)
 
     def update_attrs(self, attrs: Mapping) -> None:
