@@ -1,4 +1,4 @@
-"""The dynamics grid: plan tasks, run them (eagerly or on Dask), gather xarray results.
+"""The dynamics grid: list the tasks, run them (eagerly or on Dask), gather xarray results.
 
 One task per (run, epoch, layer). Only store paths and small task descriptions travel
 to the workers; only accuracies, per-class counts and the small edited weight travel
@@ -15,27 +15,42 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 import stores
-from stores.writer import write_analysis
+from stores import slabs
+from stores.config import AnalysisConfig
 
 from .edit import VARIANTS
 from .relabel import relabel
-from .tasks import MASC_LABELS, SCORES, ProbeSettings, Samples, Task, TaskResult, run_task
+from .tasks import MASC_LABELS, SCORES, Samples, Task, TaskResult, run_task
 
 log = logging.getLogger(__name__)
 
 
-def plan(store_paths: Iterable[str], done: dict[str, set] | None = None,
-         cross: dict[str, tuple] | None = None, final: bool = False) -> list[Task]:
-    """Every (run, committed epoch, layer) of the given stores, from metadata only, less
-    the (layer, epoch) pairs of each store that `done` says are computed already. A store
-    that is being written shows its committed epochs only; one without any is skipped.
-    `cross` gives a clean store its label sources (`controls.cross_sources`); `final`
-    marks each store's last committed epoch for relabelling."""
+def list_tasks(store_paths: Iterable[str], done: dict[str, set] | None = None,
+               cross: dict[str, tuple] | None = None, final: bool = False) -> list[Task]:
+    """The analysis tasks of the given stores, from metadata only.
+
+    Parameters
+    ----------
+    store_paths : iterable of str
+        The run stores. A store that is being written shows its committed epochs only;
+        one without any is skipped.
+    done : dict, optional
+        store -> the (layer, epoch) pairs computed already (`incremental.done`): left out.
+    cross : dict, optional
+        A clean store's label sources (`cross.cross_sources`).
+    final : bool, default False
+        Mark each store's last committed epoch for relabelling.
+
+    Returns
+    -------
+    list of Task
+        Every (run, committed epoch, layer) not done, store by store, layer by layer.
+    """
     tasks = []
     done, cross = done or {}, cross or {}
     for path in store_paths:
         attrs = stores.run_attrs(path)
-        slots, epochs = stores.committed_slots(path)
+        slots, epochs = slabs.committed_slots(path)
         if not len(slots):
             log.warning("%s has no committed epoch yet; skipping it", path)
             continue
@@ -51,13 +66,14 @@ def plan(store_paths: Iterable[str], done: dict[str, set] | None = None,
     return tasks
 
 
-def run_eager(tasks: list[Task], settings: ProbeSettings, progress: bool = False) -> list[TaskResult]:
-    """The reference path: every task in this process, in order."""
+def run_eager(tasks: list[Task], settings: AnalysisConfig, progress: bool = False) -> list[TaskResult]:
+    """The reference path: every task in this process, in order; a list of TaskResult."""
     return [run_task(t, settings) for t in tqdm(tasks, desc="analysis", disable=not progress)]
 
 
-def run_dask(tasks: list[Task], settings: ProbeSettings, client, progress: bool = False) -> list[TaskResult]:
-    """Every task on the Dask cluster behind `client`; results in task order."""
+def run_dask(tasks: list[Task], settings: AnalysisConfig, client, progress: bool = False) -> list[TaskResult]:
+    """Every task on the Dask cluster behind `client` (`settings` travels with each);
+    a list of TaskResult, in task order."""
     from distributed import as_completed
 
     futures = client.map(run_task, tasks, settings=settings, pure=False)
@@ -76,19 +92,34 @@ def _string_coord(values: list[str]) -> np.ndarray:
     return np.array(values, dtype=object)
 
 
-def collect(results: list[TaskResult], settings: ProbeSettings,
+def collect(results: list[TaskResult], settings: AnalysisConfig,
             relabel_seed: int | None = None) -> dict[str, dict[str, xr.Dataset]]:
-    """Per store: {"dynamics": Dataset(probe, layer, epoch, score), "edit": Dataset, and
-    "masc_n", "cross", "relabel" where computed}."""
+    """The tasks' results as xarray Datasets, per store.
+
+    Parameters
+    ----------
+    results : list of TaskResult
+        From `run_eager` or `run_dask`.
+    settings : AnalysisConfig
+        What the tasks were run with (recorded in the Datasets' attrs).
+    relabel_seed : int or None
+        The relabelling's seed; None: no relabelling.
+
+    Returns
+    -------
+    dict
+        store -> {"dynamics": Dataset(probe, layer, epoch, score), "edit": Dataset, and
+        "masc_n", "cross", "relabel" where computed}.
+    """
     by_store: dict[str, list[TaskResult]] = {}
     for r in results:
         by_store.setdefault(r.task.store, []).append(r)
     return {path: _collect_run(path, rs, settings, relabel_seed) for path, rs in by_store.items()}
 
 
-def _collect_run(path: str, results: list[TaskResult], settings: ProbeSettings,
+def _collect_run(path: str, results: list[TaskResult], settings: AnalysisConfig,
                  relabel_seed: int | None) -> dict[str, xr.Dataset]:
-    table = stores.sample_table(path)
+    table = slabs.sample_table(path)
     samples = Samples.of(table)
     layers = list(dict.fromkeys(r.task.layer for r in results))
     epochs = sorted({r.task.epoch for r in results})
@@ -108,7 +139,7 @@ def _collect_run(path: str, results: list[TaskResult], settings: ProbeSettings,
          "class_accuracy": (("probe", "layer", "epoch", "class"), per_class.transpose(2, 0, 1, 3)),
          "masc_k": (("layer", "epoch", "class"), masc_k.astype(np.int64))},
         coords=coords,
-        attrs={"masc_components": settings.masc_components, "knn_neighbors": settings.knn_neighbors,
+        attrs={"masc_components": settings.primary_n, "knn_neighbors": settings.knn_neighbors,
                "spectral": settings.spectral,
                "description": "probe accuracy: fit on train activations with observed labels (masc_true: "
                               "true labels); train_observed/train_true score the train split, test the "
@@ -116,7 +147,7 @@ def _collect_run(path: str, results: list[TaskResult], settings: ProbeSettings,
                               "true one, unflipped the others; class_accuracy: test accuracy per true class"},
     )
     out = {"dynamics": dynamics, "edit": _collect_edit(results, samples)}
-    if settings.masc:
+    if settings.fits_masc:
         out["masc_n"] = _collect_masc_n(grid, layers, epochs, settings, samples)
     crossed = {rate: name for r in results for rate, name, _ in r.task.cross}
     if crossed:
@@ -127,7 +158,7 @@ def _collect_run(path: str, results: list[TaskResult], settings: ProbeSettings,
         out["relabel"] = relabel(table, {r.task.layer: r.masc_predictions for r in
                                                              sorted(final, key=lambda r: layers.index(r.task.layer))},
                                  model, seed=relabel_seed, epoch=final[0].task.epoch,
-                                 n_components=settings.masc_components)
+                                 n_components=settings.primary_n)
     return out
 
 
@@ -158,8 +189,8 @@ def _score_coords(samples: Samples) -> dict:
             "class_samples": ("class", samples.class_counts().astype(np.int64))}
 
 
-def _collect_masc_n(grid, layers, epochs, settings: ProbeSettings, samples: Samples) -> xr.Dataset:
-    ns = [float(n) for n in settings.ablation]
+def _collect_masc_n(grid, layers, epochs, settings: AnalysisConfig, samples: Samples) -> xr.Dataset:
+    ns = [float(n) for n in settings.masc_ns]
     keys = [(n, which) for n in ns for which in MASC_LABELS]
     acc = _fill(grid, lambda r: [[r.masc_n[key][0][s] for s in SCORES] for key in keys],
                 (len(keys), len(SCORES)))
@@ -177,7 +208,7 @@ def _collect_masc_n(grid, layers, epochs, settings: ProbeSettings, samples: Samp
          "masc_k": (("n", "subspaces", "layer", "epoch", "class"),
                     k.reshape(*shape, n_classes).transpose(2, 3, 0, 1, 4).astype(np.int64))},
         coords=coords,
-        attrs={"spectral": settings.spectral, "primary_n": settings.masc_components,
+        attrs={"spectral": settings.spectral, "primary_n": settings.primary_n,
                "description": "MASC's n ablation: n in (0, 1) keeps the components reaching that "
                               "explained fraction per class, n >= 1 that many; subspaces from the "
                               "observed or the true training labels"},
@@ -191,10 +222,10 @@ def _collect_cross(grid, layers, epochs, crossed: dict[float, str], samples: Sam
     per_class = _fill(grid, lambda r: [r.cross[rate].per_class for rate in rates],
                       (len(rates), samples.n_classes))
     any_result = next(r for row in grid for r in row if r is not None)
-    source = stores.sample_table(any_result.task.cross[0][2])
+    source = slabs.sample_table(any_result.task.cross[0][2])
     # score_samples of the first source (the flipped rows differ between sources)
     coords = {"labels_from": rates, "layer": _string_coord(layers), "epoch": epochs,
-              **_score_coords(Samples.of(stores.sample_table(any_result.task.store),
+              **_score_coords(Samples.of(slabs.sample_table(any_result.task.store),
                                          source["label_observed"], samples.n_classes))}
     return xr.Dataset(
         {"accuracy": (("labels_from", "layer", "epoch", "score"), acc.transpose(2, 0, 1, 3)),
@@ -225,10 +256,3 @@ def _collect_edit(results: list[TaskResult], samples: Samples) -> xr.Dataset:
                               "unedited is the model as trained (from the stored penultimate "
                               "activations)"},
     )
-
-
-def write(path: str, datasets: dict[str, xr.Dataset]) -> None:
-    """Replace `analysis/<name>` groups of one store, each atomically (a reader or a kill
-    sees the old group or the new one: `stores.writer.write_analysis`); nothing else is
-    touched. The caller holds the store's analysis lock."""
-    write_analysis(path, datasets)

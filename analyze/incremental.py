@@ -1,7 +1,7 @@
 """Analysis that computes only what is new: results are keyed by (epoch, layer).
 
 A store's earlier results (`analysis/dynamics`, `analysis/edit`) say which (layer, epoch)
-pairs are computed already, with which probe settings. `python -m analyze` plans tasks
+pairs are computed already, with which probe settings. `python -m analyze` lists tasks
 for the other committed pairs only and merges their results into the stored ones, so it
 can run while a capture is still writing, and again later, without redoing any work.
 Results for the same (layer, epoch) from the same committed data are the same whenever
@@ -13,20 +13,12 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from stores.runs import stored_analysis
-from stores.schema import ANALYSIS_NODES
+from stores.config import AnalysisConfig
 
-from .tasks import SCORES, ProbeSettings
-
-
-def stored(path: str) -> dict[str, xr.Dataset]:
-    """Every whole `analysis/<name>` group of a store, loaded into memory (empty if none);
-    a group an interrupted analysis left incomplete is absent here, so it is recomputed."""
-    return stored_analysis(path)
+from .tasks import SCORES
 
 
-
-def usable(results: dict[str, xr.Dataset], settings: ProbeSettings) -> bool:
+def usable(results: dict[str, xr.Dataset], settings: AnalysisConfig) -> bool:
     """Stored grid results computed with these settings, in this version's layout (else
     everything is redone)."""
     dyn, edit = results.get("dynamics"), results.get("edit")
@@ -34,12 +26,12 @@ def usable(results: dict[str, xr.Dataset], settings: ProbeSettings) -> bool:
         return False
     return ([str(p) for p in dyn.probe.values] == list(settings.probes)
             and [str(s) for s in dyn.score.values] == list(SCORES)
-            and dyn.attrs.get("masc_components") == settings.masc_components
+            and dyn.attrs.get("masc_components") == settings.primary_n
             and dyn.attrs.get("knn_neighbors") == settings.knn_neighbors
             and dyn.attrs.get("spectral") == settings.spectral)
 
 
-def done(results: dict[str, xr.Dataset], settings: ProbeSettings, layers: list[str],
+def done(results: dict[str, xr.Dataset], settings: AnalysisConfig, layers: list[str],
          cross: tuple = (), final: int | None = None, relabel_seed: int | None = None
          ) -> set[tuple[str, int]]:
     """The (layer, epoch) pairs the stored results cover, by whole epochs: an epoch is
@@ -54,7 +46,7 @@ def done(results: dict[str, xr.Dataset], settings: ProbeSettings, layers: list[s
         return set()
     rows = [stored_layers.index(layer) for layer in layers]
     computed = dyn["accuracy"].notnull().any(["probe", "score"]).values[rows]  # (layer, epoch)
-    computed &= _covered(results.get("masc_n"), "n", settings.ablation if settings.masc else (),
+    computed &= _covered(results.get("masc_n"), "n", settings.masc_ns if settings.fits_masc else (),
                          stored_layers, dyn)[rows]
     computed &= _covered(results.get("cross"), "labels_from", [rate for rate, _, _ in cross],
                          stored_layers, dyn)[rows]

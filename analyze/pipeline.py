@@ -9,28 +9,35 @@ import logging
 import numpy as np
 
 import stores
-from stores import ConfigError, Pipeline, StoreError, location
+from stores import ConfigError, Pipeline, StoreError, location, slabs
+from stores.config import AnalysisConfig
 from stores.lock import StoreLock
 from stores.runs import results_table
 from stores.schema import ANALYSIS_NODES
-from stores.writer import consolidate_if_stale, recover_analysis
+from stores.results import consolidate_if_stale, recover_analysis, stored_analysis, write_analysis
 
 from . import grid, incremental, modular, report, report_modular
 from .cross import cross_sources
 from .crosscheck import crosscheck_edit
-from .tasks import ProbeSettings, Samples, TaskResult
+from .tasks import Samples, TaskResult
 
 log = logging.getLogger(__name__)
 
 CSV = "analysis.csv"  # the tidy table, next to the report
 
 
-def settings_for(pipeline: Pipeline) -> ProbeSettings:
-    analysis = pipeline.runs()[0].analysis
-    ns = analysis.masc_ns
-    return ProbeSettings(tuple(analysis.probes), ns[0], analysis.knn_neighbors,
-                         spectral=analysis.spectral, device=analysis.device,
-                         masc_ns=ns if len(ns) > 1 else ())
+def settings_for(pipeline: Pipeline) -> AnalysisConfig:
+    """The pipeline's `analysis:` block (all its runs share it): what every task fits.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+
+    Returns
+    -------
+    AnalysisConfig
+    """
+    return pipeline.runs()[0].analysis
 
 
 def store_paths(pipeline: Pipeline, root: str, missing: list | None = None) -> list[str]:
@@ -67,10 +74,10 @@ def preflight(pipeline: Pipeline, root: str, paths: list[str]) -> None:
             raise StoreError(f"{path} is not writable ({location.os_reason(err)}): "
                              "analyze writes its results there; make it writable (or analyse a "
                              "writable copy) and run the same command again") from None
-    analysis = pipeline.runs()[0].analysis
+    analysis = settings_for(pipeline)
     if "knn" in analysis.probes:
         for path in paths:
-            n_train = int(np.sum(stores.sample_table(path)["split"] == "train"))
+            n_train = int(np.sum(slabs.sample_table(path)["split"] == "train"))
             if analysis.knn_neighbors > n_train:
                 raise ConfigError(f"{pipeline.name}.analysis.knn_neighbors: expected at most the "
                                   f"training set's {n_train} samples ({path}), got "
@@ -122,19 +129,45 @@ def _damage_error(paths: list[str], err: ValueError) -> StoreError:
 
 
 def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: bool,
-             settings: ProbeSettings, pending: list[str]) -> str:
-    analysis = pipeline.runs()[0].analysis
-    old = {path: incremental.stored(path) for path in paths}
-    cross = cross_sources(paths) if analysis.cross_labels else {}
+             settings: AnalysisConfig, pending: list[str]) -> str:
+    old = {path: stored_analysis(path) for path in paths}
+    results, new, planned = _run_new(paths, old, client, progress, settings)
+    per_store = _merged(paths, old, new, results, planned, settings)
+    if not per_store:
+        raise StoreError(f"no store of pipeline {pipeline.name} has a committed epoch yet: "
+                         f"analyse it once its capture has committed one")
+    pending += [f"{stores.run_attrs(p).get('run_name', p)} (no committed epoch yet)"
+                for p in paths if p not in per_store]
+    modular_paths = _with_neurons(per_store, old, new, client)
+    for path in per_store:
+        if path in new:
+            write_analysis(path, per_store[path])  # only stores with something new
+        _consolidated(path)
+    out_dir = location.join(root, pipeline.name)
+    results = stores.analysis_results(list(per_store))  # read once: the CSV and the report
+    with report.replacing(location.join(out_dir, CSV), "w") as f:
+        results_table(results).to_csv(f, index=False)
+    runs = list(per_store.items())
+    extra = report_modular.section(runs, out_dir) if modular_paths else ""
+    return report.write_report(pipeline.name, out_dir, list(per_store), results, CSV, extra,
+                               pending=pending)
+
+
+def _run_new(paths: list[str], old: dict, client, progress: bool, settings: AnalysisConfig):
+    """(results, new, planned): the tasks not computed yet, run (on `client`, or eagerly),
+    their results collected per store, and each store's last committed epoch when the
+    tasks were listed."""
+    cross = cross_sources(paths) if settings.cross_labels else {}
     # A capture may commit more epochs while this runs: everything below is about the
-    # epochs committed now, when the tasks were planned.
+    # epochs committed now, when the tasks were listed.
     planned = {path: int(epochs[-1]) for path in paths
-               if len(epochs := stores.committed_slots(path)[1])}
-    relabel_seed = analysis.relabel_seed if "masc" in settings.probes else None
+               if len(epochs := slabs.committed_slots(path)[1])}
+    relabel_seed = settings.relabel_seed if "masc" in settings.probes else None
     relabels = {path: relabel_seed if _has_flipped(path) else None for path in paths}  # corrupted runs
-    tasks = grid.plan(paths, {path: incremental.done(old[path], settings, stores.layers(path),
-                                                     cross.get(path, ()), planned.get(path), relabels[path])
-                              for path in paths}, cross, final=relabel_seed is not None)
+    tasks = grid.list_tasks(paths, {path: incremental.done(old[path], settings, stores.layers(path),
+                                                           cross.get(path, ()), planned.get(path),
+                                                           relabels[path])
+                                    for path in paths}, cross, final=relabel_seed is not None)
     log.info("%d new tasks over %d runs", len(tasks), len(paths))
     if not tasks:
         results = []
@@ -144,7 +177,13 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
         results = grid.run_dask(tasks, settings, client, progress)
     _report_unconverged(results)
     _report_shrunk(results)
-    new = grid.collect(results, settings, relabel_seed)
+    return results, grid.collect(results, settings, relabel_seed), planned
+
+
+def _merged(paths: list[str], old: dict, new: dict, results: list[TaskResult], planned: dict,
+            settings: AnalysisConfig) -> dict:
+    """Store -> its analysis groups: the new results (with the edit's cross-check) merged
+    into the stored ones where those are usable, the stored ones alone where nothing is new."""
     per_store = {}
     for path in paths:
         if path in new:
@@ -159,11 +198,12 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
             per_store[path] = new[path]
         elif incremental.usable(old[path], settings):
             per_store[path] = {k: old[path][k] for k in ANALYSIS_NODES if k in old[path]}
-    if not per_store:
-        raise StoreError(f"no store of pipeline {pipeline.name} has a committed epoch yet: "
-                         f"analyse it once its capture has committed one")
-    pending += [f"{stores.run_attrs(p).get('run_name', p)} (no committed epoch yet)"
-                for p in paths if p not in per_store]
+    return per_store
+
+
+def _with_neurons(per_store: dict, old: dict, new: dict, client) -> list[str]:
+    """The modular runs among `per_store`, their neuron diagnostics added: recomputed where
+    a run has new results or none stored (those count as new), else the stored ones."""
     modular_paths = [path for path in per_store if modular.is_modular(path)]
     redo = [path for path in modular_paths if path in new or "neurons" not in old[path]]
     for path, datasets in zip(redo, _neuron_results(redo, client)):
@@ -172,23 +212,12 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
     for path in modular_paths:
         per_store[path].update({k: old[path][k] for k in ("neurons", "pruning")
                                 if k not in per_store[path]})
-    for path in per_store:
-        if path in new:
-            grid.write(path, per_store[path])  # only stores with something new
-        _consolidated(path)
-    out_dir = location.join(root, pipeline.name)
-    results = stores.analysis_results(list(per_store))  # read once: the CSV and the report
-    with report.replacing(location.join(out_dir, CSV), "w") as f:
-        results_table(results).to_csv(f, index=False)
-    runs = list(per_store.items())
-    extra = report_modular.section(runs, out_dir) if modular_paths else ""
-    return report.write_report(pipeline.name, out_dir, list(per_store), results, CSV, extra,
-                               pending=pending)
+    return modular_paths
 
 
 def _has_flipped(path: str) -> bool:
     """Whether a run trained on a label that is not the true one (so it can be relabelled)."""
-    return bool(Samples.of(stores.sample_table(path)).flipped.any())
+    return bool(Samples.of(slabs.sample_table(path)).flipped.any())
 
 
 def _counted(results: list[TaskResult], field: str) -> dict[str, int]:

@@ -14,7 +14,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
-import stores
+from stores import slabs
+from stores.config import AnalysisConfig
 
 from . import edit
 from .probes import fit_masc_family, fit_spectral_probes, make_probe
@@ -26,10 +27,36 @@ from .probes import fit_masc_family, fit_spectral_probes, make_probe
 # the two labels agree).
 SCORES = ("train_observed", "train_true", "test", "flipped_observed", "flipped_true", "unflipped")
 MASC_LABELS = ("observed", "true")  # which training labels build MASC's subspaces
+# BLAS threads inside a task. One: parallelism comes from tasks, and a fixed thread count
+# keeps floating-point sums (so lbfgs paths) identical on every path.
+BLAS_THREADS = 1
 
 
 @dataclass(frozen=True)
 class Task:
+    """One (run, epoch, layer) of the grid: where its slab is, and what else it computes.
+
+    Attributes
+    ----------
+    store : str
+        The run's store.
+    run : str
+        The run's name.
+    slot, epoch : int
+        The committed slot holding the epoch, and the epoch.
+    layer : str
+        The capture point.
+    penultimate : bool
+        Whether the layer feeds the head (the VeLPIC edit is computed there).
+    head : str
+        The head's parameter prefix.
+    cross : tuple of (float, str, str)
+        (corruption rate, run name, store) of each run whose observed labels also build
+        MASC subspaces on this (clean) run's activations: P1's cross-run control.
+    final : bool
+        The run's final committed epoch: MASC predictions go back (relabelling).
+    """
+
     store: str
     run: str
     slot: int
@@ -37,67 +64,81 @@ class Task:
     layer: str
     penultimate: bool = False
     head: str = "head"
-    # (corruption rate, run name, store) of each run whose observed labels also build
-    # MASC subspaces on this (clean) run's activations: P1's cross-run control
     cross: tuple[tuple[float, str, str], ...] = ()
-    final: bool = False  # the run's final committed epoch: MASC predictions go back (relabel)
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    probes: tuple[str, ...] = ("masc", "velpic", "ncm", "knn", "logreg")
-    masc_components: float = 0.99  # the primary n (`masc`, `masc_true`, cross, relabel)
-    knn_neighbors: int = 5
-    # BLAS threads inside a task. One: parallelism comes from tasks, and a fixed thread
-    # count keeps floating-point sums (so lbfgs paths) identical on every path.
-    blas_threads: int | None = 1
-    # MASC + VeLPIC: "fast" (float32 products, the same k per class as float64; see
-    # analyze.spectral) or "exact" (float64 throughout); `device` runs the fast kernels
-    # on torch there ("cuda"), None on NumPy.
-    spectral: str = "fast"
-    device: str | None = None
-    masc_ns: tuple[float, ...] = ()  # every n of the ablation (analysis/masc_n); () = primary only
-
-    @property
-    def ablation(self) -> tuple[float, ...]:
-        return self.masc_ns or (self.masc_components,)
-
-    @property
-    def masc(self) -> bool:
-        """Whether any MASC result (a probe, the ablation) is asked for."""
-        return bool({"masc", "masc_true"} & set(self.probes))
+    final: bool = False
 
 
 @dataclass
 class Breakdown:
-    """One predictor's accuracies: per score (SCORES) and per true class on the test split."""
+    """One predictor's accuracies.
+
+    Attributes
+    ----------
+    scores : dict
+        score (SCORES) -> accuracy.
+    per_class : ndarray of shape (n_classes,)
+        Test accuracy per true class.
+    """
 
     scores: dict[str, float]
-    per_class: np.ndarray  # (n_classes,)
+    per_class: np.ndarray
 
 
 @dataclass
 class TaskResult:
+    """What one task sends back: small results only (accuracies, k per class, the edit).
+
+    Attributes
+    ----------
+    task : Task
+        The task.
+    accuracy : dict
+        probe -> score (SCORES) -> accuracy; `class_accuracy`: probe -> (class,).
+    masc_k : ndarray or None
+        MASC's components kept per class (primary n, observed labels).
+    edit_accuracy, edit_class_accuracy, edit_weight, edit_predictions
+        The VeLPIC edit on the penultimate layer: variant -> score -> accuracy, variant
+        -> (class,), the (n_classes, units) weight, the zero-bias edited predictions.
+    not_converged, shrunk : tuple of str
+        Probes whose solver stopped at its iteration limit; probes fitted with their
+        regularised fallback (qda).
+    masc_n : dict
+        (n, subspaces) -> (scores, k per class): the n ablation.
+    cross : dict
+        corruption rate -> Breakdown: the cross-run control.
+    masc_predictions, model_predictions : ndarray or None
+        Primary-n MASC's and the model's predictions on every sample (final epoch).
+    """
+
     task: Task
-    accuracy: dict[str, dict[str, float]]  # probe -> score -> accuracy
-    masc_k: np.ndarray | None = None  # components kept per class
-    edit_accuracy: dict[str, dict[str, float]] | None = None  # variant -> score -> accuracy
-    edit_weight: np.ndarray | None = None  # (n_classes, units)
-    edit_predictions: np.ndarray | None = None  # zero-bias edited predictions, all samples
-    not_converged: tuple[str, ...] = ()  # probes whose solver stopped at its iteration limit
-    class_accuracy: dict[str, np.ndarray] = field(default_factory=dict)  # probe -> (class,)
-    edit_class_accuracy: dict[str, np.ndarray] = field(default_factory=dict)  # variant -> (class,)
-    # (n, subspaces) -> (scores, k per class): the n ablation
+    accuracy: dict[str, dict[str, float]]
+    masc_k: np.ndarray | None = None
+    edit_accuracy: dict[str, dict[str, float]] | None = None
+    edit_weight: np.ndarray | None = None
+    edit_predictions: np.ndarray | None = None
+    not_converged: tuple[str, ...] = ()
+    class_accuracy: dict[str, np.ndarray] = field(default_factory=dict)
+    edit_class_accuracy: dict[str, np.ndarray] = field(default_factory=dict)
     masc_n: dict[tuple[float, str], tuple[dict[str, float], np.ndarray]] = field(default_factory=dict)
-    cross: dict[float, Breakdown] = field(default_factory=dict)  # corruption rate -> breakdown
-    masc_predictions: np.ndarray | None = None  # primary-n MASC, every sample (final epoch)
-    model_predictions: np.ndarray | None = None  # the model's, every sample (final epoch)
-    shrunk: tuple[str, ...] = ()  # probes fitted with their regularised fallback (qda)
+    cross: dict[float, Breakdown] = field(default_factory=dict)
+    masc_predictions: np.ndarray | None = None
+    model_predictions: np.ndarray | None = None
+    shrunk: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Samples:
-    """The probe set's masks and labels, as every score reads them."""
+    """The probe set's masks and labels, as every score reads them.
+
+    Attributes
+    ----------
+    train, test : ndarray of bool, shape (sample,)
+        The splits.
+    observed, true : ndarray of int, shape (sample,)
+        The labels trained on and the true ones.
+    n_classes : int
+        Number of classes.
+    """
 
     train: np.ndarray
     test: np.ndarray
@@ -108,6 +149,8 @@ class Samples:
     @classmethod
     def of(cls, table: dict[str, np.ndarray], observed: np.ndarray | None = None,
            n_classes: int | None = None) -> "Samples":
+        """From a store's sample table; `observed` replaces its observed labels (another
+        run's, for the cross-run control)."""
         y_obs = table["label_observed"] if observed is None else observed
         y_true = table["label_true"]
         k = n_classes or int(max(y_true.max(), y_obs.max())) + 1
@@ -131,9 +174,11 @@ class Samples:
         }
 
     def counts(self) -> dict[str, int]:
+        """Score -> how many rows it averages over."""
         return {name: int(rows.sum()) for name, (rows, _) in self.masks().items()}
 
     def class_counts(self) -> np.ndarray:
+        """(class,) test rows per true class."""
         return np.bincount(self.true[self.test], minlength=self.n_classes)[: self.n_classes]
 
 
@@ -147,7 +192,21 @@ def _scores(pred: np.ndarray, samples: Samples) -> dict[str, float]:
 
 
 def breakdown(pred: np.ndarray, samples: Samples) -> Breakdown:
-    """Every score, and the test accuracy per true class (NaN for a class without test rows)."""
+    """A predictor's accuracies.
+
+    Parameters
+    ----------
+    pred : ndarray of shape (sample,)
+        Predictions on every sample of the probe set.
+    samples : Samples
+        The masks and labels to score them against.
+
+    Returns
+    -------
+    Breakdown
+        Every score, and the test accuracy per true class (NaN for a class without test
+        rows).
+    """
     hit = (pred == samples.true) & samples.test
     counts = samples.class_counts()
     per_class = np.bincount(samples.true[hit], minlength=samples.n_classes)[: samples.n_classes]
@@ -156,7 +215,7 @@ def breakdown(pred: np.ndarray, samples: Samples) -> Breakdown:
     return Breakdown(_scores(pred, samples), per_class)
 
 
-def _fit_probe(name: str, x_train, y_train, settings: ProbeSettings, spectral):
+def _fit_probe(name: str, x_train, y_train, settings: AnalysisConfig, spectral):
     """(fitted probe, whether its solver converged). A solver that stops at its
     iteration limit (logreg's lbfgs) is not an error: the fit is scored as it is, and the
     pipeline reports how many did so, once, instead of a warning per task."""
@@ -175,22 +234,35 @@ def _fit_probe(name: str, x_train, y_train, settings: ProbeSettings, spectral):
     return probe, converged
 
 
-def run_task(task: Task, settings: ProbeSettings) -> TaskResult:
-    with threadpool_limits(settings.blas_threads):
+def run_task(task: Task, settings: AnalysisConfig) -> TaskResult:
+    """Read one slab, fit every probe of `settings`, score them (on `BLAS_THREADS` threads).
+
+    Parameters
+    ----------
+    task : Task
+        The (run, epoch, layer) to analyse.
+    settings : AnalysisConfig
+        The pipeline's `analysis:` block (its device possibly overridden).
+
+    Returns
+    -------
+    TaskResult
+    """
+    with threadpool_limits(BLAS_THREADS):
         return _run_task(task, settings)
 
 
-def _spectral(x_train, y_train, n: float, settings: ProbeSettings):
+def _spectral(x_train, y_train, n: float, settings: AnalysisConfig):
     return fit_spectral_probes(x_train, y_train, n, method=settings.spectral, device=settings.device)
 
 
-def _run_task(task: Task, settings: ProbeSettings) -> TaskResult:
-    table = stores.sample_table(task.store)
-    x = stores.slab(task.store, task.layer, task.slot).astype(np.float32)
+def _run_task(task: Task, settings: AnalysisConfig) -> TaskResult:
+    table = slabs.sample_table(task.store)
+    x = slabs.slab(task.store, task.layer, task.slot).astype(np.float32)
     samples = Samples.of(table)
     x_train = x[samples.train]
     labels = {"observed": samples.observed[samples.train], "true": samples.true[samples.train]}
-    n = settings.masc_components
+    n = settings.primary_n
     spectral = {}
     if {"masc", "velpic"} & set(settings.probes) or task.penultimate or task.final:
         spectral["masc"], spectral["velpic"] = _spectral(x_train, labels["observed"], n, settings)
@@ -209,10 +281,10 @@ def _run_task(task: Task, settings: ProbeSettings) -> TaskResult:
                         shrunk=tuple(shrunk))
     if "masc" in spectral:
         result.masc_k = np.asarray(spectral["masc"].n_components_)
-    if settings.masc:
+    if settings.fits_masc:
         result.masc_n = _ablation(x, x_train, labels, samples, spectral, settings)
     for rate, _, source in task.cross:
-        observed = stores.sample_table(source)["label_observed"]
+        observed = slabs.sample_table(source)["label_observed"]
         masc = _spectral(x_train, observed[samples.train], n, settings)[0]
         result.cross[rate] = breakdown(masc.predict(x), Samples.of(table, observed, samples.n_classes))
     if task.final:
@@ -222,18 +294,18 @@ def _run_task(task: Task, settings: ProbeSettings) -> TaskResult:
     return result
 
 
-def _ablation(x, x_train, labels, samples: Samples, spectral, settings: ProbeSettings) -> dict:
+def _ablation(x, x_train, labels, samples: Samples, spectral, settings: AnalysisConfig) -> dict:
     """MASC at every n of the ablation, from the observed and from the true labels: the
     primary n's fits are the probes' own; the other n share one decomposition per label
     set (`fit_masc_family`)."""
     out = {}
     for which in MASC_LABELS:
         name = "masc" if which == "observed" else "masc_true"
-        others = [n for n in settings.ablation if not (n == settings.masc_components and name in spectral)]
+        others = [n for n in settings.masc_ns if not (n == settings.primary_n and name in spectral)]
         family = fit_masc_family(x_train, labels[which], others, method=settings.spectral,
                                  device=settings.device)[0] if others else []
         fits = dict(zip(others, family))
-        for n in settings.ablation:
+        for n in settings.masc_ns:
             masc = fits.get(n) or spectral[name]
             out[(float(n), which)] = (_scores(masc.predict(x), samples), np.asarray(masc.n_components_))
     return out
@@ -242,9 +314,9 @@ def _ablation(x, x_train, labels, samples: Samples, spectral, settings: ProbeSet
 def _edit(task: Task, result: TaskResult, x, samples: Samples, velpic) -> None:
     """Edited-model accuracies from the stored penultimate slab and head weights; the
     unedited variant is the model itself."""
-    head_w = stores.weight_slab(task.store, f"{task.head}.weight", task.slot)
+    head_w = slabs.weight_slab(task.store, f"{task.head}.weight", task.slot)
     try:
-        head_b = stores.weight_slab(task.store, f"{task.head}.bias", task.slot)
+        head_b = slabs.weight_slab(task.store, f"{task.head}.bias", task.slot)
     except KeyError:
         head_b = None
     weight = edit.velpic_weight(velpic, head_w.shape[0])

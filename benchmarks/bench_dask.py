@@ -59,7 +59,7 @@ def run(quick: bool = False, root: str | None = None) -> list[dict]:
             capture_run(config, runs_root, progress=False)
         paths = store_paths(pipeline, runs_root)
         settings = settings_for(pipeline)
-        tasks = grid.plan(paths)
+        tasks = grid.list_tasks(paths)
         for trial in range(1 if quick else 3):
             t = {}
             for workers in (1, 2) if trial % 2 == 0 else (2, 1):

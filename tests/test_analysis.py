@@ -27,12 +27,12 @@ from .conftest import REPO, tiny_pipeline_yaml
 from .tolerance import clear_argmax, relu_mlp_atol, unit_roundoff
 from .tolerance import gamma as gamma_n
 
-SETTINGS = ProbeSettings(probes=("masc", "velpic", "ncm", "knn", "logreg"))
+SETTINGS = AnalysisConfig(probes=("masc", "velpic", "ncm", "knn", "logreg"))
 
 
 def _same(a, b):
     # Exact throughout: both paths call run_task on the same stores, and run_task caps
-    # BLAS to settings.blas_threads (1) inside the task on either path (threadpoolctl),
+    # BLAS to BLAS_THREADS (1) inside the task on either path (threadpoolctl),
     # so the eager process and the worker processes run the same code with the same
     # thread count on the same machine: the same sums in the same order.
     assert a.task == b.task
@@ -78,7 +78,7 @@ def _near_ties(store, slot, weight, bias, hidden, cast=False):
 def test_dask_path_equals_eager_path(tiny_store):
     from distributed import Client, LocalCluster
 
-    tasks = grid.plan([tiny_store])
+    tasks = grid.list_tasks([tiny_store])
     assert len(tasks) == 3 * 4  # layers x committed epochs
     eager = grid.run_eager(tasks, SETTINGS)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -89,7 +89,7 @@ def test_dask_path_equals_eager_path(tiny_store):
 
 
 def test_zero_bias_edit_predicts_exactly_as_velpic(tiny_store):
-    task = next(t for t in grid.plan([tiny_store]) if t.penultimate and t.epoch == 4)
+    task = next(t for t in grid.list_tasks([tiny_store]) if t.penultimate and t.epoch == 4)
     result = run_task(task, SETTINGS)
     table = slabs.sample_table(tiny_store)
     x = slabs.slab(tiny_store, task.layer, task.slot).astype(np.float32)
@@ -98,7 +98,7 @@ def test_zero_bias_edit_predicts_exactly_as_velpic(tiny_store):
     # fast path fits VeLPIC by the same float64 code as VeLPIC().fit, and the zero-bias
     # edit's logits are the same float64 product x @ coefᵀ; BLAS is held to the task's
     # one thread here too, so both compute the same sums in the same order.
-    with threadpool_limits(SETTINGS.blas_threads):
+    with threadpool_limits(BLAS_THREADS):
         probe = VeLPIC().fit(x[train], table["label_observed"][train])
         np.testing.assert_array_equal(result.edit_predictions, probe.predict(x))
     assert result.edit_accuracy["edit_zero_bias"] == result.accuracy["velpic"]
@@ -154,7 +154,7 @@ def test_analyse_writes_results_readable_by_plain_xarray(tiny_root):
     assert tree["analysis/edit"]["weight"].dims == ("epoch", "out", "in")
     # the rebuilt model's float32 forward against the store path: all but near ties
     edit_attrs = tree["analysis/edit"].attrs
-    task = next(t for t in grid.plan([path]) if t.penultimate and t.slot == edit_attrs["crosscheck_slot"])
+    task = next(t for t in grid.list_tasks([path]) if t.penultimate and t.slot == edit_attrs["crosscheck_slot"])
     ties = _near_ties(path, task.slot, tree["analysis/edit"]["weight"].sel(epoch=task.epoch).values,
                       None, slabs.slab(path, task.layer, task.slot), cast=True)
     assert edit_attrs["crosscheck_agreement"] >= 1 - ties.mean() - unit_roundoff(np.float64)
@@ -270,13 +270,13 @@ def test_an_unconverged_solver_is_counted_once_not_warned_per_task(tiny_store, m
     from analyze import pipeline, tasks
 
     monkeypatch.setattr(tasks, "make_probe", lambda name, **kw: LogisticRegression(max_iter=1))
-    task = grid.plan([tiny_store])[-1]
+    task = grid.list_tasks([tiny_store])[-1]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning escaping the task fails the test
-        result = run_task(task, ProbeSettings(probes=("logreg",)))
+        result = run_task(task, AnalysisConfig(probes=("logreg",)))
     assert result.not_converged == ("logreg",)
     assert 0.0 <= result.accuracy["logreg"]["test"] <= 1.0
-    converged = run_task(task, ProbeSettings(probes=("masc",)))
+    converged = run_task(task, AnalysisConfig(probes=("masc",)))
     assert converged.not_converged == ()
     with caplog.at_level("WARNING", logger="analyze.pipeline"):
         pipeline._report_unconverged([result, result, converged])
@@ -302,20 +302,20 @@ def test_spectral_setting_reaches_the_tasks_and_decides_what_is_recomputed(tiny_
     settings = settings_for(load_pipeline("quickstart", tmp_path / "p.yaml"))
     assert (settings.spectral, settings.device) == ("exact", "cpu")
 
-    task = grid.plan([tiny_store])[-1]
+    task = grid.list_tasks([tiny_store])[-1]
     exact = run_task(task, dataclasses.replace(settings, probes=("masc",), device=None))
     table = slabs.sample_table(tiny_store)
     x = slabs.slab(tiny_store, task.layer, task.slot).astype(np.float32)
     train = table["split"] == "train"
     # Exact: spectral "exact" runs MASC's own float64 fit on the same slab; BLAS held to
     # the task's thread count here too, so the same sums in the same order.
-    with threadpool_limits(settings.blas_threads):
-        masc = MASC(settings.masc_components).fit(x[train], table["label_observed"][train])
+    with threadpool_limits(BLAS_THREADS):
+        masc = MASC(settings.primary_n).fit(x[train], table["label_observed"][train])
         test = ~train
         assert exact.accuracy["masc"]["test"] == np.mean(masc.predict(x[test]) == table["label_true"][test])
     np.testing.assert_array_equal(exact.masc_k, masc.n_components_)
 
-    fast = ProbeSettings(probes=("masc",))
+    fast = AnalysisConfig(probes=("masc",))
     stored = grid.collect([run_task(task, fast)], fast)[tiny_store]
     assert incremental.usable(stored, fast)
     assert not incremental.usable(stored, dataclasses.replace(fast, spectral="exact"))

@@ -24,8 +24,8 @@ from stores.config import AnalysisConfig
 from .test_probes import ref_masc_predict
 from .tolerance import clear_argmax, eigenspace_atol, gamma
 
-SETTINGS = ProbeSettings(probes=("masc", "masc_true", "lda", "qda"), spectral="exact",
-                         masc_ns=(0.99, 1.0, 0.5))
+SETTINGS = AnalysisConfig(probes=("masc", "masc_true", "lda", "qda"), spectral="exact",
+                          masc_components=(0.99, 1.0, 0.5))
 
 
 def _slab(store: str, task) -> tuple[np.ndarray, dict]:
@@ -33,7 +33,7 @@ def _slab(store: str, task) -> tuple[np.ndarray, dict]:
 
 
 def _task(store: str, layer: str = "relu1", epoch: int = 4):
-    return next(t for t in grid.plan([store]) if t.layer == layer and t.epoch == epoch)
+    return next(t for t in grid.list_tasks([store]) if t.layer == layer and t.epoch == epoch)
 
 
 def _unsure(X, y, Xte, n) -> np.ndarray:
