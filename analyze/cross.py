@@ -35,7 +35,20 @@ def _without_rate(config: dict) -> dict:
 
 
 def cross_sources(paths: list[str]) -> dict[str, tuple[tuple[float, str, str], ...]]:
-    """Clean store -> ((corruption rate, run name, store), ...) of its label sources."""
+    """The label sources of P1's cross-run control.
+
+    Parameters
+    ----------
+    paths : list of str
+        The pipeline's run stores.
+
+    Returns
+    -------
+    dict
+        Clean store (no flipped training label) -> ((corruption rate, run name, store),
+        ...) of each corrupted run with the same config but its corruption rate and the
+        same samples, sorted by rate; clean stores without one are left out.
+    """
     info = {}
     for path in paths:
         attrs, table = stores.run_attrs(path), slabs.sample_table(path)

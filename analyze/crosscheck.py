@@ -21,7 +21,21 @@ log = logging.getLogger(__name__)
 
 
 def rebuild(path: str, state: dict[str, np.ndarray], in_shape: tuple[int, ...]) -> torch.nn.Module:
-    """The run's model for inputs of `in_shape`, with `state` loaded."""
+    """The run's model for inputs of `in_shape`, with `state` loaded.
+
+    Parameters
+    ----------
+    path : str
+        The run store (its config says which model).
+    state : dict of str to ndarray
+        The weights to load.
+    in_shape : tuple of int
+        One input's shape.
+
+    Returns
+    -------
+    torch.nn.Module
+    """
     attrs = stores.run_attrs(path)
     model = build_model(run_config_from_dict(attrs["config"]).model, in_shape,
                         state[f"{attrs.get('head', 'head')}.weight"].shape[0])
@@ -32,8 +46,23 @@ def crosscheck_edit(path: str, slot: int, weight: np.ndarray,
                     store_predictions: np.ndarray) -> dict:
     """Run the zero-bias edited model on the stored inputs; compare with the store path.
 
-    Returns the fraction of probe-set samples whose predictions agree (below 1 only
-    through float16 rounding of the stored penultimate activations).
+    Parameters
+    ----------
+    path : str
+        The run store.
+    slot : int
+        The committed slot of the epoch to check.
+    weight : ndarray of shape (n_classes, units)
+        The edited head weight (`edit.velpic_weight`).
+    store_predictions : ndarray of shape (sample,)
+        The edited predictions computed from the stored penultimate activations.
+
+    Returns
+    -------
+    dict
+        {"crosscheck_slot", "crosscheck_agreement"}: the fraction of probe-set samples
+        whose predictions agree (below 1 only through float16 rounding of the stored
+        penultimate activations); empty without an `input` capture point.
     """
     if "input" not in stores.layers(path):
         log.warning("%s: no `input` capture point; edit cross-check skipped", path)

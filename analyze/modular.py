@@ -24,12 +24,24 @@ PRUNE_FRACTION = 0.6  # the published comparison: prune 60% of the neurons
 
 
 def is_modular(path: str) -> bool:
+    """Whether the run at `path` trained on the modular-arithmetic dataset."""
     return stores.run_attrs(path)["config"]["data"]["name"] == "modular"
 
 
 def neuron_task(path: str) -> dict[str, xr.Dataset]:
-    """{"neurons": IPR over epochs, "pruning": curves at the final epoch}, with the
-    phase, two-stage and BatchNorm summaries in the attrs of "neurons"."""
+    """The neuron diagnostics of one modular run, from its stored weights.
+
+    Parameters
+    ----------
+    path : str
+        The run store.
+
+    Returns
+    -------
+    dict of str to xarray.Dataset
+        {"neurons": IPR over epochs, "pruning": curves at the final epoch}, with the
+        phase, two-stage and BatchNorm summaries in the attrs of "neurons".
+    """
     config = run_config_from_dict(stores.run_attrs(path)["config"])
     p, xi = config.data.p, config.corruption.rate
     slots, epochs = slabs.committed_slots(path)
@@ -108,7 +120,21 @@ def _pruning(path: str, slot: int, epoch: int, w2: np.ndarray, ipr: np.ndarray) 
 
 
 def at_fraction(pruning: xr.Dataset, order: str, fraction: float = PRUNE_FRACTION) -> dict:
-    """Accuracies per group after pruning `fraction` of the neurons in `order`."""
+    """Accuracies per group after pruning `fraction` of the neurons in `order`.
+
+    Parameters
+    ----------
+    pruning : xarray.Dataset
+        `analysis/pruning` of a run.
+    order : str
+        "ascending" or "descending" (`neurons.prune_orders`).
+    fraction : float, default PRUNE_FRACTION
+
+    Returns
+    -------
+    dict of str to float
+        group -> accuracy.
+    """
     n = int(round(fraction * (pruning.sizes["pruned"] - 1)))
     row = pruning["accuracy"].sel(order=order, pruned=n)
     return {str(g): float(row.sel(group=g)) for g in row.group.values}
