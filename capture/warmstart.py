@@ -17,7 +17,20 @@ from stores.schema import EDIT, RELABEL
 
 
 def source_path(config: RunConfig, root: str) -> str:
-    """The source store of `config.init`, resolved against the runs root."""
+    """The source store of `config.init`, resolved against the runs root.
+
+    Parameters
+    ----------
+    config : stores.RunConfig
+        A run with `init.source` set (a store path, or PIPELINE/RUN under `root`).
+    root : str
+        The runs root.
+
+    Returns
+    -------
+    str
+        The source store's path.
+    """
     source = init_source(config)
     return location.normalize(source) if source.endswith(".zarr") else location.join(root, f"{source}.zarr")
 
@@ -31,8 +44,25 @@ def _existing_source(config: RunConfig, root: str) -> str:
 
 
 def source_epoch(config: RunConfig, root: str) -> tuple[int, int]:
-    """(slot, epoch) of the source's checkpoint that `init.epoch` names ("final": the
-    last committed epoch)."""
+    """The source's checkpoint that `init.epoch` names ("final": the last committed epoch).
+
+    Parameters
+    ----------
+    config : stores.RunConfig
+        The warm-started run.
+    root : str
+        The runs root the source is looked up under.
+
+    Returns
+    -------
+    tuple of (int, int)
+        (slot, epoch) of that checkpoint in the source store.
+
+    Raises
+    ------
+    stores.StoreError
+        When the source is missing or has not committed that epoch.
+    """
     path = _existing_source(config, root)
     slots, epochs = slabs.committed_slots(path)
     epochs = [int(e) for e in epochs]
@@ -46,10 +76,31 @@ def source_epoch(config: RunConfig, root: str) -> tuple[int, int]:
 
 
 def relabelled(config: RunConfig, root: str, record: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """This run's probe set with the source's relabelled training labels (init.labels:
-    relabel): `label_observed` = analysis/relabel/label, the test split divided by
+    """This run's probe set with the source's relabelled training labels (init.labels: relabel).
+
+    `label_observed` = analysis/relabel/label, the test split divided by
     analysis/relabel/holdout into "val" (the holdout) and "test" (the rest), and the
-    source's `corrupted` mask."""
+    source's `corrupted` mask.
+
+    Parameters
+    ----------
+    config : stores.RunConfig
+        The relabel-and-retrain run.
+    root : str
+        The runs root its source is looked up under.
+    record : dict of str to numpy.ndarray
+        This run's sample table (split, index, label_true, label_observed, corrupted).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        A new sample table; `record` is not changed.
+
+    Raises
+    ------
+    stores.StoreError
+        When the source has no fitting analysis/relabel or other samples.
+    """
     path = _existing_source(config, root)
     theirs = slabs.sample_table(path)
     _check_same_samples(path, theirs, record, ("index", "label_true", "split"))
@@ -86,7 +137,27 @@ def _check_same_samples(path: str, theirs: dict, ours: dict, fields: tuple[str, 
 
 def initial_state(config: RunConfig, root: str, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The source's weights at `init.epoch`, with the edited head (bias 0) if asked.
-    `samples` is this run's probe set (relabelled already, with init.labels: relabel)."""
+
+    Parameters
+    ----------
+    config : stores.RunConfig
+        The warm-started run (`init.epoch`, `init.edit`, `init.labels`).
+    root : str
+        Where its source store is found.
+    samples : dict of str to numpy.ndarray
+        This run's probe set (relabelled already, with init.labels: relabel), checked
+        against the source's.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Parameter name -> values, a new state dict.
+
+    Raises
+    ------
+    stores.StoreError
+        When the source lacks the epoch or its edit, or was trained on other samples.
+    """
     path = _existing_source(config, root)
     slot, epoch = source_epoch(config, root)
     theirs = slabs.sample_table(path)
@@ -102,7 +173,20 @@ def initial_state(config: RunConfig, root: str, samples: dict[str, np.ndarray]) 
 
 
 def init_attrs(config: RunConfig, root: str) -> dict:
-    """The store's `init` attribute: where the run started, the epoch resolved."""
+    """The store's `init` attribute: where the run started, the epoch resolved.
+
+    Parameters
+    ----------
+    config : stores.RunConfig
+        The warm-started run.
+    root : str
+        The runs root.
+
+    Returns
+    -------
+    dict
+        source (a path), epoch, edit, labels, epochs.
+    """
     init = config.init
     return {"source": source_path(config, root), "epoch": source_epoch(config, root)[1],
             "edit": init.edit, "labels": init.labels, "epochs": init.epochs}
