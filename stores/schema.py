@@ -153,7 +153,7 @@ def config_hash(config: dict) -> str:
 
 
 # ------------------------------------------------------------------ array metadata
-# What the writer lays out, array by array (stores/writer.py): `python -m stores validate`
+# What the writer lays out, array by array (stores/layout.py): `python -m stores validate`
 # compares each array's own zarr.json (and the consolidated copy) with it, and
 # `python -m stores repair` writes it again where it is unreadable or wrong.
 def reduced_units(reduction: str, original_shape) -> int:
