@@ -35,8 +35,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ProbeSet:
-    """Train rows then test rows, as device tensors plus the per-sample record. The test
-    rows of a relabel-and-retrain run are split "val" (the holdout) and "test"."""
+    """A run's probe set: train rows then test rows, as device tensors, and its record.
+
+    The test rows of a relabel-and-retrain run are split "val" (the holdout) and "test".
+
+    Attributes
+    ----------
+    x : torch.Tensor
+        Inputs (n, *sample_shape).
+    observed, true : torch.Tensor
+        The labels training sees, and the true ones (n,).
+    is_train, is_test, is_val : torch.Tensor
+        bool (n,): each row's split.
+    record : dict of str to numpy.ndarray
+        The store's sample table: split, index, label_true, label_observed, corrupted.
+    """
 
     x: torch.Tensor
     observed: torch.Tensor
@@ -49,8 +62,25 @@ class ProbeSet:
 
 def probe_set(data: Dataset, config: RunConfig, device: torch.device,
               root: str | None = None) -> ProbeSet:
-    """The probe set of a run; with init.labels: relabel, the source's labels and splits
-    (the source is looked up under `root`)."""
+    """The probe set of a run, its training labels corrupted as its config says.
+
+    With init.labels: relabel, the labels and splits are the source's.
+
+    Parameters
+    ----------
+    data : capture.dataset.Dataset
+        The run's dataset.
+    config : stores.RunConfig
+        The run (corruption, seed, init).
+    device : torch.device
+        Where the tensors go.
+    root : str, optional
+        The runs root the warm-start source is looked up under.
+
+    Returns
+    -------
+    ProbeSet
+    """
     observed, mask, _ = corruption_for_run(data.y_train, config.corruption, data.n_classes, config.seed)
     n_train, n_test = len(data.y_train), len(data.y_test)
     record = {
@@ -88,11 +118,34 @@ def _versions() -> dict[str, str]:
 
 def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
                 device: str | None = None, progress: bool = True) -> str:
-    """Train `config` and capture it into `<root>/<pipeline>/<run>.zarr`; return the path.
+    """Train `config` and capture it into `<root>/<pipeline>/<run>.zarr`.
 
     A complete store of this run is left alone; an unfinished one is resumed at its first
     uncommitted epoch; one of another config is refused unless `overwrite`. One capture
     writes a store at a time (`STORE.lock`).
+
+    Parameters
+    ----------
+    config : stores.RunConfig
+        The run.
+    root : str
+        The runs root, a folder or a URL.
+    overwrite : bool, default False
+        Replace a store of this path whatever it holds.
+    device : str, optional
+        Where to train (`cpu`, `cuda`); default CUDA when available.
+    progress : bool, default True
+        Show progress bars.
+
+    Returns
+    -------
+    str
+        The store's path.
+
+    Raises
+    ------
+    stores.StoreError
+        When the store cannot be written, holds another config, or the run diverged.
     """
     path = config.store_path(root)
     check_size(config)  # before any folder is made or any byte allocated
@@ -122,7 +175,18 @@ def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
 
 
 def committed_text(path: str) -> str:
-    """'3 committed epochs (0 to 2)': where a store stands, for a one-line message."""
+    """Where a store stands, for a one-line message: '3 committed epochs (0 to 2)'.
+
+    Parameters
+    ----------
+    path : str
+        A run store (or where one would be).
+
+    Returns
+    -------
+    str
+        "committed epochs" where the store cannot be read.
+    """
     try:
         epochs = slabs.committed_slots(path)[1] if location.is_store(path) else []
     except (OSError, StoreError, ValueError, KeyError):
