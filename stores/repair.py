@@ -27,6 +27,7 @@ from . import location, schema
 from .groups import consolidate, open_plain
 from .lock import ANALYSIS as ANALYSIS_LOCK
 from .lock import StoreLock
+from .metadata import expected_metadata, layout_of
 from .problems import COMMITTED, DAMAGE, HOLE, LAYOUT, LOST, METADATA, Problem, Report
 from .results import asides
 from .state import invalidate
@@ -195,11 +196,11 @@ def _rebuild_metadata(path: str, report: Report, result: Repair) -> bool:
     again from the schema (a group's from its consolidated copy). True if the commit
     flags' array was among them (its flags are then lost: the data decide)."""
     docs = documents(path)
-    layout = schema.layout_of(docs)
+    layout = layout_of(docs)
     consolidated = (((docs.get("") or {}).get("consolidated_metadata") or {}).get("metadata")) or {}
     for name in sorted({p.array for p in report.problems if p.kind in (METADATA, LAYOUT)
                         and p.top not in (schema.ANALYSIS, schema.STATE)}):
-        doc, source = schema.expected_metadata(layout, name) if layout else None, "the schema"
+        doc, source = expected_metadata(layout, name) if layout else None, "the schema"
         if doc is None and docs.get(name, {}) is None:  # an unreadable group: its copy
             copy = dict(consolidated.get(name) or {})
             copy.pop("consolidated_metadata", None)  # a subgroup's copy carries an empty one

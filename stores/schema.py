@@ -1,15 +1,14 @@
-"""The run-store schema, version 1 (DESIGN.md §2): node names, dims and dtypes.
+"""The run-store schema, version 1 (DESIGN.md §2): node names, dims, dtypes and codecs.
 
-Everything that names a node of a store lives here, so the writer, the reader and
-`python -m stores validate` cannot drift apart.
+Everything that names a node of a store lives here (the analysis groups' too), so the
+writer, the reader, the analysis and `python -m stores validate` cannot drift apart;
+the array metadata laid out from it is `stores.metadata`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import math
 from typing import Any
 
 import numpy as np
@@ -106,7 +105,19 @@ STATE_COPIES = 2
 
 
 def version_message(path: str, version: Any) -> str:
-    """Why a store's `schema_version` cannot be read, in one line."""
+    """Why a store's `schema_version` cannot be read, in one line.
+
+    Parameters
+    ----------
+    path : str
+        The store, for the message.
+    version : object
+        Its `schema_version` attribute (None: absent).
+
+    Returns
+    -------
+    str
+    """
     if version is None:
         return f"{path}: not a latentgen run store (no schema_version attribute)"
     if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
@@ -116,11 +127,27 @@ def version_message(path: str, version: Any) -> str:
 
 
 def lost_commits(committed, schedule: list[int], committed_epochs) -> list[int]:
-    """The scheduled epochs that a *complete* store must have committed and has not:
-    every scheduled epoch up to its last committed one (all of them if none is). A
-    capture commits its epochs in order and marks the store complete after the last, so
-    these are flags lost, or epochs un-committed by a repair that was interrupted
-    before it could mark the store running."""
+    """The scheduled epochs that a *complete* store must have committed and has not.
+
+    A capture commits its epochs in order and marks the store complete after the last,
+    so these are flags lost, or epochs un-committed by a repair that was interrupted
+    before it could mark the store running.
+
+    Parameters
+    ----------
+    committed : array-like of bool
+        (slot,): the commit flags.
+    schedule : list of int
+        The store's `schedule` attribute.
+    committed_epochs : iterable of int
+        The committed epochs' numbers.
+
+    Returns
+    -------
+    list of int
+        Every scheduled epoch before the last committed one (all of them if none is)
+        that is not committed.
+    """
     committed = np.asarray(committed, dtype=bool)
     final = max((int(e) for e in committed_epochs), default=None)
     return [int(e) for slot, e in enumerate(schedule)
@@ -128,57 +155,74 @@ def lost_commits(committed, schedule: list[int], committed_epochs) -> list[int]:
 
 
 def weight_dims(ndim: int) -> tuple[str, ...]:
-    """Dim names after `epoch` for a parameter of `ndim` axes, named by role."""
+    """The dim names after `epoch` of a parameter, named by role.
+
+    Parameters
+    ----------
+    ndim : int
+        The parameter's number of axes.
+
+    Returns
+    -------
+    tuple of str
+        `out`, `in`, `kh`, `kw` for 1, 2 and 4 axes; `axis_<i>` otherwise.
+    """
     roles = {0: (), 1: ("out",), 2: ("out", "in"), 4: ("out", "in", "kh", "kw")}
     return roles.get(ndim, tuple(f"axis_{i}" for i in range(ndim)))
 
 
 def sample_block(n_samples: int, n_units: int, itemsize: int) -> int:
-    """Samples per chunk: an epoch cut into as many chunks as it has CHUNK_BYTES (at
-    least one), of equal size, so the last chunk is not mostly fill-value padding;
-    each holds between CHUNK_BYTES / 2 and CHUNK_BYTES (or the whole epoch)."""
+    """Samples per chunk of a capture point's activations.
+
+    An epoch is cut into as many chunks as it has CHUNK_BYTES (at least one), of equal
+    size, so the last chunk is not mostly fill-value padding: each holds between
+    CHUNK_BYTES / 2 and CHUNK_BYTES (or the whole epoch).
+
+    Parameters
+    ----------
+    n_samples, n_units : int
+        The probe set's size and the point's stored width.
+    itemsize : int
+        Bytes per value (2 for float16).
+
+    Returns
+    -------
+    int
+    """
     per_sample = max(1, n_units * itemsize)
     n_chunks = max(1, -(-n_samples * per_sample // CHUNK_BYTES))  # ceil division
     return int(max(1, -(-n_samples // n_chunks)))
 
 
 def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace, the form that is hashed."""
+    """JSON with sorted keys and no whitespace, the form that is hashed.
+
+    Parameters
+    ----------
+    obj : object
+        JSON-able.
+
+    Returns
+    -------
+    str
+    """
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
 def config_hash(config: dict) -> str:
-    """The identity of a run: sha256 of its resolved config in canonical JSON."""
+    """The identity of a run: the sha256 of its config's identity in canonical JSON.
+
+    Parameters
+    ----------
+    config : dict
+        What identifies the run (`RunConfig.identity`), JSON-able.
+
+    Returns
+    -------
+    str
+        The hex digest (64 characters), stored as the root's `config_hash`.
+    """
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()
-
-
-# ------------------------------------------------------------------ array metadata
-# What the writer lays out, array by array (stores/layout.py): `python -m stores validate`
-# compares each array's own zarr.json (and the consolidated copy) with it, and
-# `python -m stores repair` writes it again where it is unreadable or wrong.
-def reduced_units(reduction: str, original_shape) -> int:
-    """Stored width of a capture point (capture/reduce.py's rule, known without data)."""
-    shape = [int(n) for n in original_shape]
-    kind, _, size = str(reduction).partition(":")
-    if kind == "avgpool":
-        return shape[0]
-    if kind == "pool":
-        return shape[0] * int(size) ** 2
-    if kind == "project":
-        return int(size)
-    return int(math.prod(shape))
-
-
-def _document(shape, chunks, dtype, fill_value, dims, codecs) -> dict:
-    """The zarr.json that zarr writes for an array created with these arguments."""
-    import zarr
-    from zarr.storage import MemoryStore
-
-    store: dict = {}
-    zarr.create_array(MemoryStore(store), name="a", shape=tuple(shape), chunks=tuple(chunks),
-                      dtype=dtype, fill_value=fill_value, dimension_names=list(dims),
-                      compressors=codecs)
-    return json.loads(store["a/zarr.json"].to_bytes())
 
 
 def compressors(compressor: str | None) -> list:
@@ -208,118 +252,3 @@ def compressors(compressor: str | None) -> list:
     if compressor == COMPRESSED:
         return [ZstdCodec(level=1), Crc32cCodec()]
     raise StoreError(f"compressor: expected one of {', '.join(COMPRESSORS)}, got {compressor!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """What the metadata of a store's arrays follows from: the slots, the probe set's
-    size, the activation dtype and compressor, and each layer's and parameter's shape."""
-
-    n_slots: int
-    n_samples: int
-    activation_dtype: str = "float16"
-    compressor: str = PLAIN
-    units: dict = dataclasses.field(default_factory=dict)  # layer -> units
-    params: dict = dataclasses.field(default_factory=dict)  # param -> shape
-
-
-def layout_of(docs: dict[str, dict | None]) -> Layout | None:
-    """What the store's array metadata should follow from: the root attributes, the
-    probe set, the layers' attributes and the parameters' shapes, read from the nodes
-    that are readable (or their consolidated copies); None if it cannot be worked out."""
-    root = docs.get("") or {}
-    attrs = root.get("attributes") or {}
-    consolidated = ((root.get("consolidated_metadata") or {}).get("metadata")) or {}
-
-    def doc(name: str) -> dict:
-        return docs.get(name) or consolidated.get(name) or {}
-
-    def node_attrs(name: str) -> dict:
-        return doc(name).get("attributes") or {}
-
-    names = set(docs) | set(consolidated)
-    act, wts = f"{ACTIVATIONS}/", f"{WEIGHTS}/"
-    order = node_attrs(ACTIVATIONS).get("order") or sorted(
-        {n.split("/")[1] for n in names if n.startswith(act)})
-    units = {}
-    for layer in order:
-        group, values = node_attrs(f"{act}{layer}"), doc(f"{act}{layer}/{VALUES}")
-        if "original_shape" in group:
-            units[layer] = reduced_units(group.get("reduction", "flatten"), group["original_shape"])
-        elif values.get("shape"):
-            units[layer] = values["shape"][-1]
-    params = {}
-    for param in sorted({n.split("/")[1] for n in names if n.startswith(wts)}):
-        group, values = node_attrs(f"{wts}{param}"), doc(f"{wts}{param}/{VALUES}")
-        if "shape" in group:
-            params[param] = list(group["shape"])
-        elif values.get("shape"):
-            params[param] = values["shape"][1:]
-    sizes = [doc(f"{SAMPLES}/{n}").get("shape", [None])[0] for n in SAMPLE_FIELDS]
-    sizes += [(doc(f"{act}{layer}/{VALUES}").get("shape") or [None, None])[1] for layer in order]
-    sizes = [int(n) for n in sizes if isinstance(n, int)]
-    if not sizes or "schedule" not in attrs:
-        return None
-    capture = (attrs.get("config") or {}).get("capture") or {}
-    dtype = capture.get("dtype")
-    if dtype not in ACTIVATION_DTYPES:  # a store laid out without a run config
-        have = {doc(f"{act}{layer}/{VALUES}").get("data_type") for layer in order}
-        dtype = next(iter(sorted(have & set(ACTIVATION_DTYPES))), "float16")
-    compressor = capture.get("compressor")
-    if compressor not in COMPRESSORS:
-        codecs = doc(f"{METRICS}/{METRIC_NAMES[0]}").get("codecs") or []
-        compressor = COMPRESSED if any(c.get("name") == COMPRESSED for c in codecs) else PLAIN
-    return Layout(len(attrs["schedule"]) + 1, max(set(sizes), key=sizes.count),
-                         dtype, compressor, units, params)
-
-
-def expected_metadata(layout: Layout, name: str) -> dict | None:
-    """The zarr.json document of array `name` as the writer lays it out (None: not an
-    array the schema knows, such as state/ or analysis/)."""
-    codecs = compressors(layout.compressor)
-    parts = name.split("/")
-    n, slots = layout.n_samples, layout.n_slots
-    if parts[0] == SAMPLES and len(parts) == 2 and parts[1] in SAMPLE_FIELDS:
-        kind = SAMPLE_FIELDS[parts[1]]
-        return _document((n,), (n,), str if kind == "str" else kind, None, ["sample"],
-                         compressors(COMPRESSED))
-    if parts[0] == EPOCHS and len(parts) == 2 and parts[1] in ("epoch", "committed"):
-        dtype, fill = ("int64", -1) if parts[1] == "epoch" else ("bool", False)
-        return _document((slots,), (1,), dtype, fill, ["epoch"], codecs)
-    if parts[0] == METRICS and len(parts) == 2 and parts[1] in METRIC_NAMES:
-        return _document((slots,), (1,), "float64", float("nan"), ["epoch"], codecs)
-    if parts[0] == ACTIVATIONS and len(parts) == 3 and parts[2] == VALUES and parts[1] in layout.units:
-        units, dtype = int(layout.units[parts[1]]), layout.activation_dtype
-        block = sample_block(n, units, np.dtype(dtype).itemsize)
-        return _document((slots, n, units), (1, block, units), dtype, float("nan"),
-                         ["epoch", "sample", "unit"], codecs)
-    if parts[0] == WEIGHTS and len(parts) == 3 and parts[2] == VALUES and parts[1] in layout.params:
-        shape = tuple(int(s) for s in layout.params[parts[1]])
-        return _document((slots, *shape), (1, *shape), WEIGHT_DTYPE, float("nan"),
-                         ["epoch", *weight_dims(len(shape))], codecs)
-    return None
-
-
-# The metadata fields compared with the schema (not attributes: arrays carry none).
-METADATA_FIELDS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value",
-                   "codecs", "dimension_names", "node_type")
-
-
-def metadata_differences(expected: dict, have: dict) -> list[str]:
-    """'field: expected X, got Y' for every compared field that differs."""
-    out = []
-    for key in METADATA_FIELDS:
-        want, got = expected.get(key), have.get(key)
-        if key == "shape" or key == "dimension_names":
-            want, got = list(want or []), list(got or [])
-        if want != got:
-            out.append(f"{key}: expected {_brief(want)}, got {_brief(got)}")
-    return out
-
-
-def _brief(value) -> str:
-    if isinstance(value, dict) and set(value) == {"name", "configuration"}:
-        return _brief(value["configuration"].get("chunk_shape", value))
-    if isinstance(value, list) and value and all(isinstance(v, dict) and "name" in v for v in value):
-        return "[" + ", ".join(v["name"] for v in value) + "]"
-    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)

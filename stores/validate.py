@@ -28,6 +28,7 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from . import location, schema
 from .groups import open_group, open_plain
+from .metadata import Layout, expected_metadata, layout_of, metadata_differences
 from .problems import ANALYSIS, COMMITTED, EPOCH_GROUPS, HOLE, LAYOUT, LOST, METADATA, Problem, Report
 
 
@@ -61,7 +62,7 @@ def validate(path: str, flags_lost: bool = False) -> Report:
     root = open_plain(path)
     _check_layout(root, report)
     docs = documents(path)
-    layout = schema.layout_of(docs)
+    layout = layout_of(docs)
     if layout is not None:
         _check_metadata(root, docs, layout, report)
     flags_lost = flags_lost or COMMITTED not in root
@@ -263,19 +264,19 @@ def documents(path: str) -> dict[str, dict | None]:
     return {node: doc if isinstance(doc, dict) else None for node, doc in _zarr_jsons(path)}
 
 
-def _check_metadata(root: zarr.Group, docs: dict, layout: schema.Layout, report: Report) -> None:
+def _check_metadata(root: zarr.Group, docs: dict, layout: Layout, report: Report) -> None:
     """Each array's own metadata, and its consolidated copy, against the schema's."""
     consolidated = (((docs.get("") or {}).get("consolidated_metadata") or {}).get("metadata")) or {}
     reported = {p.array for p in report.problems}  # dims and shape said already
     for name in _expected_nodes(root):
-        expected = schema.expected_metadata(layout, name)
+        expected = expected_metadata(layout, name)
         if expected is None:
             continue
         skip = ("shape", "dimension_names") if name in reported else ()
         for label, doc in (("", docs.get(name)), ("consolidated metadata: ", consolidated.get(name))):
             if doc is None:
                 continue
-            diffs = [d for d in schema.metadata_differences(expected, doc) if d.split(":")[0] not in skip]
+            diffs = [d for d in metadata_differences(expected, doc) if d.split(":")[0] not in skip]
             if diffs:
                 report.add(name, None, f"{label}{'; '.join(diffs)} (the schema's; repair writes "
                            "it again)", METADATA)
