@@ -1,7 +1,7 @@
 """Where stores live: a local path or any fsspec URL (`memory://`, `file://`, `s3://`).
 
 Everything that names a root, a store or a report file goes through here, so a URL can
-stand wherever a path can. Local paths (and `file://` URLs, which become local paths)
+stand wherever a path can: every function takes a `location`, a local path or a URL. Local paths (and `file://` URLs, which become local paths)
 keep using the file system directly, so zarr opens them with its `LocalStore`.
 """
 
@@ -17,6 +17,7 @@ from fsspec.core import url_to_fs
 
 
 def is_url(location: str | Path) -> bool:
+    """Whether `location` is a URL (`scheme://...`) rather than a local path."""
     return "://" in str(location)
 
 
@@ -29,10 +30,12 @@ def normalize(location: str | Path) -> str:
 
 
 def is_local(location: str | Path) -> bool:
+    """Whether `location` is on the local file system (a path or a `file://` URL)."""
     return not is_url(normalize(location))
 
 
 def join(base: str | Path, *parts: str) -> str:
+    """`base/part/...`, with `/` for URLs and the OS separator for local paths."""
     base = normalize(base)
     if is_url(base):
         return posixpath.join(base, *parts)
@@ -52,26 +55,31 @@ def _url(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
 
 
 def exists(location: str | Path) -> bool:
+    """Whether a file or a folder is at `location`."""
     fs, path = filesystem(location)
     return fs.exists(path)
 
 
 def is_dir(location: str | Path) -> bool:
+    """Whether a folder is at `location`."""
     fs, path = filesystem(location)
     return fs.isdir(path)
 
 
 def is_file(location: str | Path) -> bool:
+    """Whether a file is at `location`."""
     fs, path = filesystem(location)
     return fs.isfile(path)
 
 
 def listdir(location: str | Path) -> list[str]:
+    """The entries of the folder `location`, spelled as its file system spells them."""
     fs, path = filesystem(location)
     return fs.ls(path, detail=False)
 
 
 def makedirs(location: str | Path) -> None:
+    """Create the folder `location` and its parents (nothing if it exists)."""
     fs, path = filesystem(location)
     fs.makedirs(path, exist_ok=True)
 
@@ -109,6 +117,7 @@ def open_file(location: str | Path, mode: str = "rb") -> IO:
 
 
 def parent(location: str | Path) -> str:
+    """The folder that holds `location`."""
     location = normalize(location)
     if is_url(location):
         return posixpath.dirname(location)
@@ -116,6 +125,7 @@ def parent(location: str | Path) -> str:
 
 
 def name(location: str | Path) -> str:
+    """The last part of `location` (`corruption=0.6,seed=0.zarr`)."""
     return posixpath.basename(normalize(location))
 
 
@@ -153,5 +163,6 @@ def find_stores(root: str | Path) -> list[str]:
 
 
 def size_bytes(location: str | Path) -> int:
+    """Bytes under `location` (0 if nothing is there)."""
     fs, path = filesystem(location)
     return int(fs.du(path, total=True)) if fs.exists(path) else 0
