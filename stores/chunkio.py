@@ -58,8 +58,14 @@ def _plain_target(array: zarr.Array) -> str | None:
 
 
 def make_chunk_dirs(array: zarr.Array) -> None:
-    """Create the directory of every chunk of `array` now, while the store is laid out:
-    a `mkdir` per chunk in the write path costs the writer a fifth of its speed."""
+    """Create the directory of every chunk of an array now, while the store is laid out
+    (a `mkdir` per chunk in the write path costs the writer a fifth of its speed).
+
+    Parameters
+    ----------
+    array : zarr.Array
+        A new array (nothing is done off a local store).
+    """
     store = array.store_path.store
     if not isinstance(store, LocalStore):
         return
@@ -71,9 +77,24 @@ def make_chunk_dirs(array: zarr.Array) -> None:
 
 
 def write_chunk(array: zarr.Array, coords: tuple[int, ...], values: np.ndarray) -> bool:
-    """Write chunk `coords` of `array` from `values`, whose shape is the part of that
-    chunk inside the array (the whole chunk, or less at the array's edge). Returns
-    False, having written nothing, when the array's layout is not the plain one."""
+    """Write one chunk straight to its file.
+
+    Parameters
+    ----------
+    array : zarr.Array
+        The array (plain layout: `bytes` little endian + `crc32c`, on a local store).
+    coords : tuple of int
+        The chunk's index.
+    values : numpy.ndarray
+        The part of that chunk inside the array (the whole chunk, or less at its edge),
+        in the array's dtype.
+
+    Returns
+    -------
+    bool
+        False, having written nothing, when the array's layout is not the plain one
+        (the caller writes through zarr).
+    """
     target = _plain_target(array)
     if target is None or values.dtype != array.dtype or values.ndim != array.ndim:
         return False
@@ -98,10 +119,22 @@ def write_chunk(array: zarr.Array, coords: tuple[int, ...], values: np.ndarray) 
 
 def write_plain(path: str, values: np.ndarray, pad: np.ndarray | None = None,
                 atomic: bool = True) -> None:
-    """The chunk file `path` of a plain array (`bytes` little endian + `crc32c`): the
-    bytes of `values` (then `pad`, the fill value beyond the array's edge) and their
-    CRC-32C. The caller vouches that `values` is the chunk the array's metadata says.
-    `atomic=False` overwrites the file in place (for files no reader trusts meanwhile)."""
+    """Write a chunk file of a plain array (`bytes` little endian + `crc32c`): the bytes
+    of `values`, then `pad`, then their CRC-32C. The caller vouches that they are the
+    chunk the array's metadata says.
+
+    Parameters
+    ----------
+    path : str
+        The chunk file.
+    values : numpy.ndarray
+        The chunk's data inside the array, little endian.
+    pad : numpy.ndarray, optional
+        The fill value beyond the array's edge.
+    atomic : bool, default True
+        Write beside the file and rename it into place; False overwrites it in place
+        (for files no reader trusts meanwhile).
+    """
     if values.dtype.byteorder == ">" or (pad is not None and pad.dtype.byteorder == ">"):
         raise ValueError("write_plain: little-endian values only")
     pieces = [np.ascontiguousarray(values).reshape(-1).view(np.uint8)]
@@ -152,8 +185,18 @@ class CheckedStore(WrapperStore):
     """A run store's storage, read-only, for the library's readers: a read that finds a
     chunk absent that a committed epoch (or the probe set) needs raises StoreError.
 
-    `committed`: the committed slots, when the caller has read them already; otherwise
-    an absent chunk's slot is looked up (only then, so a whole store costs nothing)."""
+    Parameters
+    ----------
+    store : zarr.abc.store.Store
+        The storage read through.
+    path : str
+        The store, for the messages.
+    prefix : str, default ""
+        The root group's path within `store`.
+    committed : frozenset of int, optional
+        The committed slots, when the caller has read them already; otherwise an absent
+        chunk's slot is looked up (only then, so a whole store costs nothing).
+    """
 
     def __init__(self, store, path: str, prefix: str = "", committed: frozenset | None = None):
         super().__init__(store)
@@ -225,7 +268,21 @@ class CheckedStore(WrapperStore):
 
 
 def checked_group(group: zarr.Group, path: str, committed=None) -> zarr.Group:
-    """`group` (a store's root, opened for reading) read through a CheckedStore."""
+    """A store's root group, read through a CheckedStore.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The root, opened for reading.
+    path : str
+        The store, for the messages.
+    committed : iterable of int, optional
+        The committed slots, if known.
+
+    Returns
+    -------
+    zarr.Group
+    """
     where = group.store_path
     store = CheckedStore(where.store, path, where.path,
                          None if committed is None else frozenset(int(s) for s in committed))
