@@ -6,8 +6,9 @@ layer's activations, the metrics or the weights with their coordinates, and the
 pipeline's analysis results as one Dataset or one tidy table. Modules with narrower
 jobs are imported by name: `stores.config` (pipeline configs and their vocabularies),
 `stores.results` (analysis results I/O), `stores.slabs` (the positional NumPy fast path
-of analysis tasks), `stores.validate` and `stores.repair`, `stores.lock`,
-`stores.location`, `stores.schema`.
+of analysis tasks), `stores.layout` (a store's layout, created and checked),
+`stores.validate` and `stores.repair`, `stores.lock`, `stores.location`, `stores.schema`
+(node names and codecs) and `stores.metadata` (the arrays' expected zarr.json).
 """
 
 from .catalog import list_runs
