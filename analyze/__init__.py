@@ -5,7 +5,9 @@
 the report. The probes are scikit-learn estimators (`MASC`, `VeLPIC`,
 `NearestMeanCosine`, `QDA` and the baseline factories; `make_probe` builds one by
 name); `fit_spectral_probes` and `fit_masc_family` fit MASC and VeLPIC from one
-per-class decomposition (`class_spectra` is its float64 reference). The submodules load
+per-class decomposition (`class_spectra` is its float64 reference). `fit_probes` fits
+and scores them over every slab of any activations DataArray (lazily over Dask), as the
+pipeline's tasks (`run_task`) do for a store's slab. The submodules load
 on first use, so `import analyze` stays light (no scikit-learn until needed).
 """
 
@@ -14,14 +16,14 @@ from __future__ import annotations
 import importlib
 
 __all__ = ["MASC", "NearestMeanCosine", "QDA", "VeLPIC", "analyse", "class_spectra",
-           "fit_masc_family", "fit_spectral_probes", "knn_cosine", "lda", "list_tasks",
-           "logistic_regression", "make_probe", "run_task"]
+           "fit_masc_family", "fit_probes", "fit_spectral_probes", "knn_cosine", "lda",
+           "list_tasks", "logistic_regression", "make_probe", "run_task"]
 
 _HOMES = {"MASC": "probes", "QDA": "baselines", "NearestMeanCosine": "probes", "VeLPIC": "probes",
           "analyse": "pipeline", "class_spectra": "spectral", "fit_masc_family": "probes",
-          "fit_spectral_probes": "probes", "knn_cosine": "baselines", "lda": "baselines",
-          "list_tasks": "grid", "logistic_regression": "baselines", "make_probe": "probes",
-          "run_task": "tasks"}
+          "fit_probes": "arrays", "fit_spectral_probes": "probes", "knn_cosine": "baselines",
+          "lda": "baselines", "list_tasks": "grid", "logistic_regression": "baselines",
+          "make_probe": "probes", "run_task": "tasks"}
 
 
 def __getattr__(name: str):

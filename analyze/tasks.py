@@ -256,29 +256,79 @@ def _spectral(x_train, y_train, n: float, settings: AnalysisConfig):
     return fit_spectral_probes(x_train, y_train, n, method=settings.spectral, device=settings.device)
 
 
-def _run_task(task: Task, settings: AnalysisConfig) -> TaskResult:
-    table = slabs.sample_table(task.store)
-    x = slabs.slab(task.store, task.layer, task.slot).astype(np.float32)
-    samples = Samples.of(table)
+@dataclass
+class Scored:
+    """Every probe of one slab, fitted on its training rows and scored on all of them.
+
+    Attributes
+    ----------
+    found : dict
+        probe -> Breakdown, in the order of the settings' probes.
+    spectral : dict
+        The fitted spectral probes by name (`masc`, `velpic`, `masc_true`), for what else
+        a task computes from them.
+    not_converged, shrunk : tuple of str
+        Probes whose solver stopped at its iteration limit (scored as they are); probes
+        fitted with their regularised fallback (qda).
+    """
+
+    found: dict[str, Breakdown]
+    spectral: dict
+    not_converged: tuple[str, ...] = ()
+    shrunk: tuple[str, ...] = ()
+
+
+def score_probes(x: np.ndarray, samples: Samples, settings: AnalysisConfig, *,
+                 spectral: bool = False) -> Scored:
+    """Fit every probe of `settings` on one slab's training rows and score each.
+
+    Parameters
+    ----------
+    x : ndarray of shape (sample, unit)
+        The slab, as the probes read it (float32).
+    samples : Samples
+        Its probe set: the probes learn the observed labels of the training rows (MASC's
+        subspaces for `masc_true` from the true ones) and are scored on every score's rows.
+    settings : AnalysisConfig
+        The probes, MASC's n (the primary one), k-NN's k, the spectral method and device.
+    spectral : bool
+        Fit MASC and VeLPIC (on the observed labels) even where `settings` lists neither.
+
+    Returns
+    -------
+    Scored
+    """
     x_train = x[samples.train]
     labels = {"observed": samples.observed[samples.train], "true": samples.true[samples.train]}
     n = settings.primary_n
-    spectral = {}
-    if {"masc", "velpic"} & set(settings.probes) or task.penultimate or task.final:
-        spectral["masc"], spectral["velpic"] = _spectral(x_train, labels["observed"], n, settings)
+    fits = {}
+    if {"masc", "velpic"} & set(settings.probes) or spectral:
+        fits["masc"], fits["velpic"] = _spectral(x_train, labels["observed"], n, settings)
     if "masc_true" in settings.probes:
-        spectral["masc_true"] = _spectral(x_train, labels["true"], n, settings)[0]
-    accuracy, per_class, not_converged, shrunk = {}, {}, [], []
+        fits["masc_true"] = _spectral(x_train, labels["true"], n, settings)[0]
+    found, not_converged, shrunk = {}, [], []
     for name in settings.probes:
-        probe, converged = _fit_probe(name, x_train, labels["observed"], settings, spectral)
-        found = breakdown(probe.predict(x), samples)
-        accuracy[name], per_class[name] = found.scores, found.per_class
+        probe, converged = _fit_probe(name, x_train, labels["observed"], settings, fits)
+        found[name] = breakdown(probe.predict(x), samples)
         if not converged:
             not_converged.append(name)
         if getattr(probe, "shrunk_", None) is not None:
             shrunk.append(name)
-    result = TaskResult(task, accuracy, not_converged=tuple(not_converged), class_accuracy=per_class,
-                        shrunk=tuple(shrunk))
+    return Scored(found, fits, tuple(not_converged), tuple(shrunk))
+
+
+def _run_task(task: Task, settings: AnalysisConfig) -> TaskResult:
+    table = slabs.sample_table(task.store)
+    x = slabs.slab(task.store, task.layer, task.slot).astype(np.float32)
+    samples = Samples.of(table)
+    scored = score_probes(x, samples, settings, spectral=task.penultimate or task.final)
+    spectral = scored.spectral
+    result = TaskResult(task, {name: b.scores for name, b in scored.found.items()},
+                        not_converged=scored.not_converged, shrunk=scored.shrunk,
+                        class_accuracy={name: b.per_class for name, b in scored.found.items()})
+    x_train = x[samples.train]
+    labels = {"observed": samples.observed[samples.train], "true": samples.true[samples.train]}
+    n = settings.primary_n
     if "masc" in spectral:
         result.masc_k = np.asarray(spectral["masc"].n_components_)
     if settings.fits_masc:
