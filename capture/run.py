@@ -263,6 +263,7 @@ def _create(path: str, config: RunConfig, root: str, dev: torch.device, head: st
         params=params,
         activation_dtype=config.capture.dtype,
         compressor=config.capture.compressor,
+        metrics=stores.schema.METRIC_NAMES,  # the built-in loop's, laid out up front
         samples_attrs={"corruption_mode": config.corruption.mode,
                        "corruption_rate": config.corruption.rate,
                        "corruption_seed": config.seed if config.corruption.seed is None

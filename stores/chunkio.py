@@ -201,6 +201,8 @@ class CheckedStore(WrapperStore):
     def __init__(self, store, path: str, prefix: str = "", committed: frozenset | None = None):
         super().__init__(store)
         self._path, self._prefix, self._committed = path, prefix.strip("/"), committed
+        self._strict: bool | None = None  # every metric at every committed slot (`_claims`)
+        self._first: dict[str, int | None] = {}  # metric -> its first chunk's slot
 
     def _with_store(self, store):
         return type(self)(store, self._path, self._prefix, self._committed)
@@ -232,12 +234,34 @@ class CheckedStore(WrapperStore):
         slot = index[0]
         if not await self._is_committed(slot):
             return  # an uncommitted slot: nobody's data yet
+        if top == schema.METRICS and not await self._claims(array, slot):
+            return  # before a recorder's metric was first reported: NaN (`stores.validate`)
         epoch = await self._read(f"{schema.EPOCHS}/epoch", slot)
         which = f"epoch {int(epoch)}" if epoch is not None and epoch >= 0 else "an epoch"
         raise StoreError(
             f"{self._path}: {array} chunk {index} of committed {which} (slot {slot}) is missing "
             f"(damage, not fill): run `python -m stores validate {self._path}`, then "
             f"`python -m stores repair {self._path}` and resume the capture")
+
+    async def _claims(self, array: str, slot: int) -> bool:
+        """Whether a metric has a value at `slot`: in a pipeline's store (with a run
+        config) at every committed slot; else from its first chunk on (a metric is laid out
+        when first reported, and given a chunk at every slot committed after that)."""
+        if self._strict is None:
+            raw = await self._store.get(self._node("zarr.json"), default_buffer_prototype())
+            try:
+                self._strict = "config" in json.loads(raw.to_bytes()).get("attributes", {})
+            except (AttributeError, ValueError, TypeError):
+                self._strict = True
+        if self._strict:
+            return True
+        if array not in self._first:
+            slots = [int(key.rsplit("/", 1)[-1]) async for key in
+                     self._store.list_prefix(self._node(f"{array}/c/"))
+                     if key.rsplit("/", 1)[-1].isdigit()]
+            self._first[array] = min(slots, default=None)
+        first = self._first[array]
+        return first is not None and first < slot
 
     async def _is_committed(self, slot: int) -> bool:
         if self._committed is not None:

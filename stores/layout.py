@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import zarr
@@ -158,9 +158,11 @@ def check_layout(root: zarr.Group, path: str, layers: list[LayerSpec],
 def lay_out(path: str, *, attrs: Mapping, schedule: list[int], samples: Mapping[str, np.ndarray],
             layers: list[LayerSpec], params: Mapping[str, tuple[int, ...]],
             activation_dtype: str = "float16", compressor: str | None = None,
-            overwrite: bool = False, samples_attrs: Mapping | None = None) -> zarr.Group:
+            overwrite: bool = False, samples_attrs: Mapping | None = None,
+            metrics: Iterable[str] = ()) -> zarr.Group:
     """An empty store at `path`, every array preallocated; its root group, open for
     writing. Parameters as `stores.writer.RunWriter.create`'s."""
+    metrics = list(dict.fromkeys(schema.check_metric_name(name) for name in metrics))
     if activation_dtype not in schema.ACTIVATION_DTYPES:
         raise StoreError(f"dtype: expected one of {', '.join(schema.ACTIVATION_DTYPES)}, "
                          f"got {activation_dtype!r}")
@@ -186,13 +188,34 @@ def lay_out(path: str, *, attrs: Mapping, schedule: list[int], samples: Mapping[
         _create_layer(root, layer, n_slots, n_samples, activation_dtype, codecs)
     for name, shape in params.items():
         _create_param(root, name, tuple(shape), n_slots, codecs)
-    metrics = root.create_group(schema.METRICS)
-    for name in schema.METRIC_NAMES:
-        metrics.create_array(
-            name, shape=(n_slots,), chunks=(1,), dtype="float64", fill_value=np.nan,
-            dimension_names=["epoch"], compressors=codecs,
-        )
+    group = root.create_group(schema.METRICS)
+    for name in metrics:  # the declared ones; another is laid out at its first write
+        create_metric(group, name, n_slots, codecs)
     return root
+
+
+def create_metric(group: zarr.Group, name: str, n_slots: int, codecs) -> zarr.Array:
+    """Lay out one metric: (epoch,) float64, one chunk per slot, NaN where unwritten.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The store's `metrics` group.
+    name : str
+        The metric (`schema.METRIC_NAME`).
+    n_slots : int
+        The store's epoch slots.
+    codecs : sequence
+        The captured arrays' bytes-to-bytes codecs (`schema.compressors`).
+
+    Returns
+    -------
+    zarr.Array
+    """
+    return group.create_array(
+        name, shape=(n_slots,), chunks=(1,), dtype="float64", fill_value=np.nan,
+        dimension_names=["epoch"], compressors=list(codecs),
+    )
 
 
 def _create_samples(root: zarr.Group, samples: Mapping[str, np.ndarray], attrs: Mapping) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import zarr
@@ -23,6 +24,7 @@ from .schema import (
     COMPRESSED,
     COMPRESSORS,
     EPOCHS,
+    METRIC_NAME,
     METRIC_NAMES,
     METRICS,
     PLAIN,
@@ -133,7 +135,9 @@ def layout_of(docs: dict[str, dict | None]) -> Layout | None:
         dtype = next(iter(sorted(have & set(ACTIVATION_DTYPES))), "float16")
     compressor = capture.get("compressor")
     if compressor not in COMPRESSORS:
-        codecs = doc(f"{METRICS}/{METRIC_NAMES[0]}").get("codecs") or []
+        captured = [f"{EPOCHS}/committed", f"{EPOCHS}/epoch",
+                    *(f"{METRICS}/{name}" for name in METRIC_NAMES)]
+        codecs = next((doc(n)["codecs"] for n in captured if doc(n).get("codecs")), [])
         compressor = COMPRESSED if any(c.get("name") == COMPRESSED for c in codecs) else PLAIN
     return Layout(len(attrs["schedule"]) + 1, max(set(sizes), key=sizes.count),
                   dtype, compressor, units, params)
@@ -187,7 +191,7 @@ def expected_metadata(layout: Layout, name: str) -> dict | None:
     if parts[0] == EPOCHS and len(parts) == 2 and parts[1] in ("epoch", "committed"):
         dtype, fill = ("int64", -1) if parts[1] == "epoch" else ("bool", False)
         return _document((slots,), (1,), dtype, fill, ["epoch"], codecs)
-    if parts[0] == METRICS and len(parts) == 2 and parts[1] in METRIC_NAMES:
+    if parts[0] == METRICS and len(parts) == 2 and re.fullmatch(METRIC_NAME, parts[1]):
         return _document((slots,), (1,), "float64", float("nan"), ["epoch"], codecs)
     if parts[0] == ACTIVATIONS and len(parts) == 3 and parts[2] == VALUES and parts[1] in layout.units:
         units, dtype = int(layout.units[parts[1]]), layout.activation_dtype

@@ -63,12 +63,17 @@ def run_index(paths: list[str]) -> pd.MultiIndex:
     -------
     pandas.MultiIndex
         One entry per store: its swept parameters (plus `pipeline` when several
-        pipelines are mixed; `index` by position for runs without a sweep).
+        pipelines are mixed; `index` by position for runs without a sweep; `store`, the
+        store's name without `.zarr`, for stores no pipeline wrote, which have no
+        `params`: a recorder's).
     """
     rows = []
     for path in paths:
         attrs = run_attrs(path)
-        rows.append({"pipeline": attrs.get("pipeline", "?"), **attrs.get("params", {})})
+        row = {"pipeline": attrs.get("pipeline", "?"), **attrs.get("params", {})}
+        if "params" not in attrs:
+            row["store"] = store_name(path)
+        rows.append(row)
     frame = pd.DataFrame(rows)
     if frame["pipeline"].nunique() == 1:
         frame = frame.drop(columns="pipeline")
@@ -78,6 +83,22 @@ def run_index(paths: list[str]) -> pd.MultiIndex:
         dup = frame[frame.duplicated(keep=False)].iloc[0].to_dict()
         raise StoreError(f"two stores have the same swept parameters {dup}: pass distinct runs")
     return pd.MultiIndex.from_frame(frame)
+
+
+def store_name(path: str) -> str:
+    """A store's name in its folder, without `.zarr` (`corruption=0.6,seed=0`).
+
+    Parameters
+    ----------
+    path : str
+        The store.
+
+    Returns
+    -------
+    str
+    """
+    name = location.name(path)
+    return name[: -len(".zarr")] if name.endswith(".zarr") else name
 
 
 def _stack(datasets: list[xr.Dataset], index: pd.MultiIndex, positions: list[int]) -> xr.Dataset:
@@ -192,7 +213,7 @@ def open_runs(source: str | Path | Iterable[str | Path]) -> xr.DataTree:
         if epochs is not None and "epoch" in ds.dims and not ds.indexes["epoch"].equals(epochs):
             nodes[node_path] = ds.reindex(epoch=epochs, fill_value={
                 name: _missing(var.dtype) for name, var in ds.data_vars.items()})
-    names = [run_attrs(p).get("run_name", location.name(p)) for p in paths]
+    names = [run_attrs(p).get("run_name", store_name(p)) for p in paths]
     # Only indexed coordinates are inherited in a DataTree: each node gets the run names.
     return _from_datasets({path: ds.assign_coords(run_name=("run", names)) for path, ds in nodes.items()})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,9 @@ METRIC_NAMES = ("train_loss", "train_acc_observed", "train_acc_true", "test_loss
                 "val_acc")
 # Metrics added after the first stores were written: a store without them is whole.
 OPTIONAL_METRICS = ("val_acc",)
+# Any other metric a store holds (a recorder's `grad_norm`) is named like a Python
+# identifier, so that it is a valid node name and an xarray variable name.
+METRIC_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
 ACTIVATION_DTYPES = ("float16", "float32")
 WEIGHT_DTYPE = "float32"
@@ -124,6 +128,28 @@ def version_message(path: str, version: Any) -> str:
         return (f"{path}: written by a newer latentgen (schema_version {version}); this one reads "
                 f"schema_version {SCHEMA_VERSION}: upgrade latentgen to use this store")
     return f"{path}: expected schema_version {SCHEMA_VERSION}, got {version!r}"
+
+
+def check_metric_name(name: Any) -> str:
+    """A metric's name, checked against `METRIC_NAME`.
+
+    Parameters
+    ----------
+    name : object
+        The name a metric was reported under.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    StoreError
+        For a name that is not a str matching `METRIC_NAME`.
+    """
+    if not isinstance(name, str) or not re.fullmatch(METRIC_NAME, name):
+        raise StoreError(f"metrics: expected names matching {METRIC_NAME}, got {name!r}")
+    return name
 
 
 def lost_commits(committed, schedule: list[int], committed_epochs) -> list[int]:

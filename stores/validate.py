@@ -70,9 +70,10 @@ def validate(path: str, flags_lost: bool = False) -> Report:
     # Lost flags: nothing is known committed (the data decide, below).
     report.committed = np.zeros(n_slots, dtype=bool) if flags_lost else _committed(root)
     valid_copies = _valid_state_copies(root)
+    strict_metrics = "config" in root.attrs  # a pipeline's store: see `_check_chunks`
     for name, array in _walk(root):
         report.n_arrays += 1
-        _check_chunks(path, name, array, report, valid_copies)
+        _check_chunks(path, name, array, report, valid_copies, strict_metrics)
     if schema.EPOCHS in root and schema.METRICS in root:
         _check_commits(root, report, flags_lost)
     _check_analysis(root, report)
@@ -152,17 +153,28 @@ def _valid_state_copies(root: zarr.Group) -> set[str]:
 
 
 def _check_chunks(base: str, name: str, array: zarr.Array, report: Report,
-                  valid_copies: set[str]) -> None:
+                  valid_copies: set[str], strict_metrics: bool) -> None:
     top = name.split("/")[0]
     epoch_data = top in EPOCH_GROUPS and name != COMMITTED  # what a complete epoch holds
+    # What "missing" means. Activations, weights and the epoch numbers: every capture
+    # point and parameter laid out is written at every epoch before its commit, so a
+    # chunk absent from a committed slot is damage. Metrics: the writer gives a metric a
+    # chunk at every slot committed after it was laid out (NaN where it was not reported),
+    # but a metric first reported at a later epoch was laid out then and has no chunk at
+    # the slots before: a metric claims the slots from its first chunk on. In a
+    # pipeline's store (`strict_metrics`: it has a run config) every metric was laid out
+    # with the store and claims every slot. (A recorder metric's first chunk deleted
+    # looks like a metric first reported one epoch later: that alone goes unseen.)
+    claimed = top != schema.METRICS or strict_metrics
     for index in itertools.product(*(range(n) for n in array.cdata_shape)):
         report.n_chunks += 1
-        key = array.metadata.encode_chunk_key(index)
-        file = location.join(base, name, key)
-        committed_slot = top in EPOCH_GROUPS and (
+        file = location.join(base, name, array.metadata.encode_chunk_key(index))
+        present = location.is_file(file)
+        claimed = claimed or present
+        committed_slot = top in EPOCH_GROUPS and claimed and (
             index[0] >= len(report.committed) or bool(report.committed[index[0]]))
-        if not location.is_file(file):
-            if epoch_data:
+        if not present:
+            if epoch_data and claimed:
                 report.incomplete.add(index[0])
             if (top == schema.SAMPLES and _checksummed(array)) or committed_slot or (
                     top == schema.STATE and name.split("/")[1] in valid_copies):
@@ -174,17 +186,24 @@ def _check_chunks(base: str, name: str, array: zarr.Array, report: Report,
         try:
             array.blocks[index]
         except Exception as err:  # noqa: BLE001  (crc32c mismatch, truncation, bad codec)
-            what = _damage(err)
-            if epoch_data:
-                report.incomplete.add(index[0])
-            if top in EPOCH_GROUPS and not committed_slot:
-                report.notes.append(f"{name} chunk {index}: {what} in an uncommitted slot "
-                                    "(the capture rewrites it)")
-            elif top == schema.STATE and name.split("/")[1] not in valid_copies:
-                report.notes.append(f"{name} chunk {index}: {what} in an invalid training-state "
-                                    "copy (never used; the capture rewrites it)")
-            else:
-                report.add(name, index, what)
+            _damaged_chunk(name, index, _damage(err), report, valid_copies, epoch_data,
+                           bool(committed_slot))
+
+
+def _damaged_chunk(name: str, index: tuple, what: str, report: Report, valid_copies: set[str],
+                   epoch_data: bool, committed_slot: bool) -> None:
+    """Report a chunk that does not decode: a problem, or a note where nothing reads it."""
+    top = name.split("/")[0]
+    if epoch_data:
+        report.incomplete.add(index[0])
+    if top in EPOCH_GROUPS and not committed_slot:
+        report.notes.append(f"{name} chunk {index}: {what} in an uncommitted slot "
+                            "(the capture rewrites it)")
+    elif top == schema.STATE and name.split("/")[1] not in valid_copies:
+        report.notes.append(f"{name} chunk {index}: {what} in an invalid training-state "
+                            "copy (never used; the capture rewrites it)")
+    else:
+        report.add(name, index, what)
 
 
 def _checksummed(array: zarr.Array) -> bool:
@@ -214,9 +233,12 @@ def _expected_nodes(root: zarr.Group) -> dict[str, tuple[tuple, tuple]]:
         expected[f"{schema.SAMPLES}/{name}"] = (("sample",), (n_samples,))
     for name in ("epoch", "committed"):
         expected[f"{schema.EPOCHS}/{name}"] = (("epoch",), (n_slots,))
-    for name in schema.METRIC_NAMES:
-        if name in schema.OPTIONAL_METRICS and f"{schema.METRICS}/{name}" not in root:
-            continue  # a store written before the metric existed
+    # The metrics are whatever the store holds, plus, in a pipeline's store (one with a
+    # run config), the built-in capture's (`val_acc` only where it was laid out).
+    metrics = {name for name, _ in root[schema.METRICS].arrays()}
+    if "config" in root.attrs:
+        metrics |= set(schema.METRIC_NAMES) - set(schema.OPTIONAL_METRICS)
+    for name in sorted(metrics):
         expected[f"{schema.METRICS}/{name}"] = (("epoch",), (n_slots,))
     for layer in root[schema.ACTIVATIONS].attrs.get("order", []):
         node = f"{schema.ACTIVATIONS}/{layer}/{schema.VALUES}"

@@ -19,7 +19,7 @@ from . import location, schema
 from .chunkio import write_chunk
 from .errors import StoreError
 from .groups import consolidate
-from .layout import LayerSpec, check_layout, lay_out
+from .layout import LayerSpec, check_layout, create_metric, lay_out
 from .state import TrainingState, write_state
 
 __all__ = ["LayerSpec", "RunWriter"]
@@ -49,6 +49,8 @@ class RunWriter:
         self.path = path
         self._arrays: dict[str, zarr.Array] = {}
         self._absent: set[str] = set()
+        self._metric_names: list[str] | None = None  # the store's, listed at first need
+        self._reported: dict[int, set[str]] = {}  # slot -> the metrics written there
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -160,6 +162,9 @@ class RunWriter:
             Replace a store at `path` (else StoreError).
         samples_attrs : mapping, optional
             Attributes of `samples/` (the corruption).
+        metrics : iterable of str, default ()
+            The metrics laid out now (the built-in capture declares
+            `schema.METRIC_NAMES`); any other is laid out at its first write.
 
         Returns
         -------
@@ -231,23 +236,47 @@ class RunWriter:
             self._put(f"{schema.WEIGHTS}/{name}/{schema.VALUES}", slot, values)
 
     def write_metrics(self, slot: int, metrics: Mapping[str, float]) -> None:
-        """The model's own losses and accuracies at one epoch slot.
+        """The model's own losses and accuracies, or any other scalar, at one epoch slot.
 
         Parameters
         ----------
         slot : int
             The epoch slot.
         metrics : mapping of str to float
-            Names from `schema.METRIC_NAMES` (StoreError for another).
+            Name (`schema.METRIC_NAME`) -> value: a number (NaN and infinities are
+            stored as they are; None as NaN). A metric the store has not laid out yet is
+            laid out now, like a declared one; at slots it is not written, it reads NaN.
+
+        Raises
+        ------
+        StoreError
+            For a name that does not match `schema.METRIC_NAME` or a value that is not a
+            number (nothing of `metrics` is written then).
         """
-        unknown = set(metrics) - set(schema.METRIC_NAMES)
-        if unknown:
-            raise StoreError(f"metrics: unknown names {sorted(unknown)}")
-        for name, value in metrics.items():
+        values = {schema.check_metric_name(name): _number(name, value)
+                  for name, value in metrics.items()}
+        for name, value in values.items():
             node = f"{schema.METRICS}/{name}"
-            if name in schema.OPTIONAL_METRICS and not self._has(node):
-                continue  # a store laid out before this metric existed (resumed)
+            if not self._has(node):
+                if name in schema.OPTIONAL_METRICS and "config" in self._group.attrs:
+                    continue  # a pipeline's store laid out before this metric existed (resumed)
+                self._create_metric(name)
             self._put(node, slot, value)
+            self._reported.setdefault(slot, set()).add(name)
+
+    def _create_metric(self, name: str) -> None:
+        """Lay out a metric first written now, as `lay_out` lays out a declared one."""
+        committed = self._group[f"{schema.EPOCHS}/committed"]  # same slots and codecs
+        create_metric(self._group.require_group(schema.METRICS), name, committed.shape[0],
+                      committed.compressors)
+        self._absent.discard(f"{schema.METRICS}/{name}")
+        self._metrics().append(name)
+
+    def _metrics(self) -> list[str]:
+        if self._metric_names is None:
+            group = self._group[schema.METRICS]
+            self._metric_names = sorted(name for name, _ in group.arrays())
+        return self._metric_names
 
     def _has(self, path: str) -> bool:
         if path not in self._arrays and path not in self._absent:
@@ -276,6 +305,15 @@ class RunWriter:
         epoch : int
             The epoch number it holds.
         """
+        # Every metric of the store gets a chunk at every slot committed after it was laid
+        # out (NaN where it was not reported), so that a chunk missing there is damage
+        # (`stores.validate`). The built-in capture reports all of its metrics each time;
+        # a slot committed already keeps what it holds.
+        reported = self._reported.pop(slot, set())
+        if not self._group[f"{schema.EPOCHS}/committed"][slot]:
+            for name in self._metrics():
+                if name not in reported:
+                    self._put(f"{schema.METRICS}/{name}", slot, np.nan)
         self._put(f"{schema.EPOCHS}/epoch", slot, epoch)
         self._put(f"{schema.EPOCHS}/committed", slot, True)
 
@@ -316,3 +354,15 @@ class RunWriter:
         committed = self._group[f"{schema.EPOCHS}/committed"][:]
         epochs = self._group[f"{schema.EPOCHS}/epoch"][:][committed]
         return epochs, self._group[name][:][committed]
+
+
+def _number(name: str, value) -> float:
+    """A metric's value as a float (None: NaN), or StoreError naming the metric."""
+    if value is None:
+        return float("nan")
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise StoreError(f"metrics/{name}: expected a number, got {value!r}") from None
