@@ -38,7 +38,8 @@ def rebuild(path: str, state: dict[str, np.ndarray], in_shape: tuple[int, ...]) 
     """
     attrs = stores.run_attrs(path)
     model = build_model(run_config_from_dict(attrs["config"]).model, in_shape,
-                        state[f"{attrs.get('head', 'head')}.weight"].shape[0])
+                        state[f"{attrs.get('head', 'head')}.weight"].shape[0],
+                        weights=False)  # `state` is loaded next
     return load_weights(model, state)
 
 

@@ -19,7 +19,9 @@ from stores import ConfigError, LayerSpec, RunConfig, schema
 
 from .data import input_shape, split_sizes
 from .models import build_model
-from .points import capture_layers, output_shapes, resolve_points
+from .points import (
+    capture_layers, find_head, find_penultimate, output_shapes, resolve_points, sample_batch,
+)
 
 # A model over this many parameters is refused before a byte is allocated: its weights
 # alone are 4 GB a captured epoch (ResNet-18, the largest published setup, has 11 M).
@@ -111,7 +113,7 @@ def parameter_count(config: RunConfig) -> int:
     """
     in_shape, n_classes = input_shape(config.data)
     with torch.device("meta"):
-        model = build_model(config.model, in_shape, n_classes)
+        model = build_model(config.model, in_shape, n_classes, weights=False)
     return sum(t.numel() for t in model.state_dict().values())
 
 
@@ -130,8 +132,9 @@ def check_size(config: RunConfig) -> None:
     """
     n = parameter_count(config)
     if n > MAX_PARAMETERS:
-        raise ConfigError(f"{config.pipeline}.model: {config.model.name} with widths "
-                          f"{list(config.model.widths)} has {n:,} parameters "
+        what = (f"{config.model.name} with widths {list(config.model.widths)}"
+                if config.model.built_in else config.model.factory)
+        raise ConfigError(f"{config.pipeline}.model: {what} has {n:,} parameters "
                           f"({n * 4 / 2**30:,.1f} GiB as float32 per captured epoch): expected at "
                           f"most {MAX_PARAMETERS:,} (narrower model.widths)")
 
@@ -158,10 +161,13 @@ def estimate_run(config: RunConfig) -> RunEstimate:
     """
     check_size(config)
     in_shape, n_classes = input_shape(config.data)
-    model = build_model(config.model, in_shape, n_classes)
+    model = build_model(config.model, in_shape, n_classes, weights=False)  # sizes only
     shapes = output_shapes(model, in_shape)
-    points = resolve_points(model, config.capture.points)
-    layers, _ = capture_layers(model, points, in_shape, config, torch.device("cpu"))
+    head = find_head(model, config.model.head)
+    penultimate = find_penultimate(model, sample_batch(in_shape), head, config.model.penultimate)
+    points = resolve_points(model, config.capture.points, penultimate)
+    layers, _ = capture_layers(model, points, in_shape, config.capture.reductions,
+                               config.capture.projection_seed, torch.device("cpu"), penultimate)
     n_train, n_test = split_sizes(config.data)
     schedule = config.schedule
     itemsize = np.dtype(config.capture.dtype).itemsize

@@ -1,9 +1,14 @@
-"""Train and capture under the commit protocol, from initialization or from a resume point.
+"""The built-in training loop: one run trained and recorded, read top to bottom.
 
-Each captured slot hands the background writer, in this order: the activation chunks
-(during the capture's forward pass), the weights, the metrics, the training state, and
-last the commit flag. Training goes on while the writer writes; everything it hands
-over is a copy taken at the end of that epoch, before the next one starts.
+The loop is a client of `capture.recorder.Recorder`, like a user's own loop: it sets up
+the loss, the optimizer and the data-order generator, hands them to the recorder (which
+restores them when the store is resumed), then goes over the epochs from the first (the
+initialization, or the source's checkpoint a warm start continues from): one training
+pass (none at the first epoch), a capture when the epoch is scheduled, the stop rules,
+and a commit when the epoch is scheduled or ends training (that one is always
+captured). The recorder hands each epoch to its background writer in commit order
+(activations, weights, metrics, training state, the commit flag); training goes on
+while it writes.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -20,9 +24,7 @@ from stores.config import first_epoch
 from stores.schema import STATUS_DIVERGED
 
 from . import train
-from .background import BackgroundWriter
-from .epoch import EpochCapture
-from .resume import Resume, restore, snapshot
+from .recorder import ProbeSet, Recorder
 
 log = logging.getLogger(__name__)
 
@@ -41,88 +43,38 @@ def _check_finite(epoch: int, loss: float) -> None:
         raise Diverged(epoch, loss)
 
 
-def _weights(model_arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The stored weights (float32) from the snapshot's native-dtype model arrays."""
-    return {k: v if v.dtype == np.float32 else v.astype(np.float32) for k, v in model_arrays.items()}
+def train_and_capture(config: RunConfig, model: torch.nn.Module, probe: ProbeSet, rec: Recorder,
+                      progress: bool) -> None:
+    """Train `model` as `config.train` says and record it with `rec`, which it closes.
 
+    Parameters
+    ----------
+    config : stores.RunConfig
+        The run.
+    model : torch.nn.Module
+        Its model, on the recorder's device (restored there on a resume).
+    probe : capture.recorder.ProbeSet
+        The run's probe set (inputs one tensor, on that device).
+    rec : capture.recorder.Recorder
+        The recorder of the run's store.
+    progress : bool
+        Show a progress bar.
 
-class _Slots:
-    """Observes and records captured slots; committed ones are recomputed, not rewritten."""
-
-    def __init__(self, model, optimizer, generator, loss, probe, store: RunWriter,
-                 writer: BackgroundWriter, capture: EpochCapture, resume: Resume):
-        self.model, self.optimizer, self.generator, self.loss = model, optimizer, generator, loss
-        self.probe, self.store, self.writer, self.capture = probe, store, writer, capture
-        self.resume = resume
-        # val_acc of every slot so far, for early stopping: a resume starts with the
-        # committed ones before its state (all of them are committed).
-        state = resume.state
-        self.val_accs = [] if state is None else [float(v) for v in resume.val_acc[: state.slot + 1]]
-
-    def observe(self, slot: int) -> dict:
-        """Capture `slot` and return its metrics (a committed slot's are read back)."""
-        if self.resume.committed[slot]:
-            m = {"train_acc_observed": float(self.resume.train_acc[slot]),
-                 "val_acc": float(self.resume.val_acc[slot])}
-        else:
-            p = self.probe
-            m = train.metrics(self.capture(slot), self.loss, p.is_train, p.observed, p.true,
-                              p.is_test, p.is_val)
-        self.val_accs.append(m["val_acc"])
-        return m
-
-    def record(self, slot: int, epoch: int, metrics: dict, final: bool) -> None:
-        snap = snapshot(self.model, self.optimizer, self.generator, slot=slot, epoch=epoch, final=final)
-        if self.resume.committed[slot]:  # only its state copy is refreshed
-            self.writer.submit(self.store.write_state, snap)
-            return
-        self.writer.submit(self.store.write_weights, slot, _weights(snap.arrays["model"]))
-        self.writer.submit(self.store.write_metrics, slot, metrics)
-        self.writer.submit(self.store.write_state, snap)
-        self.writer.submit(self.store.commit, slot, epoch)  # last: the epoch becomes visible
-
-
-def train_and_capture(config: RunConfig, model, probe, store: RunWriter, points, units,
-                      reducers, schedule: list[int], progress: bool, resume: Resume) -> None:
-    tc = config.train
-    loss = train.loss_fn(tc.loss, getattr(model, model.head_name).out_features)
-    optimizer = train.make_optimizer(model.parameters(), tc)
-    generator = torch.Generator().manual_seed(config.seed)
-    state = resume.state
-    if state is not None:
-        restore(state, model, optimizer, generator)
-        log.info("%s: resuming after epoch %d (%d epochs committed)", config.name, state.epoch,
-                 resume.n_committed)
-    x_train, y_train = probe.x[probe.is_train], probe.observed[probe.is_train]
-    writer = BackgroundWriter(config.capture.queue_chunks)
-    capture = EpochCapture(model, points, store, writer, probe.x, units=units,
-                           dtype=config.capture.dtype, batch_size=config.capture.batch_size,
-                           reducers=reducers)
-    slots = _Slots(model, optimizer, generator, loss, probe, store, writer, capture, resume)
-    scheduled = set(schedule)
-    first = first_epoch(config)  # 0, or the source's epoch that this run continues from
-    slot, start = (state.slot + 1, state.epoch + 1) if state is not None else (0, first + 1)
-    diverged = None
+    Raises
+    ------
+    Diverged
+        When the train loss goes non-finite; the store is marked so.
+    """
     try:
-        m: dict = {}
-        if state is None and first in scheduled:
-            m = slots.observe(0)
-            slots.record(0, first, m, final=False)
-            slot = 1
-        if state is None or not state.final:
-            _epochs(config, model, optimizer, loss, x_train, y_train, generator, slots, scheduled,
-                    slot, start, m, progress)
-    except Diverged as err:
-        diverged = err
-    finally:
-        writer.close()  # every epoch handed over before a failure is committed
-    if diverged is not None:  # marked after those commits, so that `stores ls` says so
-        store.update_attrs({"status": STATUS_DIVERGED,
-                            "diverged": {"epoch": diverged.epoch, "train_loss": str(diverged.loss)}})
-        raise diverged
-    if tc.patience is not None:
-        store.update_attrs({"early_stopping": early_stopping(store, tc.patience)})
-    store.finish()
+        with rec:  # hooks removed and writer flushed however this ends
+            _loop(config, model, probe, rec, progress)
+            if config.train.patience is not None:
+                rec.flush()  # the record reads the committed val_acc
+                rec.update_attrs({"early_stopping": early_stopping(rec.store, config.train.patience)})
+    except Diverged as err:  # marked after the epochs before it are committed: `stores ls` says so
+        rec.update_attrs({"status": STATUS_DIVERGED,
+                          "diverged": {"epoch": err.epoch, "train_loss": str(err.loss)}})
+        raise
 
 
 def early_stopping(store: RunWriter, patience: int) -> dict:
@@ -132,39 +84,65 @@ def early_stopping(store: RunWriter, patience: int) -> dict:
             "stopped_epoch": int(epochs[-1])}
 
 
-def _epochs(config, model, optimizer, loss, x_train, y_train, generator, slots: _Slots,
-            scheduled: set[int], slot: int, start: int, m: dict, progress: bool) -> None:
-    tc = config.train
-    bar = tqdm(range(start, tc.max_epochs + 1), desc=config.name, disable=not progress,
-               unit="epoch", leave=False)
+def _loop(config: RunConfig, model, probe: ProbeSet, rec: Recorder, progress: bool) -> None:
+    tc, device, samples = config.train, rec.device, probe.samples
+    loss = train.loss_fn(tc.loss, model.get_submodule(rec.head).out_features)
+    optimizer = train.make_optimizer(model.parameters(), tc)
+    generator = torch.Generator().manual_seed(config.seed)  # the data order
+    rec.state(optimizer, (generator,))  # a resumed store: restored to its last committed epoch
+    # The probe set's splits and labels on the device: the metrics and the stop rule.
+    is_train, is_test, is_val = (torch.as_tensor(samples["split"] == split, device=device)
+                                 for split in ("train", "test", "val"))
+    observed, true = (torch.as_tensor(samples[k], device=device) for k in ("label_observed", "label_true"))
+    x_train, y_train = probe.inputs[is_train], observed[is_train]
+    measure = lambda logits: train.metrics(logits, loss, is_train, observed, true,  # noqa: E731
+                                           is_test, is_val)
+    first = first_epoch(config)  # 0, or the source's epoch a warm start continues from
+    scheduled = set(config.schedule)
+    val_accs = rec.history("val_acc")  # early stopping looks back over every epoch so far
+    epochs = [] if rec.done else range(max(rec.next_epoch, first), tc.max_epochs + 1)
+    bar = tqdm(epochs, desc=config.name, disable=not progress, unit="epoch", leave=False)
+    m: dict = {}
     for epoch in bar:
-        _check_finite(epoch, float(train.train_epoch(model, optimizer, loss, x_train, y_train,
-                                                     tc.batch_size, generator)))
+        trained = epoch > first  # the first epoch is the model training starts from
+        if trained:
+            _check_finite(epoch, float(train.train_epoch(model, optimizer, loss, x_train, y_train,
+                                                         tc.batch_size, generator)))
         captured = epoch in scheduled
         if captured:
-            m = slots.observe(slot)
-            _check_finite(epoch, m.get("train_loss", 0.0))
-            acc = m["train_acc_observed"]
-        else:
-            acc = float((train.predict(model, x_train).argmax(1) == y_train).float().mean())
-        stop = tc.stop_train_acc is not None and acc >= tc.stop_train_acc
-        # early stopping: every epoch is captured (checked), so val_accs has them all
-        patience = tc.patience is not None and train.early_stop(slots.val_accs, tc.patience)
-        stop = stop or patience
-        final = stop or epoch == tc.max_epochs
-        if captured or final:  # the epoch that ends training is always captured
-            if not captured:
-                m = slots.observe(slot)
-                _check_finite(epoch, m.get("train_loss", 0.0))
-            slots.record(slot, epoch, m, final)
-            slot += 1
+            m = _observe(rec, epoch, measure, val_accs, check=trained)
+        acc, stop, patience = float("nan"), False, False
+        if trained:  # the stop rules
+            acc = m["train_acc_observed"] if captured else _accuracy(model, x_train, y_train)
+            stop = tc.stop_train_acc is not None and acc >= tc.stop_train_acc
+            # early stopping: every epoch is captured (checked), so val_accs has them all
+            patience = tc.patience is not None and train.early_stop(val_accs, tc.patience)
+        final = stop or patience or (trained and epoch == tc.max_epochs)
+        if final and not captured:  # the epoch that ends training is always captured
+            m = _observe(rec, epoch, measure, val_accs, check=True)
+        if captured or final:
+            rec.commit(epoch, m, final=final)
         bar.set_postfix(train=f"{acc:.3f}", test=f"{m.get('test_acc', float('nan')):.3f}")
         if patience:
             log.info("%s: val accuracy not improved for %d epochs: stopped at epoch %d",
                      config.name, tc.patience, epoch)
-            break
-        if stop:
+        elif stop:
             log.info("%s: train accuracy %.4f reached the stop threshold at epoch %d",
                      config.name, acc, epoch)
+        if stop or patience:
             break
     bar.close()
+
+
+def _observe(rec: Recorder, epoch: int, measure, val_accs: list[float], check: bool) -> dict:
+    """Capture `epoch` and return its metrics (a committed epoch's as stored)."""
+    m = rec.observe(epoch, measure)
+    val_accs.append(m.get("val_acc", float("nan")))
+    if check:
+        _check_finite(epoch, m.get("train_loss", 0.0))
+    return m
+
+
+def _accuracy(model, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Train accuracy on the observed labels between captures (for the stop rule)."""
+    return float((train.predict(model, x).argmax(1) == y).float().mean())

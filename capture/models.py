@@ -1,19 +1,24 @@
-"""Models with named capture points.
+"""The models of a run: the built-in ones, with named capture points, or any nn.Module
+that a config's `model.factory` (`package.module:function`) builds, with weights from a
+local file.
 
-A model names its final linear layer (`head_name`) and the capture point whose output feeds
-it (`penultimate`), which capture always records because the edit needs it. Capture
-points are module paths, plus `input` and `logits` (`capture.points`).
+A built-in model names its final linear layer (`head_name`) and the capture point whose
+output feeds it (`penultimate`), which capture always records because the edit needs it;
+for other models the config names them or capture finds them (`capture.points`). Capture
+points are module paths, plus `input` and `logits`.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+import pickle
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
-from stores.config import ModelConfig
+from stores.config import ConfigError, ModelConfig
 
 
 class MLP(nn.Sequential):
@@ -73,23 +78,41 @@ class ModularMLP(nn.Sequential):
             self.head.weight.normal_(0.0, std)
 
 
-def build_model(config: ModelConfig, in_shape: tuple[int, ...] | int, n_classes: int) -> nn.Module:
-    """The model `config` names, for inputs of shape `in_shape`.
+def build_model(config: ModelConfig, in_shape: tuple[int, ...] | int, n_classes: int, *,
+                weights: bool = True) -> nn.Module:
+    """The model `config` names (or its factory builds), for inputs of shape `in_shape`.
 
     Parameters
     ----------
     config : stores.config.ModelConfig
         The run's model block.
     in_shape : tuple of int or int
-        The shape of one input sample (images: (C, H, W)).
+        The shape of one input sample (images: (C, H, W)); the built-in models only.
     n_classes : int
-        Outputs of the head.
+        Outputs of the head; the built-in models only (a factory's come from its kwargs).
+    weights : bool, default True
+        Load `config.weights` when it names a file (False: whoever builds the model loads
+        other weights next, as a store's rebuild does).
 
     Returns
     -------
     torch.nn.Module
-        The model, with its `head_name` and `penultimate` capture point named.
+        The model; the built-in ones name their `head_name` and `penultimate` point.
+
+    Raises
+    ------
+    stores.ConfigError
+        For a factory that does not import or does not return an nn.Module, or a weights
+        file that cannot be read or does not fit the model.
     """
+    model = (_built_in(config, in_shape, n_classes) if config.built_in
+             else _from_factory(config.factory, config.kwargs or {}))
+    if weights and config.weights is not None:
+        load_weights(model, read_weights(config.weights), where="model.weights")
+    return model
+
+
+def _built_in(config: ModelConfig, in_shape: tuple[int, ...] | int, n_classes: int) -> nn.Module:
     in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
     in_features = int(math.prod(in_shape))
     if config.name == "modular_mlp":
@@ -106,8 +129,56 @@ def build_model(config: ModelConfig, in_shape: tuple[int, ...] | int, n_classes:
     return convnets.build(config, in_shape, n_classes)
 
 
+def _from_factory(factory: str, kwargs: dict) -> nn.Module:
+    """`package.module:function`(**kwargs), checked to be an nn.Module."""
+    module_name, _, attr = factory.partition(":")
+    try:
+        make = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"model.factory: cannot import {factory} ({type(err).__name__}: {err}): "
+                          "expected 'package.module:function' importable here") from None
+    try:
+        model = make(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"model.kwargs: {factory} refuses {kwargs!r} ({err})") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model.factory: {factory} returned a {type(model).__name__}: "
+                          "expected a torch.nn.Module")
+    return model
+
+
+def read_weights(path: str) -> dict[str, torch.Tensor]:
+    """The state dict saved in the local file `path` (`torch.save(model.state_dict(), path)`).
+
+    Parameters
+    ----------
+    path : str
+        The file; read with `torch.load(weights_only=True)` (tensors and plain containers
+        only, no code), onto the CPU.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+
+    Raises
+    ------
+    stores.ConfigError
+        In one line, for a file that is missing, unreadable or holds no state dict.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as err:
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise ConfigError(f"model.weights: cannot read {path} ({reason}): expected a state dict "
+                          "saved with torch.save(model.state_dict(), PATH)") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"model.weights: {path} holds a {type(state).__name__}, not a state dict "
+                          "(names -> tensors): expected torch.save(model.state_dict(), PATH)")
+    return state
+
+
 @torch.no_grad()
-def load_weights(model: nn.Module, state: dict) -> nn.Module:
+def load_weights(model: nn.Module, state: dict, *, where: str | None = None) -> nn.Module:
     """Load a state dict of NumPy arrays or tensors (as read from a store) into `model`.
 
     Parameters
@@ -116,6 +187,9 @@ def load_weights(model: nn.Module, state: dict) -> nn.Module:
         The model to load into, in place.
     state : dict of str to array-like
         Parameter and buffer name -> values; every name of the model's state dict.
+    where : str or None, default None
+        The config key the state comes from: a state that does not fit is then a
+        ConfigError naming it, in one line (else torch's RuntimeError).
 
     Returns
     -------
@@ -123,5 +197,13 @@ def load_weights(model: nn.Module, state: dict) -> nn.Module:
         `model` itself.
     """
     tensors = {k: torch.as_tensor(v) for k, v in state.items()}
-    model.load_state_dict(tensors, strict=True)
+    if where is None:
+        model.load_state_dict(tensors, strict=True)
+        return model
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1:2] or str(err).splitlines()[:1]
+        raise ConfigError(f"{where}: does not fit the model ({first[0].strip()}): expected the "
+                          "state dict of this architecture") from None
     return model

@@ -5,18 +5,13 @@ config is refused, and one capture at a time writes a store (`stores.lock`)."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
-import platform
 import random
-from dataclasses import dataclass
-from importlib import metadata
 
 import numpy as np
 import torch
 
-import stores
-from stores import LayerSpec, RunConfig, RunWriter, StoreError, location, slabs
+from stores import RunConfig, StoreError, location, schema, slabs
 from stores.layout import existing_store
 from stores.lock import StoreLock
 
@@ -26,38 +21,10 @@ from .dataset import Dataset
 from .estimate import check_size
 from .loop import Diverged, train_and_capture
 from .models import build_model, load_weights
-from .points import capture_layers, resolve_points
-from .resume import Resume, fresh, remove_partial_files, resume_point
+from .recorder import ProbeSet, Recorder
 from .warmstart import init_attrs, initial_state, relabelled
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ProbeSet:
-    """A run's probe set: train rows then test rows, as device tensors, and its record.
-
-    The test rows of a relabel-and-retrain run are split "val" (the holdout) and "test".
-
-    Attributes
-    ----------
-    x : torch.Tensor
-        Inputs (n, *sample_shape).
-    observed, true : torch.Tensor
-        The labels training sees, and the true ones (n,).
-    is_train, is_test, is_val : torch.Tensor
-        bool (n,): each row's split.
-    record : dict of str to numpy.ndarray
-        The store's sample table: split, index, label_true, label_observed, corrupted.
-    """
-
-    x: torch.Tensor
-    observed: torch.Tensor
-    true: torch.Tensor
-    is_train: torch.Tensor
-    record: dict[str, np.ndarray]
-    is_test: torch.Tensor
-    is_val: torch.Tensor
 
 
 def probe_set(data: Dataset, config: RunConfig, device: torch.device,
@@ -79,7 +46,9 @@ def probe_set(data: Dataset, config: RunConfig, device: torch.device,
 
     Returns
     -------
-    ProbeSet
+    capture.recorder.ProbeSet
+        Its inputs one tensor on `device`, train rows then test rows; the corruption in
+        its attrs.
     """
     observed, mask, _ = corruption_for_run(data.y_train, config.corruption, data.n_classes, config.seed)
     n_train, n_test = len(data.y_train), len(data.y_test)
@@ -92,28 +61,14 @@ def probe_set(data: Dataset, config: RunConfig, device: torch.device,
     }
     if config.init.source and config.init.labels == "relabel":
         record = relabelled(config, root, record)
-    as_tensor = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+    corruption = config.corruption
     return ProbeSet(
-        x=as_tensor(np.concatenate([data.x_train, data.x_test])),
-        observed=as_tensor(record["label_observed"]),
-        true=as_tensor(record["label_true"]),
-        is_train=as_tensor(record["split"] == "train"),
-        record=record,
-        is_test=as_tensor(record["split"] == "test"),
-        is_val=as_tensor(record["split"] == "val"),
+        torch.as_tensor(np.concatenate([data.x_train, data.x_test]), device=device),
+        record["label_true"], record["label_observed"], record["split"], record["corrupted"],
+        record["index"],
+        attrs={"corruption_mode": corruption.mode, "corruption_rate": corruption.rate,
+               "corruption_seed": config.seed if corruption.seed is None else corruption.seed},
     )
-
-
-def _versions() -> dict[str, str]:
-    names = ("latentgen", "torch", "numpy", "zarr", "xarray")
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "unknown"
-    out["python"] = platform.python_version()
-    return out
 
 
 def capture_run(config: RunConfig, root: str, *, overwrite: bool = False,
@@ -228,62 +183,18 @@ def _capture_locked(config: RunConfig, root: str, path: str, found: str | None,
     probe = probe_set(data, config, dev, root)
     model = build_model(config.model, data.x_train.shape[1:], data.n_classes)
     if config.init.source:  # edit, then train on: start from a stored (edited) checkpoint
-        load_weights(model, initial_state(config, root, probe.record))
+        load_weights(model, initial_state(config, root, probe.samples))
     model = model.to(dev)
-    points = resolve_points(model, config.capture.points)
-    layers, reducers = capture_layers(model, points, data.x_train.shape[1:], config, dev)
-    units = {layer.name: layer.units for layer in layers}
-    params = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    if found == "unfinished":
-        store, resume = _reopen(path, layers, params, probe.record, dev)
-    else:
-        store = _create(path, config, root, dev, model.head_name, probe, layers, params,
-                        replace=found == "replace")
-        resume = fresh(len(config.schedule) + 1)
-    train_and_capture(config, model, probe, store, points, units, reducers, config.schedule,
-                      progress, resume)
-
-
-def _create(path: str, config: RunConfig, root: str, dev: torch.device, head: str,
-            probe: ProbeSet, layers: list[LayerSpec], params: dict, replace: bool) -> RunWriter:
-    """A new store for the run, laid out beside its final place and moved there in one
-    rename (`RunWriter.create_atomic`)."""
-    return RunWriter.create_atomic(
-        path,
-        replace=replace,
-        attrs={
-            "pipeline": config.pipeline, "run_name": config.name, "params": dict(config.params),
-            "config": config.to_dict(), "config_hash": config.hash(),
-            "versions": _versions(), "device": str(dev), "head": head,
-            **({"init": init_attrs(config, root)} if config.init.source else {}),
-        },
-        schedule=config.schedule,
-        samples=probe.record,
-        layers=layers,
-        params=params,
-        activation_dtype=config.capture.dtype,
-        compressor=config.capture.compressor,
-        metrics=stores.schema.METRIC_NAMES,  # the built-in loop's, laid out up front
-        samples_attrs={"corruption_mode": config.corruption.mode,
-                       "corruption_rate": config.corruption.rate,
-                       "corruption_seed": config.seed if config.corruption.seed is None
-                       else config.corruption.seed},
-    )
-
-
-def _reopen(path: str, layers: list[LayerSpec], params: dict, samples: dict,
-            dev: torch.device) -> tuple[RunWriter, Resume]:
-    """An unfinished store of this run, checked and tidied, with where to go on."""
-    store = RunWriter.reopen(path, layers, params, samples)
-    remove_partial_files(path)
-    resume = resume_point(path)
-    attrs = store.attrs
-    if attrs.get("device") != str(dev):
-        log.warning("%s was started on %s and resumes on %s: the result may differ from an "
-                    "uninterrupted run in the last bits", path, attrs.get("device"), dev)
-    event = {"after_epoch": None if resume.state is None else resume.state.epoch,
-             "committed": resume.n_committed,
-             "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    store.update_attrs({"status": stores.schema.STATUS_RUNNING,
-                        "resumes": [*attrs.get("resumes", []), event]})
-    return store, resume
+    cc = config.capture
+    attrs = {"pipeline": config.pipeline, "run_name": config.name, "params": dict(config.params),
+             "config": config.to_dict(), "config_hash": config.hash(),
+             **({"init": init_attrs(config, root)} if config.init.source else {})}
+    # An unfinished store is resumed (`existing_store` said it holds this run); one that
+    # is to be replaced is laid out beside it and moved there in one rename.
+    rec = Recorder(path, model, probe, cc.points, config.schedule, reductions=cc.reductions,
+                   dtype=cc.dtype, head=config.model.head, penultimate=config.model.penultimate,
+                   attrs=attrs, metrics=schema.METRIC_NAMES,  # the built-in loop's, laid out up front
+                   batch_size=cc.batch_size, device=dev, overwrite=found == "replace",
+                   projection_seed=cc.projection_seed, compressor=cc.compressor,
+                   queue_chunks=cc.queue_chunks, lock=False)  # capture_run holds the lock
+    train_and_capture(config, model, probe, rec, progress)

@@ -76,9 +76,9 @@ def test_stored_activations_match_the_model_rebuilt_from_stored_weights(tiny_sto
 
 def test_penultimate_is_always_captured_and_marked():
     model = MLP(64, (8, 6), 10)
-    assert resolve_points(model, ("relu1",)) == ["relu1", "relu2"]
+    assert resolve_points(model, ("relu1",), model.penultimate) == ["relu1", "relu2"]
     with pytest.raises(ValueError, match="expected names from input, flatten, fc1"):
-        resolve_points(model, ("relu9",))
+        resolve_points(model, ("relu9",), model.penultimate)
 
 
 def test_hooks_are_removed_and_writer_sees_whole_chunks(tmp_path):

@@ -18,7 +18,7 @@ from capture.points import capture_layers, output_shapes, resolve_points
 from capture.reduce import Reducer, ReductionError, parse
 from stores import RunWriter
 from tests.tolerance import sum_atol
-from stores.config import ModelConfig, RunConfig, ScheduleConfig, build_block
+from stores.config import ModelConfig, ScheduleConfig
 
 CASES = [
     ("mlp", (1, 28, 28), {"widths": (128, 512, 64)}),
@@ -42,10 +42,10 @@ def test_every_model_builds_runs_and_captures(tmp_path, name, in_shape, extra):
     shapes = output_shapes(model, in_shape)
     assert math.prod(shapes[model.penultimate]) == head.in_features  # what the edit needs
     convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)][:1]
-    points = resolve_points(model, ("input", *convs))
+    points = resolve_points(model, ("input", *convs), model.penultimate)
     reductions = {convs[0]: "pool:2"} if convs else {}
-    config = build_block(RunConfig, {"pipeline": "t", "capture": {"reductions": reductions}}, "t")
-    layers, reducers = capture_layers(model, points, in_shape, config, torch.device("cpu"))
+    layers, reducers = capture_layers(model, points, in_shape, reductions, 0, torch.device("cpu"),
+                                      model.penultimate)
     store = RunWriter.create(
         str(tmp_path / "s.zarr"), attrs={}, schedule=[0], layers=layers,
         samples={"split": np.array(["train"] * 6), "index": np.arange(6), "label_true": np.zeros(6, int),
@@ -93,7 +93,7 @@ def test_reductions_against_direct_formulas():
     a, b = parse("project:16", "conv1", seed=3), parse("project:16", "conv1", seed=3)
     assert a.seed == b.seed != parse("project:16", "conv2", seed=3).seed
     for bad in ("pool", "project:0", "max", "pool:x"):
-        with pytest.raises(ReductionError, match="expected flatten, avgpool, pool:K or project:D"):
+        with pytest.raises(ReductionError, match="expected flatten, avgpool, pool:K, project:D or tokens:mean"):
             parse(bad, "conv1")
     with pytest.raises(ReductionError, match=r"expected a \(C, H, W\) map"):
         Reducer(parse("avgpool"), (10,), cpu)
@@ -140,9 +140,9 @@ def test_ketha2026_schedule_rule():
 
 def test_penultimate_cannot_be_reduced():
     model = build_model(ModelConfig(name="cnn"), (1, 28, 28), 10)
-    config = build_block(RunConfig, {"pipeline": "t", "capture": {"reductions": {"relu9": "project:8"}}}, "t")
     with pytest.raises(ValueError, match="must stay flatten"):
-        capture_layers(model, ["relu9"], (1, 28, 28), config, torch.device("cpu"))
+        capture_layers(model, ["relu9"], (1, 28, 28), {"relu9": "project:8"}, 0,
+                       torch.device("cpu"), "relu9")
 
 
 def test_capture_from_tiny_cifar_files_into_a_store(tmp_path):

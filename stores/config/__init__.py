@@ -33,6 +33,7 @@ from .vocab import (
     SCHEDULE_RULES,
     SIZED_REDUCTION_KINDS,
     SPECTRAL_METHODS,
+    TOKEN_REDUCTIONS,
     VISION_DATASETS,
 )
 from .yamlio import DuplicateKeyError, parse_run_overrides, yaml_load
@@ -43,7 +44,8 @@ __all__ = [
     "DuplicateKeyError", "INIT_EDITS", "INIT_EPOCHS", "INIT_LABELS", "InitConfig", "LOSSES",
     "MAX_SCHEDULED_EPOCHS", "MODELS", "ModelConfig", "OPERATIONS", "OPTIMIZERS", "PIPELINE_KEYS",
     "PROBES", "Pipeline", "REDUCTIONS", "REDUCTION_KINDS", "RunConfig", "SCHEDULE_RULES",
-    "SIZED_REDUCTION_KINDS", "SPECTRAL_METHODS", "SWEEP_ALIASES", "ScheduleConfig", "TrainConfig",
+    "SIZED_REDUCTION_KINDS", "SPECTRAL_METHODS", "SWEEP_ALIASES", "ScheduleConfig", "TOKEN_REDUCTIONS",
+    "TrainConfig",
     "VISION_DATASETS", "build_block", "check_file_name", "check_option", "expand_epochs",
     "first_epoch", "init_source", "load_pipeline", "load_pipelines", "parse_pipeline",
     "parse_run_overrides", "replace_checked", "run_config_from_dict", "yaml_load",

@@ -68,12 +68,12 @@ class CorruptionConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network (`model:`).
+    """The network (`model:`): a built-in one (`name` and its keys) or one a factory builds.
 
     Attributes
     ----------
     name : str
-        One of MODELS.
+        One of MODELS; left out with `factory`.
     widths : tuple of int
         The hidden widths of the MLPs.
     batchnorm, dropout : bool, float
@@ -81,6 +81,20 @@ class ModelConfig:
     cifar_stem : bool
         resnet18: the 3x3 stride-1 stem (else 7x7 stride 2); alexnet: the 32-pixel
         variant's 3x3 stride-2 first conv (else 11x11 stride 4, for 64-pixel Tiny ImageNet).
+    factory : str or None
+        `package.module:function`, called with `kwargs` to build the model (an
+        `nn.Module`): a user's own model, or torchvision's (`torchvision.models:resnet18`
+        with `kwargs: {num_classes: 10}`). With it the built-in keys (`name`, `widths`,
+        `batchnorm`, `dropout`, `cifar_stem`) are left out.
+    kwargs : dict or None
+        The factory's keyword arguments (plain values); factory only.
+    weights : str or None
+        A local file holding a state dict (`torch.save(model.state_dict(), PATH)`), loaded
+        after the model is built (`torch.load(weights_only=True)`; nothing is downloaded).
+    head, penultimate : str or None
+        Module paths of the last layer and of the capture point whose output feeds it;
+        null: the model's `head_name` / `penultimate` attributes when it has them, else
+        found (the last nn.Linear; the module whose output is the head's input).
     """
 
     name: str = field(default="mlp", metadata=checked(valid.choice(*MODELS)))
@@ -88,6 +102,17 @@ class ModelConfig:
     batchnorm: bool = field(default=False, metadata=checked(valid.boolean))
     dropout: float = field(default=0.0, metadata=checked(valid.number(0.0, 1.0)))
     cifar_stem: bool = field(default=True, metadata=checked(valid.boolean))
+    # New keys default to null, which a run's identity leaves out: existing hashes stand.
+    factory: str | None = field(default=None, metadata=checked(valid.factory))
+    kwargs: dict | None = field(default=None, metadata=checked(valid.plain_mapping))
+    weights: str | None = field(default=None, metadata=checked(valid.optional_path))
+    head: str | None = field(default=None, metadata=checked(valid.optional_name))
+    penultimate: str | None = field(default=None, metadata=checked(valid.optional_name))
+
+    @property
+    def built_in(self) -> bool:
+        """Whether `name` says the model (no `factory`)."""
+        return self.factory is None
 
 
 @dataclass(frozen=True)

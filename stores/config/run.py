@@ -145,6 +145,7 @@ def check_run(config: RunConfig, where: str) -> None:
         Naming `where` (the pipeline) and the key.
     """
     schedule, max_epochs = config.capture.schedule, config.train.max_epochs
+    _check_model(config.model, where)
     _check_init(config, where)
     if schedule.rule is None:
         listed = expand_epochs(schedule.epochs)
@@ -158,6 +159,26 @@ def check_run(config: RunConfig, where: str) -> None:
                           f"= {max_epochs:,}: expected at most {MAX_SCHEDULED_EPOCHS:,} per run "
                           "(a larger `every`, fewer listed epochs, or a lower train.max_epochs)")
     _check_patience(config, where)
+
+
+# The keys of the built-in models, which a factory's model does not read.
+BUILT_IN_KEYS = ("name", "widths", "batchnorm", "dropout", "cifar_stem")
+
+
+def _check_model(model: ModelConfig, where: str) -> None:
+    """A model is built in (`name` and its keys) or built by a factory (`kwargs`), not both."""
+    if model.built_in:
+        if model.kwargs is not None:
+            raise ConfigError(f"{where}.model.kwargs: the arguments of model.factory: expected "
+                              f"model.factory with them (or no kwargs), got {model.kwargs!r}")
+        return
+    default = ModelConfig()
+    for key in BUILT_IN_KEYS:
+        value = getattr(model, key)
+        if value != getattr(default, key):
+            raise ConfigError(f"{where}.model.{key}: a built-in model's key, which "
+                              f"model.factory {model.factory} does not read: expected it left out "
+                              f"(the factory's arguments go under model.kwargs), got {value!r}")
 
 
 def _check_init(config: RunConfig, where: str) -> None:

@@ -12,7 +12,7 @@ import re
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from .vocab import DEVICES, REDUCTION_KINDS, REDUCTIONS, SIZED_REDUCTION_KINDS
+from .vocab import DEVICES, REDUCTION_KINDS, REDUCTIONS, SIZED_REDUCTION_KINDS, TOKEN_REDUCTIONS
 
 Check = Callable[[Any], "str | None"]
 
@@ -153,6 +153,37 @@ def optional_path(v: Any) -> str | None:
         return "expected a path or null"
 
 
+# `package.module:function`: an import path, then the callable that builds the model.
+FACTORY = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*"
+
+
+def factory(v: Any) -> str | None:
+    """An import path `package.module:function` (FACTORY) or null."""
+    if v is not None and not (isinstance(v, str) and re.fullmatch(FACTORY, v)):
+        return "expected 'package.module:function' (a module's import path, a colon, a name) or null"
+
+
+def _plain(v: Any) -> bool:
+    """A value YAML and JSON write alike: a string, number, boolean, null, list or mapping."""
+    if isinstance(v, (list, tuple)):
+        return all(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _plain(x) for k, x in v.items())
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def plain_mapping(v: Any) -> str | None:
+    """A mapping of names to plain values (strings, numbers, booleans, lists, mappings), or null."""
+    if v is not None and not (isinstance(v, dict) and _plain(v)):
+        return "expected a mapping of argument names to plain values (strings, numbers, lists) or null"
+
+
+def optional_name(v: Any) -> str | None:
+    """A non-empty string (a module path) or null."""
+    if v is not None and (not isinstance(v, str) or not v):
+        return "expected a module path (a non-empty string) or null"
+
+
 def strings(v: Any) -> str | None:
     """A list of strings (maybe empty)."""
     if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
@@ -224,7 +255,8 @@ def reductions(v: Any) -> str | None:
     for point, spec in v.items():
         kind, _, size = spec.partition(":")
         if not ((kind in REDUCTION_KINDS and not size)
-                or (kind in SIZED_REDUCTION_KINDS and size.isdigit() and int(size) > 0)):
+                or (kind in SIZED_REDUCTION_KINDS and size.isdigit() and int(size) > 0)
+                or (kind == "tokens" and size in TOKEN_REDUCTIONS)):
             return f"{point}: expected {REDUCTIONS}"
 
 

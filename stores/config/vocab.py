@@ -37,7 +37,10 @@ LOSSES = ("cross_entropy", "mse")
 # A capture point's reduction: a kind, with a size (`pool:K`, `project:D`) or without.
 REDUCTION_KINDS = ("flatten", "avgpool")  # no size
 SIZED_REDUCTION_KINDS = ("pool", "project")  # `KIND:N`, N >= 1
-REDUCTIONS = "flatten, avgpool, pool:K or project:D"  # the same, as error messages say it
+# `tokens:MODE`: an output (batch, tokens, units) reduced over its token axis.
+TOKEN_REDUCTIONS = ("mean", "last", "first", "max")
+# All of them, as error messages say it.
+REDUCTIONS = "flatten, avgpool, pool:K, project:D or tokens:mean|last|first|max"
 
 SCHEDULE_RULES = ("ketha2026",)  # named schedules (ScheduleConfig.rule)
 
