@@ -92,11 +92,13 @@ def baseline(config) -> int:
     loss = train.loss_fn(tc.loss, getattr(model, model.head_name).out_features)
     optimizer = train.make_optimizer(model.parameters(), tc)
     generator = torch.Generator().manual_seed(config.seed)
-    x_train, y_train = probe.x[probe.is_train], probe.observed[probe.is_train]
+    is_train = torch.as_tensor(probe.samples["split"] == "train")
+    observed, true = (torch.as_tensor(probe.samples[k]) for k in ("label_observed", "label_true"))
+    x_train, y_train = probe.inputs[is_train], observed[is_train]
 
     def forward() -> dict:
-        logits = train.predict(model, probe.x, batch_size=config.capture.batch_size)
-        return train.metrics(logits, loss, probe.is_train, probe.observed, probe.true)
+        logits = train.predict(model, probe.inputs, batch_size=config.capture.batch_size)
+        return train.metrics(logits, loss, is_train, observed, true)
 
     forward()  # epoch 0, as capture records initialization
     epochs = 0

@@ -74,6 +74,13 @@ class BackgroundWriter:
         self._raise_if_failed()
         self._queue.put((fn, args, release))
 
+    def flush(self) -> None:
+        """Wait until every write queued so far is done; raise if any failed."""
+        done = threading.Event()
+        self.submit(done.set, release=done.set)  # set even when a failure skips it
+        done.wait()
+        self._raise_if_failed()
+
     def close(self) -> None:
         """Wait for every queued write, then stop the thread; raise if any failed."""
         self._queue.put(None)

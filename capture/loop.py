@@ -24,7 +24,8 @@ from stores.config import first_epoch
 from stores.schema import STATUS_DIVERGED
 
 from . import train
-from .recorder import ProbeSet, Recorder
+from .probeset import ProbeSet
+from .recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def train_and_capture(config: RunConfig, model: torch.nn.Module, probe: ProbeSet
         The run.
     model : torch.nn.Module
         Its model, on the recorder's device (restored there on a resume).
-    probe : capture.recorder.ProbeSet
+    probe : capture.probeset.ProbeSet
         The run's probe set (inputs one tensor, on that device).
     rec : capture.recorder.Recorder
         The recorder of the run's store.

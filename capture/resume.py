@@ -39,14 +39,25 @@ def _host(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to("cpu", copy=True).numpy()
 
 
-def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             generator: torch.Generator, *, slot: int, epoch: int, final: bool) -> TrainingState:
+def _generator_names(generators) -> list[tuple[str, torch.Generator]]:
+    """(name in the state, generator): `generator`, then `generator.1`, `generator.2`, ..."""
+    if isinstance(generators, torch.Generator):
+        generators = (generators,)
+    return [("generator" if i == 0 else f"generator.{i}", g) for i, g in enumerate(generators)]
+
+
+def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+             generators, *, slot: int, epoch: int, final: bool) -> TrainingState:
     """Everything training after an epoch depends on, as host copies and JSON.
 
     Parameters
     ----------
-    model, optimizer, generator
-        The model, its optimizer and the data-order generator.
+    model : torch.nn.Module
+        The model.
+    optimizer : torch.optim.Optimizer or None
+        Its optimizer (None: no optimizer state).
+    generators : torch.Generator or sequence of torch.Generator
+        The training's own generators (the data order), besides the global ones.
     slot, epoch : int
         The epoch slot and number the state belongs to.
     final : bool
@@ -57,7 +68,7 @@ def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     stores.state.TrainingState
     """
     model_arrays = {name: _host(t) for name, t in model.state_dict().items()}
-    opt = optimizer.state_dict()
+    opt = optimizer.state_dict() if optimizer is not None else {"state": {}, "param_groups": []}
     opt_arrays, scalars = {}, {}
     for index, entries in opt["state"].items():
         for key, value in entries.items():
@@ -65,7 +76,8 @@ def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 opt_arrays[f"{index}.{key}"] = _host(value)
             else:  # None (an unused momentum buffer) or a plain number
                 scalars.setdefault(str(index), {})[key] = value
-    rng = {"torch": torch.get_rng_state().numpy(), "generator": generator.get_state().numpy()}
+    rng = {"torch": torch.get_rng_state().numpy(),
+           **{name: g.get_state().numpy() for name, g in _generator_names(generators)}}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             rng[f"cuda.{i}"] = state.numpy()
@@ -83,15 +95,15 @@ def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                                               "rng": rng}, meta)
 
 
-def restore(state: TrainingState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            generator: torch.Generator) -> None:
+def restore(state: TrainingState, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+            generators) -> None:
     """Put a training state back into the model, the optimizer and every generator.
 
     Parameters
     ----------
     state : stores.state.TrainingState
         What `snapshot` took (read back by `resume_point`).
-    model, optimizer, generator
+    model, optimizer, generators
         As `snapshot` takes them; changed in place.
     """
     as_tensor = lambda a: torch.from_numpy(np.array(a, copy=True))  # noqa: E731
@@ -102,10 +114,12 @@ def restore(state: TrainingState, model: torch.nn.Module, optimizer: torch.optim
         opt_state.setdefault(int(index), {})[key] = as_tensor(value)
     for index, entries in state.meta.get("optimizer_scalars", {}).items():
         opt_state.setdefault(int(index), {}).update(entries)
-    optimizer.load_state_dict({"state": opt_state, "param_groups": state.meta["param_groups"]})
+    if optimizer is not None:
+        optimizer.load_state_dict({"state": opt_state, "param_groups": state.meta["param_groups"]})
     rng = state.arrays["rng"]
     torch.set_rng_state(as_tensor(rng["torch"]))
-    generator.set_state(as_tensor(rng["generator"]))
+    for name, generator in _generator_names(generators):
+        generator.set_state(as_tensor(rng[name]))
     cuda = sorted((k for k in rng if k.startswith("cuda.")), key=lambda k: int(k.split(".")[1]))
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([as_tensor(rng[k]) for k in cuda])
@@ -138,37 +152,40 @@ class Resume:
         The state to restore (None: train from initialization).
     committed : numpy.ndarray
         bool (slot,): the committed flags.
-    train_acc, val_acc : numpy.ndarray
-        (slot,): the stored train accuracy of each committed slot (for the stop rule)
-        and val accuracy (for early stopping; NaN in stores written before val_acc
-        existed); NaN elsewhere.
+    metrics : dict of str to numpy.ndarray
+        Every metric the store holds -> (slot,) its value at each committed slot (for the
+        stop rules and early stopping when training passes them again), NaN elsewhere.
+    epochs : numpy.ndarray
+        int (slot,): the epoch each slot holds (committed) or is laid out for (-1: the
+        spare slot).
     n_committed : int
         How many slots are committed.
     """
 
     state: TrainingState | None
     committed: np.ndarray
-    train_acc: np.ndarray
-    val_acc: np.ndarray
+    metrics: dict[str, np.ndarray]
+    epochs: np.ndarray
 
     @property
     def n_committed(self) -> int:
         return int(self.committed.sum())
 
 
-def fresh(n_slots: int) -> Resume:
+def fresh(schedule: list[int]) -> Resume:
     """Where a new store starts: from initialization, nothing committed.
 
     Parameters
     ----------
-    n_slots : int
-        The store's epoch slots.
+    schedule : list of int
+        The store's scheduled epochs (its slots, plus the spare one).
 
     Returns
     -------
     Resume
     """
-    return Resume(None, np.zeros(n_slots, dtype=bool), np.full(n_slots, np.nan), np.full(n_slots, np.nan))
+    epochs = np.array([*schedule, -1], dtype=np.int64)
+    return Resume(None, np.zeros(len(epochs), dtype=bool), {}, epochs)
 
 
 def resume_point(path: str) -> Resume:
@@ -193,15 +210,12 @@ def resume_point(path: str) -> Resume:
     root = open_group(path, checked=False)
     try:
         committed = root[f"{schema.EPOCHS}/committed"][:]
-        train_acc = np.full(len(committed), np.nan)
-        val_acc = np.full(len(committed), np.nan)
-        accuracy = root[f"{schema.METRICS}/train_acc_observed"]
-        # val_acc: absent from stores written before it existed (their runs have no val split)
-        val = root[f"{schema.METRICS}/val_acc"] if f"{schema.METRICS}/val_acc" in root else None
-        for slot in np.flatnonzero(committed):  # for the stop rules when training passes them
-            train_acc[slot] = accuracy[slot]
-            if val is not None:
-                val_acc[slot] = val[slot]
+        epochs = root[f"{schema.EPOCHS}/epoch"][:]
+        metrics = {}
+        for name, array in root[schema.METRICS].arrays():
+            values = metrics[name] = np.full(len(committed), np.nan)
+            for slot in np.flatnonzero(committed):  # for the stop rules when training passes them
+                values[slot] = array[slot]
     except ValueError as err:  # a damaged chunk of a committed epoch
         raise StoreError(f"{path}: a committed chunk is damaged ({str(err).splitlines()[0]}); "
                          f"run `python -m stores repair {path}`, then this again")
@@ -210,14 +224,14 @@ def resume_point(path: str) -> Resume:
         slot = int(cand["slot"])
         if slot < first_open and committed[slot]:
             try:
-                return Resume(read_state(root, slot), committed, train_acc, val_acc)
+                return Resume(read_state(root, slot), committed, metrics, epochs)
             except StoreError as err:
                 log.warning("%s: cannot use the training state of slot %d (%s); trying an "
                             "earlier one", path, slot, err)
     if committed.any():
         log.warning("%s: no intact training state for the committed epochs; retraining from "
                     "initialization (committed epochs are recomputed, not rewritten)", path)
-    return Resume(None, committed, train_acc, val_acc)
+    return Resume(None, committed, metrics, epochs)
 
 
 def remove_partial_files(path: str) -> int:

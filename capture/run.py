@@ -21,7 +21,8 @@ from .dataset import Dataset
 from .estimate import check_size
 from .loop import Diverged, train_and_capture
 from .models import build_model, load_weights
-from .recorder import ProbeSet, Recorder
+from .probeset import ProbeSet
+from .recorder import Recorder
 from .warmstart import init_attrs, initial_state, relabelled
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def probe_set(data: Dataset, config: RunConfig, device: torch.device,
 
     Returns
     -------
-    capture.recorder.ProbeSet
+    capture.probeset.ProbeSet
         Its inputs one tensor on `device`, train rows then test rows; the corruption in
         its attrs.
     """
