@@ -55,12 +55,13 @@ def cross_sources(paths: list[str]) -> dict[str, tuple[tuple[float, str, str], .
         info[path] = (attrs, table, bool(Samples.of(table).flipped.any()))
     out = {}
     for path, (attrs, table, flipped) in info.items():
-        if flipped:
+        if flipped or "config" not in attrs:  # a store without a run config pairs with none
             continue
         mine = _without_rate(attrs.get("config", {}))
         sources = []
         for other, (their_attrs, theirs, their_flipped) in info.items():
-            if other == path or not their_flipped or _without_rate(their_attrs.get("config", {})) != mine:
+            if other == path or not their_flipped or "config" not in their_attrs or \
+                    _without_rate(their_attrs["config"]) != mine:
                 continue
             if not all(np.array_equal(table[k], theirs[k]) for k in SAME_SAMPLES):
                 log.warning("%s: %s differs in its samples; not used for the cross-run control", path, other)

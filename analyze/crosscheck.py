@@ -68,6 +68,9 @@ def crosscheck_edit(path: str, slot: int, weight: np.ndarray,
     if "input" not in stores.layers(path):
         log.warning("%s: no `input` capture point; edit cross-check skipped", path)
         return {}
+    if "config" not in stores.run_attrs(path):  # a recorder's store: no model to rebuild
+        log.info("%s: no run config to rebuild the model from; edit cross-check skipped", path)
+        return {}
     head = stores.run_attrs(path).get("head", "head")
     in_shape = tuple(stores.layer_attrs(path, "input")["original_shape"])
     state = {name: slabs.weight_slab(path, name, slot) for name in stores.param_names(path)}

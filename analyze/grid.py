@@ -153,7 +153,10 @@ def _collect_run(path: str, results: list[TaskResult], settings: AnalysisConfig,
     if crossed:
         out["cross"] = _collect_cross(grid, layers, epochs, crossed, samples)
     final = [r for r in results if r.task.final and r.masc_predictions is not None]
-    if relabel_seed is not None and final and samples.flipped.any():
+    # (relabelling holds out part of the test split: a probe set without one, as a
+    # recorder's default all-train split, is not relabelled)
+    if relabel_seed is not None and final and samples.flipped.any() and \
+            np.count_nonzero(table["split"] == "test") >= 2:
         model = next((r.model_predictions for r in final if r.model_predictions is not None), None)
         out["relabel"] = relabel(table, {r.task.layer: r.masc_predictions for r in
                                                              sorted(final, key=lambda r: layers.index(r.task.layer))},

@@ -25,7 +25,8 @@ PRUNE_FRACTION = 0.6  # the published comparison: prune 60% of the neurons
 
 def is_modular(path: str) -> bool:
     """Whether the run at `path` trained on the modular-arithmetic dataset."""
-    return stores.run_attrs(path)["config"]["data"]["name"] == "modular"
+    config = stores.run_attrs(path).get("config") or {}  # a recorder's store has none
+    return config.get("data", {}).get("name") == "modular"
 
 
 def neuron_task(path: str) -> dict[str, xr.Dataset]:

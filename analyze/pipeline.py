@@ -12,7 +12,7 @@ import stores
 from stores import ConfigError, Pipeline, StoreError, location, slabs
 from stores.config import AnalysisConfig
 from stores.lock import StoreLock
-from stores.runs import results_table
+from stores.runs import results_table, store_name
 from stores.schema import ANALYSIS_NODES
 from stores.results import consolidate_if_stale, recover_analysis, stored_analysis, write_analysis
 
@@ -67,19 +67,26 @@ def preflight(pipeline: Pipeline, root: str, paths: list[str]) -> None:
     """What would fail only after every task was computed, checked before any is: each
     store (analysis writes its results into it) and the report's folder are writable,
     and `analysis.knn_neighbors` fits every run's training set."""
-    for path in [*paths, location.join(root, pipeline.name)]:
+    _check_writable([*paths, location.join(root, pipeline.name)])
+    _check_knn(paths, settings_for(pipeline), f"{pipeline.name}.analysis")
+
+
+def _check_writable(paths: list[str]) -> None:
+    for path in paths:
         try:
             location.check_writable(path)
         except OSError as err:
             raise StoreError(f"{path} is not writable ({location.os_reason(err)}): "
                              "analyze writes its results there; make it writable (or analyse a "
                              "writable copy) and run the same command again") from None
-    analysis = settings_for(pipeline)
+
+
+def _check_knn(paths: list[str], analysis: AnalysisConfig, where: str) -> None:
     if "knn" in analysis.probes:
         for path in paths:
             n_train = int(np.sum(slabs.sample_table(path)["split"] == "train"))
             if analysis.knn_neighbors > n_train:
-                raise ConfigError(f"{pipeline.name}.analysis.knn_neighbors: expected at most the "
+                raise ConfigError(f"{where}.knn_neighbors: expected at most the "
                                   f"training set's {n_train} samples ({path}), got "
                                   f"{analysis.knn_neighbors}")
 
@@ -102,14 +109,79 @@ def analyse(pipeline: Pipeline, root: str, client=None, progress: bool = True,
     settings = settings_for(pipeline)
     if device is not None:
         settings = dataclasses.replace(settings, device=device)
+    pending = [f"{config.name} (no store yet)" for config, _ in missing]
+    return _analyse_locked(paths, client, progress, settings,
+                           (pipeline.name, f"pipeline {pipeline.name}", location.join(root, pipeline.name)),
+                           pending)
+
+
+def analyse_stores(paths: list[str], out_dir: str | None = None, client=None,
+                   progress: bool = True, device: str | None = None) -> str:
+    """Analyse run stores without a pipeline (`python -m analyze --stores PATH...`): a
+    recorder's stores, or any others. Every store is fitted with the default
+    `AnalysisConfig` (its capture points and penultimate layer come from its
+    attributes); the results go into each store, report.md and analysis.csv into
+    `out_dir`.
+
+    Parameters
+    ----------
+    paths : list of str
+        The stores.
+    out_dir : str, optional
+        Where the report and the table go (made if missing); default: the first
+        store's folder.
+    client : distributed.Client, optional
+        Runs the tasks; None: eagerly, in this process.
+    progress : bool, default True
+    device : str, optional
+        As `analyse`'s.
+
+    Returns
+    -------
+    str
+        Where report.md went.
+
+    Raises
+    ------
+    StoreError
+        In one line, for a path that does not exist or is not a run store.
+    """
+    paths = [_checked_store(location.normalize(p)) for p in dict.fromkeys(map(str, paths))]
+    out_dir = location.normalize(out_dir) if out_dir else location.parent(paths[0])
+    try:
+        location.makedirs(out_dir)
+    except OSError as err:
+        raise StoreError(f"cannot create {out_dir} ({location.os_reason(err)}): --out must "
+                         "be a writable folder") from None
+    settings = AnalysisConfig(**({} if device is None else {"device": device}))
+    _check_writable([*paths, out_dir])
+    _check_knn(paths, settings, "analysis")
+    names = [stores.run_attrs(p).get("run_name", store_name(p)) for p in paths]
+    title = ", ".join(names) if len(names) <= 3 else f"{len(names)} stores"
+    return _analyse_locked(paths, client, progress, settings, (title, title, out_dir), [])
+
+
+def _checked_store(path: str) -> str:
+    """`path`, or StoreError in one line when it is missing or not a run store."""
+    if not location.exists(path):
+        raise StoreError(f"{path}: no such file or directory")
+    if not location.is_store(path):
+        raise StoreError(f"{path} is not a run store (no zarr.json)")
+    stores.run_attrs(path)  # a foreign store or a newer schema: its own one-line error
+    return path
+
+
+def _analyse_locked(paths: list[str], client, progress: bool, settings: AnalysisConfig,
+                    names: tuple[str, str, str], pending: list[str]) -> str:
+    """`_analyse` holding each store's analysis lock (`analyse` says why); a damaged
+    chunk stops it with the chunk's name."""
     try:
         with contextlib.ExitStack() as locks:
             for path in paths:
                 locks.enter_context(StoreLock(path, purpose="analysis"))
                 for what in recover_analysis(path):
                     log.warning("%s: %s (left by an interrupted analysis)", path, what)
-            pending = [f"{config.name} (no store yet)" for config, _ in missing]
-            return _analyse(pipeline, root, paths, client, progress, settings, pending)
+            return _analyse(names, paths, client, progress, settings, pending)
     except ValueError as err:
         if "checksum" not in str(err).lower():
             raise
@@ -128,13 +200,16 @@ def _damage_error(paths: list[str], err: ValueError) -> StoreError:
                       "run `python -m stores validate STORE` on the pipeline's stores")
 
 
-def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: bool,
+def _analyse(names: tuple[str, str, str], paths: list[str], client, progress: bool,
              settings: AnalysisConfig, pending: list[str]) -> str:
+    """Compute what is new, write it, then the table and the report. `names`: the
+    report's title, what the stores are in messages, and the report's folder."""
+    title, what, out_dir = names
     old = {path: stored_analysis(path) for path in paths}
     results, new, planned = _run_new(paths, old, client, progress, settings)
     per_store = _merged(paths, old, new, results, planned, settings)
     if not per_store:
-        raise StoreError(f"no store of pipeline {pipeline.name} has a committed epoch yet: "
+        raise StoreError(f"no store of {what} has a committed epoch yet: "
                          f"analyse it once its capture has committed one")
     pending += [f"{stores.run_attrs(p).get('run_name', p)} (no committed epoch yet)"
                 for p in paths if p not in per_store]
@@ -143,13 +218,12 @@ def _analyse(pipeline: Pipeline, root: str, paths: list[str], client, progress: 
         if path in new:
             write_analysis(path, per_store[path])  # only stores with something new
         _consolidated(path)
-    out_dir = location.join(root, pipeline.name)
     results = stores.analysis_results(list(per_store))  # read once: the CSV and the report
     with report.replacing(location.join(out_dir, CSV), "w") as f:
         results_table(results).to_csv(f, index=False)
     runs = list(per_store.items())
     extra = report_modular.section(runs, out_dir) if modular_paths else ""
-    return report.write_report(pipeline.name, out_dir, list(per_store), results, CSV, extra,
+    return report.write_report(title, out_dir, list(per_store), results, CSV, extra,
                                pending=pending)
 
 
@@ -163,7 +237,7 @@ def _run_new(paths: list[str], old: dict, client, progress: bool, settings: Anal
     planned = {path: int(epochs[-1]) for path in paths
                if len(epochs := slabs.committed_slots(path)[1])}
     relabel_seed = settings.relabel_seed if "masc" in settings.probes else None
-    relabels = {path: relabel_seed if _has_flipped(path) else None for path in paths}  # corrupted runs
+    relabels = {path: relabel_seed if _relabelable(path) else None for path in paths}  # corrupted runs
     tasks = grid.list_tasks(paths, {path: incremental.done(old[path], settings, stores.layers(path),
                                                            cross.get(path, ()), planned.get(path),
                                                            relabels[path])
@@ -215,9 +289,11 @@ def _with_neurons(per_store: dict, old: dict, new: dict, client) -> list[str]:
     return modular_paths
 
 
-def _has_flipped(path: str) -> bool:
-    """Whether a run trained on a label that is not the true one (so it can be relabelled)."""
-    return bool(Samples.of(slabs.sample_table(path)).flipped.any())
+def _relabelable(path: str) -> bool:
+    """Whether a run trained on a label that is not the true one and has a test split to
+    hold part of out (so it can be relabelled; `grid.collect`)."""
+    table = slabs.sample_table(path)
+    return bool(Samples.of(table).flipped.any()) and np.count_nonzero(table["split"] == "test") >= 2
 
 
 def _counted(results: list[TaskResult], field: str) -> dict[str, int]:

@@ -64,7 +64,8 @@ def dynamics_figure(results: xr.Dataset, path: str) -> str:
     test = results["accuracy"].sel(score="test")
     for r, (label, pos) in enumerate(rows):
         group = results.isel(run=pos)
-        model_mean, model_std = mean_std(100 * group["model_test_acc"])
+        model = "model_test_acc" in group  # a recorder's model may not report test_acc
+        model_mean, model_std = mean_std(100 * group["model_test_acc"]) if model else (None, None)
         for c, layer in enumerate(layers):
             ax = axes[r, c]
             for probe in results.probe.values:
@@ -73,9 +74,10 @@ def dynamics_figure(results: xr.Dataset, path: str) -> str:
                                 label=PROBES.get(str(probe), str(probe)))
                 ax.fill_between(results.epoch, mean - std, mean + std, color=line.get_color(),
                                 alpha=0.15, lw=0)
-            ax.plot(results.epoch, model_mean, color="black", ls="--", lw=1.5, label="model")
-            ax.fill_between(results.epoch, model_mean - model_std, model_mean + model_std,
-                            color="black", alpha=0.1, lw=0)
+            if model:
+                ax.plot(results.epoch, model_mean, color="black", ls="--", lw=1.5, label="model")
+                ax.fill_between(results.epoch, model_mean - model_std, model_mean + model_std,
+                                color="black", alpha=0.1, lw=0)
             if "edit_accuracy" in results and layer == results.attrs.get("edit_layer"):
                 edited = 100 * group["edit_accuracy"].sel(variant="edit_zero_bias", score="test")
                 ax.plot(results.epoch, edited.mean("run"), color="black", ls=":", lw=1.5,
@@ -161,7 +163,8 @@ def summary_rows(results: xr.Dataset, notes: dict[str, str] | None = None) -> li
         row = {"label": label, "key": index.to_frame(index=False).iloc[0].to_dict(),
                "n": len(pos), "epochs": last_epochs(group).values,
                "notes": _group_notes([names[i] for i in pos] if names else [], notes or {})}
-        row["model"] = _stat(100 * final(group, group["model_test_acc"]))
+        if "model_test_acc" in group:
+            row["model"] = _stat(100 * final(group, group["model_test_acc"]))
         for probe in TABLE_PROBES:
             if probe in test.probe:
                 layer = best_layer(group, probe)
@@ -235,6 +238,8 @@ def _peaks_table(results: xr.Dataset) -> str:
                 continue
             for layer in p.layer.values:
                 q = p.sel(probe=probe, layer=layer)
+                if bool(q.peak_epoch.isnull()):
+                    continue  # no test split (a recorder's all-train probe set)
                 lines.append(f"| {label} | {PROBES[probe]} | {layer} | {int(q.peak_epoch)} | "
                              f"{100 * float(q.peak_test):.1f} | {100 * float(q.final_test):.1f} | "
                              f"{100 * float(q.final_minus_peak):+.1f} |")
@@ -248,7 +253,7 @@ def _crosschecks(paths: list[str]) -> str:
         if attrs.get("crosscheck_agreement") is not None:
             checks.append(f"{stores.run_attrs(path).get('run_name', path)}: "
                           f"{100 * attrs['crosscheck_agreement']:.2f}%")
-    return "; ".join(checks) or "not run (no `input` capture point)"
+    return "; ".join(checks) or "not run (no `input` capture point, or no run config to rebuild the model from)"
 
 
 # ------------------------------------------------------------------------- report

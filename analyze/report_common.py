@@ -72,6 +72,8 @@ def analysed(results: xr.Dataset) -> xr.DataArray:
     """
     probed = results["accuracy"].notnull().any([d for d in results["accuracy"].dims
                                                  if d not in ("run", "epoch")])
+    if "model_test_acc" not in results:  # stores whose model reported no test_acc
+        return probed.transpose("run", "epoch")
     return (results["model_test_acc"].notnull() & probed).transpose("run", "epoch")
 
 
@@ -145,7 +147,8 @@ def best_layer(group: xr.Dataset, probe: str) -> str:
         The layer name.
     """
     at_end = final(group, group["accuracy"].sel(probe=probe, score="test"))
-    return str(at_end.mean("run").idxmax("layer").values)
+    # (no test split, as in a recorder's all-train probe set: all NaN, the first layer)
+    return str(at_end.mean("run").fillna(-np.inf).idxmax("layer").values)
 
 
 # ------------------------------------------------------------------------- cells

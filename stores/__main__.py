@@ -113,7 +113,10 @@ def cmd_repair(args: argparse.Namespace) -> int:
         print(f"marked {name} invalid (training state; a resume uses the other copy or retrains)")
     for problem in result.unrepairable:
         print(f"cannot repair: {problem}")
-    if result.uncommitted or result.marked_running:
+    if (result.uncommitted or result.marked_running) and "pipeline" not in run_attrs(args.store):
+        print("record them again: open the recorder on this store (capture.Recorder; with "
+              "`rec.state(...)` it resumes from the first un-committed epoch)")
+    elif result.uncommitted or result.marked_running:
         attrs = run_attrs(args.store)
         root = location.parent(location.parent(location.normalize(args.store)))
         command = ["python", "-m", "capture", str(attrs.get("pipeline")), "--run",

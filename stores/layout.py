@@ -186,6 +186,7 @@ def lay_out(path: str, *, attrs: Mapping, schedule: list[int], samples: Mapping[
     root.create_group(schema.ACTIVATIONS, attributes={"order": [l.name for l in layers]})
     for layer in layers:
         _create_layer(root, layer, n_slots, n_samples, activation_dtype, codecs)
+    root.require_group(schema.WEIGHTS)  # also for a model without parameters
     for name, shape in params.items():
         _create_param(root, name, tuple(shape), n_slots, codecs)
     group = root.create_group(schema.METRICS)

@@ -80,6 +80,9 @@ class Report:
         The commit flags as read (all False when they are known lost).
     incomplete : set of int
         The slots with a chunk missing or damaged.
+    written : set of int
+        The slots with any chunk of activations or weights (an epoch a recorder skipped
+        has none).
     ok : bool
         No problem.
     """
@@ -91,6 +94,7 @@ class Report:
     n_chunks: int = 0
     committed: np.ndarray | None = None
     incomplete: set[int] = field(default_factory=set)  # slots with a chunk missing or damaged
+    written: set[int] = field(default_factory=set)  # slots with a chunk of activations or weights
 
     @property
     def ok(self) -> bool:

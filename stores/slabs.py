@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import schema
+from . import location, schema
 from .errors import StoreError
 from .groups import open_group, require_node
 
@@ -49,13 +49,44 @@ def committed_slots(path: str) -> tuple[np.ndarray, np.ndarray]:
                          f"is missing (damage, not fill): run `python -m stores validate {path}`, "
                          f"then `python -m stores repair {path}` and resume the capture")
     if group.attrs.get("status") == schema.STATUS_COMPLETE:
-        lost = schema.lost_commits(committed, list(group.attrs.get("schedule", [])), epochs)
+        schedule = list(group.attrs.get("schedule", []))
+        lost = schema.lost_commits(committed, schedule, epochs)
+        if lost and "config" not in group.attrs:  # a recorder may skip scheduled epochs
+            lost = [e for e in lost if _written(path, group, schedule.index(e))]
         if lost:
             raise StoreError(f"{path}: marked complete but epoch(s) {', '.join(map(str, lost))} "
                              f"are not committed (lost commit flags or an interrupted repair): "
                              f"run `python -m stores repair {path}`")
     order = np.argsort(epochs, kind="stable")
     return slots[order], epochs[order]
+
+
+def _written(path: str, group, slot: int) -> bool:
+    """Whether an epoch slot holds any captured data (its first chunk of a capture point
+    or a parameter): an epoch a recorder skipped holds none; one un-committed by a
+    repair, or whose flag was lost, does.
+
+    Parameters
+    ----------
+    path : str
+        The store.
+    group : zarr.Group
+        Its root group.
+    slot : int
+        The epoch slot.
+
+    Returns
+    -------
+    bool
+    """
+    for top in (schema.ACTIVATIONS, schema.WEIGHTS):
+        for name, node in (group[top].groups() if top in group else ()):
+            if schema.VALUES in node:
+                array = node[schema.VALUES]
+                key = array.metadata.encode_chunk_key((slot,) + (0,) * (array.ndim - 1))
+                if location.is_file(location.join(path, top, name, schema.VALUES, key)):
+                    return True
+    return False
 
 
 def sample_table(path: str) -> dict[str, np.ndarray]:

@@ -156,21 +156,21 @@ def _check_chunks(base: str, name: str, array: zarr.Array, report: Report,
                   valid_copies: set[str], strict_metrics: bool) -> None:
     top = name.split("/")[0]
     epoch_data = top in EPOCH_GROUPS and name != COMMITTED  # what a complete epoch holds
-    # What "missing" means. Activations, weights and the epoch numbers: every capture
-    # point and parameter laid out is written at every epoch before its commit, so a
-    # chunk absent from a committed slot is damage. Metrics: the writer gives a metric a
-    # chunk at every slot committed after it was laid out (NaN where it was not reported),
-    # but a metric first reported at a later epoch was laid out then and has no chunk at
-    # the slots before: a metric claims the slots from its first chunk on. In a
-    # pipeline's store (`strict_metrics`: it has a run config) every metric was laid out
-    # with the store and claims every slot. (A recorder metric's first chunk deleted
-    # looks like a metric first reported one epoch later: that alone goes unseen.)
+    # What "missing" means. Activations, weights, epoch numbers: all are written at every
+    # epoch before its commit, so a chunk absent from a committed slot is damage. Metrics:
+    # the writer gives one a chunk at every slot committed after it was laid out (NaN if
+    # not reported), but one first reported later was laid out then, with no chunk before:
+    # it claims the slots from its first chunk on. In a pipeline's store (`strict_metrics`:
+    # with a run config) all were laid out with the store and claim every slot. (A deleted
+    # first chunk of a recorder's metric looks like a later first report: it goes unseen.)
     claimed = top != schema.METRICS or strict_metrics
     for index in itertools.product(*(range(n) for n in array.cdata_shape)):
         report.n_chunks += 1
         file = location.join(base, name, array.metadata.encode_chunk_key(index))
         present = location.is_file(file)
         claimed = claimed or present
+        if present and top in (schema.ACTIVATIONS, schema.WEIGHTS):
+            report.written.add(index[0])
         committed_slot = top in EPOCH_GROUPS and claimed and (
             index[0] >= len(report.committed) or bool(report.committed[index[0]]))
         if not present:
@@ -340,6 +340,8 @@ def _check_commits(root: zarr.Group, report: Report, flags_lost: bool) -> None:
         schedule = list(root.attrs.get("schedule", []))
         for epoch in schema.lost_commits(now, schedule, epochs[now]):
             slot = schedule.index(epoch)
+            if "config" not in root.attrs and slot not in report.written:
+                continue  # a recorder skipped this scheduled epoch: nothing was lost
             report.add(COMMITTED, (slot,), f"epoch {epoch} is not committed in a store marked "
                        "complete (an interrupted repair, or data lost): repair marks it running "
                        "so that resuming the capture rewrites it", HOLE)
