@@ -58,7 +58,7 @@ def find_head(model: nn.Module, head: str | None = None) -> str:
     """
     modules = dict(model.named_modules())
     if head is None:
-        head = getattr(model, "head_name", None)
+        head = _named_attribute(model, "head_name")
     if head is None:
         linear = [name for name, m in modules.items() if name and isinstance(m, nn.Linear)]
         if not linear:
@@ -69,6 +69,12 @@ def find_head(model: nn.Module, head: str | None = None) -> str:
         raise ValueError(f"head: expected a module path of {type(model).__name__} "
                          f"({', '.join(n for n in modules if n)}), got {head!r}")
     return head
+
+
+def _named_attribute(model: nn.Module, name: str) -> str | None:
+    """The model's attribute `name` when it is a string (a module called `penultimate` is not)."""
+    value = getattr(model, name, None)
+    return value if isinstance(value, str) else None
 
 
 def _first_device(model: nn.Module) -> torch.device:
@@ -139,7 +145,7 @@ def find_penultimate(model: nn.Module, sample_batch: torch.Tensor, head: str,
         module's output is the head's input.
     """
     if penultimate is None:
-        penultimate = getattr(model, "penultimate", None)
+        penultimate = _named_attribute(model, "penultimate")
     if penultimate is not None:
         allowed = capture_point_names(model)[:-1]  # not logits: the head's own output
         if penultimate not in allowed:
