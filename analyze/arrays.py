@@ -10,11 +10,12 @@ cannot disagree. Over a Dask-backed array the fits are lazy, one per block of sl
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Iterable
-from contextlib import contextmanager
 
 import numpy as np
 import xarray as xr
+from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from stores.config import AnalysisConfig, replace_checked
@@ -23,6 +24,12 @@ from .tasks import BLAS_THREADS, SCORES, Samples, score_probes
 
 CORE_DIMS = ("sample", "unit")  # one slab: the probe set's rows and the layer's units
 NEW_DIMS = ("probe", "score")  # what a slab's accuracies are indexed by
+# A slab is fitted on BLAS_THREADS BLAS threads, as a task is, so every path gives the same
+# numbers. The limit is process-wide and limits set and restored from several threads at
+# once restore each other's out of order (leaving BLAS at one thread afterwards): the
+# threads of a Dask scheduler fit one slab at a time. Parallel slabs come from processes
+# (a dask.distributed cluster of single-threaded workers, as `python -m analyze` runs).
+ONE_SLAB_AT_A_TIME = threading.Lock()
 
 
 def fit_probes(activations: xr.DataArray, *, labels: str = "label_observed",
@@ -70,11 +77,11 @@ def fit_probes(activations: xr.DataArray, *, labels: str = "label_observed",
     stores.ConfigError
         A probe name not in `stores.config.PROBES` (the message lists them).
 
-    Examples
-    --------
-    >>> h = stores.activations("runs/quickstart/corruption=0.6,seed=0.zarr", "relu1")
-    >>> acc = analyze.fit_probes(h, probes=["masc", "velpic"])   # (epoch, probe, score)
-    >>> acc.sel(score="test").compute()
+    Notes
+    -----
+    Each slab is fitted on one BLAS thread, one slab at a time per process, as the
+    pipeline's tasks are (so eager, threaded and distributed results are the same
+    numbers); slabs run in parallel on the processes of a `dask.distributed` cluster.
     """
     settings = _settings(probes, config)
     _check_dims(activations)
@@ -145,35 +152,9 @@ def _slab_accuracy(x: np.ndarray, observed: np.ndarray, true: np.ndarray, split:
         return np.full((len(settings.probes), len(SCORES)), np.nan)
     samples = Samples.of({"label_observed": np.asarray(observed), "label_true": np.asarray(true),
                           "split": np.asarray(split)})
-    with _one_blas_thread():
+    with ONE_SLAB_AT_A_TIME, threadpool_limits(BLAS_THREADS):
         scored = score_probes(x, samples, settings)
+    if scored.not_converged:  # scored as fitted, as the tasks do (a warning filter shows it once)
+        warnings.warn(f"fit_probes: {', '.join(scored.not_converged)} stopped at the solver's "
+                      "iteration limit; scored as fitted", ConvergenceWarning, stacklevel=2)
     return np.array([[scored.found[name].scores[score] for score in SCORES] for name in settings.probes])
-
-
-class _BlasLimit:
-    """`BLAS_THREADS` BLAS threads while any slab is being fitted. The limit is
-    process-wide, so threads of a Dask scheduler share one: the first slab in sets it, the
-    last one out restores what was there (nested `threadpool_limits` in threads would
-    restore each other's limits out of order)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.active = 0
-        self.limits = None
-
-    @contextmanager
-    def __call__(self):
-        with self.lock:
-            if self.active == 0:
-                self.limits = threadpool_limits(BLAS_THREADS)
-            self.active += 1
-        try:
-            yield
-        finally:
-            with self.lock:
-                self.active -= 1
-                if self.active == 0:
-                    self.limits.restore_original_limits()
-
-
-_one_blas_thread = _BlasLimit()

@@ -7,12 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import threadpoolctl
+from sklearn.exceptions import ConvergenceWarning
 import xarray as xr
 
 import analyze
 import stores
 from analyze import arrays
-from analyze.tasks import SCORES, Task, run_task
+from analyze.tasks import SCORES, Scored, Task, run_task
 from stores.config import PROBES, AnalysisConfig
 from stores.errors import ConfigError
 
@@ -136,3 +137,16 @@ def test_an_unknown_probe_is_refused_listing_the_allowed_ones():
     with pytest.raises(ConfigError, match=r"^fit_probes\.probes: unknown 'mystery': expected names from "
                                           + ", ".join(PROBES)):
         analyze.fit_probes(_synthetic(), probes=["masc", "mystery"])
+
+
+def test_a_solver_at_its_iteration_limit_is_scored_and_said(monkeypatch):
+    fitted = arrays.score_probes
+
+    def stopped(*args, **kwargs):
+        scored = fitted(*args, **kwargs)
+        return Scored(scored.found, scored.spectral, not_converged=("logreg",))
+
+    monkeypatch.setattr(arrays, "score_probes", stopped)
+    with pytest.warns(ConvergenceWarning, match="fit_probes: logreg stopped at the solver's iteration limit"):
+        acc = analyze.fit_probes(_synthetic(), probes=("ncm", "logreg"))
+    assert not np.isnan(acc.sel(score="test")).any()
