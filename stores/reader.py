@@ -207,7 +207,7 @@ def activations(run: xr.DataTree | str, layer: str) -> xr.DataArray:
 
 
 def metrics(run: xr.DataTree | str) -> xr.Dataset:
-    """The model's own losses and accuracies.
+    """The model's own losses and accuracies, and any other metric the store holds.
 
     Parameters
     ----------
@@ -217,7 +217,9 @@ def metrics(run: xr.DataTree | str) -> xr.Dataset:
     Returns
     -------
     xarray.Dataset
-        `schema.METRIC_NAMES`, each (epoch,), per committed epoch.
+        Every metric of the store (a pipeline's: `schema.METRIC_NAMES`; a recorder's:
+        whatever names it reported), each (epoch,), per committed epoch; NaN at the
+        epochs before a metric was first reported.
     """
     return _as_tree(run)[schema.METRICS].to_dataset()
 
