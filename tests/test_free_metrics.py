@@ -192,6 +192,7 @@ def analyze(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=120, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
 
 
+@pytest.mark.slow  # a subprocess: the command line as a user runs it
 def test_analyze_stores_end_to_end(tmp_path):
     a = user_store(tmp_path / "runs" / "a.zarr", schedule=(0, 1, 2), recorded=(0, 2))
     out = tmp_path / "report"
