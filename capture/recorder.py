@@ -76,7 +76,10 @@ class Recorder:
         Capture points: module paths (`model.named_modules()`), `input`, `logits`; the
         penultimate point (the head's input) is always added.
     schedule : iterable of int
-        The epochs to record, increasing: one store slot each, plus a spare one.
+        The epochs to record, increasing: one store slot each, plus a spare one. Epochs
+        are recorded in increasing order; one off the schedule (the epoch a stop rule
+        ends training at) takes the slot after the last recorded one, the spare one
+        after the whole schedule, and ends the record.
     reductions : mapping of str to str, optional
         Point -> reduction (`stores.config.REDUCTIONS`: flatten, avgpool, pool:K,
         project:D, tokens:mean, ...); flatten where absent.
@@ -141,7 +144,8 @@ class Recorder:
             self._lock.acquire()
         try:
             layout = dict(layers=layers, params={k: tuple(v.shape) for k, v in params.items()},
-                          activation_dtype=dtype, compressor=compressor, metrics=tuple(metrics),
+                          activation_dtype=dtype, compressor=compressor,
+                          metrics=(metrics,) if isinstance(metrics, str) else tuple(metrics),
                           attrs={**dict(attrs or {}), "versions": versions(),
                                  "device": str(self.device), "head": self.head})
             self.store = self._open(overwrite, layout)
