@@ -235,7 +235,7 @@ def _expected_nodes(root: zarr.Group) -> dict[str, tuple[tuple, tuple]]:
         expected[f"{schema.EPOCHS}/{name}"] = (("epoch",), (n_slots,))
     # The metrics are whatever the store holds, plus, in a pipeline's store (one with a
     # run config), the built-in capture's (`val_acc` only where it was laid out).
-    metrics = {name for name, _ in root[schema.METRICS].arrays()}
+    metrics = {name for name, _ in root[schema.METRICS].arrays()} if schema.METRICS in root else set()
     if "config" in root.attrs:
         metrics |= set(schema.METRIC_NAMES) - set(schema.OPTIONAL_METRICS)
     for name in sorted(metrics):
