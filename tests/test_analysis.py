@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 import subprocess
 import sys
+import urllib.request
 
 import numpy as np
 import pytest
@@ -84,6 +85,9 @@ def test_dask_path_equals_eager_path(tiny_store):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         parallel = grid.run_dask(tasks, SETTINGS, client)
+        with urllib.request.urlopen(client.dashboard_link, timeout=30) as page:
+            dashboard = page.read().decode()
+    assert "needs bokeh" not in dashboard  # what distributed serves there without bokeh
     for a, b in zip(eager, parallel):
         _same(a, b)
 

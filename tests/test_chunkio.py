@@ -99,3 +99,19 @@ def test_state_copy_rewritten_in_place_equals_a_fresh_copy(tmp_path):
     changed.arrays["optimizer"]["1.momentum_buffer"] = np.ones(2, dtype=np.float32)
     write_state(again, changed)  # another layout: laid out again
     assert set(read_state(again, 4).arrays["optimizer"]) == {"0.momentum_buffer", "1.momentum_buffer"}
+
+
+def test_the_store_layout_takes_the_direct_path(tmp_path):
+    """The layout `stores` gives activations and weights (bytes + crc32c, uncompressed)
+    is written directly and reads back through zarr: if zarr-python's internals that
+    chunkio relies on change, this fails here instead of a store quietly going slow or
+    wrong (pyproject pins zarr to the range this was tested with)."""
+    from stores import schema
+
+    values = np.random.default_rng(1).standard_normal((1, 4, 3)).astype(np.float16)
+    ours = _array(tmp_path / "ours", (2, 8, 3), (1, 4, 3), compressors=schema.compressors(schema.PLAIN))
+    theirs = _array(tmp_path / "theirs", (2, 8, 3), (1, 4, 3), compressors=schema.compressors(schema.PLAIN))
+    assert write_chunk(ours, (1, 1, 0), values)
+    theirs[1, 4:8] = values[0]
+    assert _chunk_files(tmp_path / "ours") == _chunk_files(tmp_path / "theirs")
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "ours"))[1, 4:8], values[0])
