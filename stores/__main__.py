@@ -75,7 +75,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"note: {note}")
     if report.ok:
-        print(f"{args.store}: ok (schema_version {schema.SCHEMA_VERSION}, {report.n_arrays} arrays, "
+        version = run_attrs(args.store).get("schema_version")
+        print(f"{args.store}: ok (schema_version {version}, {report.n_arrays} arrays, "
               f"{report.n_chunks} chunks checked, {int(report.committed.sum())} epochs committed)")
         return 0
     slots = sorted({p.slot for p in report.problems if p.slot is not None})
@@ -109,6 +110,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
         print(f"un-committed epoch {epoch} (slot {slot})")
     for slot, epoch in result.recommitted:
         print(f"committed epoch {epoch} (slot {slot}) again (every chunk of it present and valid)")
+    for name in result.rewritten:
+        print(f"wrote {name} again (a coordinate copy, from what it copies)")
     for name in result.invalidated:
         print(f"marked {name} invalid (training state; a resume uses the other copy or retrains)")
     for problem in result.unrepairable:

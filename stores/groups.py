@@ -45,7 +45,7 @@ def open_group(path: str, checked: bool = True) -> zarr.Group:
     except ValueError as err:  # a damaged zarr.json
         raise StoreError(f"{path}: unreadable store metadata ({err})")
     version = group.attrs.get("schema_version")
-    if version != schema.SCHEMA_VERSION:
+    if not schema.readable(version):
         raise StoreError(schema.version_message(path, version))
     return checked_group(group, path) if checked else group
 

@@ -107,11 +107,14 @@ def open_run(path: str) -> xr.DataTree:
         if node.path == "/" or node.path.split("/")[1] == schema.STATE:
             continue  # the training state is for resuming a capture, not for reading
         ds = node.to_dataset(inherit=False)
-        if "epoch" in ds.dims and "epoch" in ds.coords:
-            ds = ds.reindex(epoch=epochs)  # analysis results carry the epochs they cover
-        elif "epoch" in ds.dims:
+        captured = node.path.split("/")[1] in schema.CAPTURED
+        if "epoch" in ds.dims and (captured or "epoch" not in ds.coords):
             ds = ds.isel(epoch=slots)  # captured arrays are indexed by slot
-        ds = ds.drop_vars([c for c in ("epoch", "sample") if c in ds.coords])
+        elif "epoch" in ds.dims:
+            ds = ds.reindex(epoch=epochs)  # analysis results carry the epochs they cover
+        # The store's own coordinates (schema version 2) give way to the committed ones.
+        ds = ds.drop_vars([c for c in ("epoch", "sample", *(schema.SAMPLE_COORDS if captured else ()))
+                           if c in ds.coords])
         if "sample" in ds.dims and node.path != f"/{schema.SAMPLES}":
             ds = ds.assign_coords(sample_coords)
         nodes[node.path] = ds

@@ -33,7 +33,7 @@ from typing import Mapping
 import xarray as xr
 import zarr
 
-from . import location, schema
+from . import cf, location, schema
 from .errors import StoreError
 from .groups import consolidate, open_plain
 from .reader import run_attrs
@@ -85,6 +85,27 @@ def asides(path: str) -> list[str]:
     return [location.join(parent, e) for e in sorted(entries) if e.startswith(prefix)]
 
 
+def with_cf_attrs(ds: xr.Dataset, group: str) -> xr.Dataset:
+    """`ds` with the CF-style attributes (`stores.cf`) on every variable and coordinate
+    that lacks them (a shallow copy; `ds` is not changed).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        An analysis result.
+    group : str
+        Its group's path in the store (`analysis/dynamics`).
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    out = ds.copy()
+    for name, variable in out.variables.items():
+        variable.attrs = {**cf.array_attrs(f"{group}/{name}"), **variable.attrs}
+    return out
+
+
 def write_analysis(path: str, datasets: Mapping[str, xr.Dataset]) -> None:
     """Replace `analysis/<name>` groups of one store, one by one, each atomically (see
     the module's docstring); nothing else in the store is touched.
@@ -114,6 +135,7 @@ def write_analysis(path: str, datasets: Mapping[str, xr.Dataset]) -> None:
             location.remove(staging)
             # Every chunk checksummed, as the captured data are (`python -m stores validate`).
             encoding = {v: {"compressors": schema.compressors(schema.COMPRESSED)} for v in ds.variables}
+            ds = with_cf_attrs(ds, f"{schema.ANALYSIS}/{name}")
             ds.to_zarr(staging, mode="w-", zarr_format=3, consolidated=False, encoding=encoding)
         _drop_consolidated(path)
         root = open_plain(path, mode="r+")

@@ -173,10 +173,13 @@ def check_metric_name(name: Any) -> str:
     Raises
     ------
     StoreError
-        For a name that is not a str matching `METRIC_NAME`.
+        For a name that is not a str matching `METRIC_NAME`, or is `epoch`.
     """
     if not isinstance(name, str) or not re.fullmatch(METRIC_NAME, name):
         raise StoreError(f"metrics: expected names matching {METRIC_NAME}, got {name!r}")
+    if name == EPOCH_COORD:
+        raise StoreError(f"metrics: the name {name!r} is taken by the epoch coordinate "
+                         "(metrics/epoch); choose another")
     return name
 
 
