@@ -44,9 +44,11 @@ def cmd_show(args: argparse.Namespace) -> None:
     attrs = run_attrs(path)
     slots, epochs = committed_slots(path)
     print(f"store      {path}")
-    for key in ("pipeline", "run_name", "status", "config_hash", "created"):
-        print(f"{key:10s} {attrs.get(key)}")
-    print(f"params     {json.dumps(attrs.get('params', {}))}")
+    for key in ("schema_version", "pipeline", "run_name", "status", "config_hash", "created"):
+        if key in attrs:  # a recorder's store has no pipeline, run name or config
+            print(f"{key:10s} {attrs[key]}")
+    if "params" in attrs:
+        print(f"params     {json.dumps(attrs['params'])}")
     print(f"epochs     {len(slots)} committed of {len(attrs.get('schedule', []))} scheduled: "
           f"{', '.join(map(str, epochs))}")
     group = open_group(path, checked=False)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
+import zarr
 from threadpoolctl import threadpool_limits
 
 import stores
@@ -21,7 +22,7 @@ from analyze.edit import edit_state_dict, velpic_weight
 from analyze.pipeline import analyse
 from analyze.probes import VeLPIC
 from analyze.tasks import BLAS_THREADS, run_task
-from stores import load_pipeline, location, slabs
+from stores import cf, load_pipeline, location, slabs
 from stores.config import AnalysisConfig
 
 from .conftest import REPO, tiny_pipeline_yaml
@@ -143,6 +144,13 @@ def test_velpic_weight_puts_rows_at_class_indices():
     assert not w[[1, 4, 6]].any() and np.allclose(np.linalg.norm(w[[0, 2, 3, 5]], axis=1), 1)
 
 
+def _arrays(group, prefix=""):
+    for name, array in group.arrays():
+        yield f"{prefix}{name}", array
+    for name, sub in group.groups():
+        yield from _arrays(sub, f"{prefix}{name}/")
+
+
 def test_analyse_writes_results_readable_by_plain_xarray(tiny_root):
     pipelines, root = tiny_root
     report = Path(analyse(load_pipeline("quickstart", pipelines), str(root), client=None, progress=False))
@@ -164,6 +172,15 @@ def test_analyse_writes_results_readable_by_plain_xarray(tiny_root):
     assert edit_attrs["crosscheck_agreement"] >= 1 - ties.mean() - unit_roundoff(np.float64)
     run = stores.open_run(path)  # the analysis groups line up with the committed epochs
     assert run["analysis/dynamics"]["accuracy"].sizes["epoch"] == 4
+    # Schema version 2: every array, captured, training state or analysis, says what it is,
+    # and plain xarray selects an epoch by its number.
+    root = zarr.open_group(path, mode="r")
+    named = [(name, a) for name, a in _arrays(root)]
+    assert {n.split("/")[0] for n, _ in named} >= {"activations", "weights", "metrics", "state", "analysis"}
+    assert [n for n, a in named if cf.missing(dict(a.attrs))] == []
+    h = stores.activations(run, "relu2")
+    np.testing.assert_array_equal(tree["activations/relu2/values"].sel(epoch=int(h.epoch[-1])).values,
+                                  h.isel(epoch=-1).values)
     import pandas as pd
     table = pd.read_csv(report.parent / "analysis.csv")
     assert {"run", "corruption", "seed", "probe", "layer", "epoch", "score", "accuracy"} <= set(table)
