@@ -150,7 +150,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     zstd = float(np.median([r["zstd_ratio"] for r in rows]))
     mbps = lambda key: float(np.median([r[key] for r in rows]))  # noqa: E731
     return [
-        summary_line("writer", ratio, ">=0.6",
+        summary_line("writer", ratio, ">=0.8",
                      f"writer {mbps('writer_MBps'):.0f} MB/s vs np.save+fsync "
                      f"{mbps('npsave_MBps'):.0f} MB/s (median of {len(rows)})"),
         summary_line("writer_zstd", zstd, "info",

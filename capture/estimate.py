@@ -51,6 +51,13 @@ class RunEstimate:
         The training cap (`train.max_epochs`).
     forward_flops : int
         FLOPs of one sample's forward pass.
+    n_params : int
+        Entries of the model's state dict (parameters and buffers): a node each in the store.
+    optimizer_arrays : int
+        Arrays of the optimizer's state (per trainable tensor: a momentum buffer for SGD
+        with momentum, exp_avg, exp_avg_sq and step for Adam and AdamW).
+    n_metrics : int
+        Metrics captured at every epoch.
     """
 
     layers: list[LayerSpec]
@@ -62,6 +69,28 @@ class RunEstimate:
     captured_epochs: int  # at most: the schedule up to max_epochs, plus the stop epoch
     max_epochs: int
     forward_flops: int  # one sample
+    n_params: int = 0
+    optimizer_arrays: int = 0
+    n_metrics: int = len(schema.METRIC_NAMES)
+
+    @property
+    def files(self) -> int:
+        """Files of a run's store, at most (schema version 2; `analyze`'s results not
+        counted): per captured epoch a shard per capture point and per parameter, a chunk
+        per metric, the epoch's number and its commit flag; once, every node's zarr.json,
+        the probe set, the coordinate copies and the two training-state copies. The count
+        grows with epochs x nodes, not with chunks: a shard holds a whole epoch of a node."""
+        layers, params, metrics = len(self.layers), self.n_params, self.n_metrics
+        per_epoch = layers + params + metrics + 2
+        samples = 2 * len(schema.SAMPLE_FIELDS)  # zarr.json and one chunk each
+        # root + 5 groups; epochs' 2 arrays; a capture point's group, values and 4 sample
+        # coordinates (zarr.json and a chunk each); a parameter's group and values; the
+        # epoch copies (3) and the sample coordinate (zarr.json and a chunk each)
+        nodes = 6 + 2 + layers * (2 + 2 * len(schema.SAMPLE_COORDS)) + 2 * params + metrics + 8
+        # the state group; each of its 2 copies: 4 groups, 2 generators' states and the
+        # optimizer's arrays
+        state = 1 + 2 * (4 + 2 * 2 + 2 * self.optimizer_arrays)
+        return self.captured_epochs * per_epoch + samples + nodes + state
 
     @property
     def bytes_per_epoch(self) -> int:
@@ -175,6 +204,9 @@ def estimate_run(config: RunConfig) -> RunEstimate:
     weight_bytes = sum(t.numel() for t in model.state_dict().values()) * np.dtype(schema.WEIGHT_DTYPE).itemsize
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model.eval()(torch.zeros(1, *in_shape))
+    trainable = sum(1 for t in model.parameters() if t.requires_grad)
+    per_tensor = {"sgd": int(config.train.momentum > 0)}.get(config.train.optimizer, 3)
     return RunEstimate(layers, shapes, n_train, n_test, int(activation_bytes), int(weight_bytes),
                 len(schedule) + (config.train.max_epochs not in schedule),
-                config.train.max_epochs, int(counter.get_total_flops()))
+                config.train.max_epochs, int(counter.get_total_flops()),
+                len(model.state_dict()), trainable * per_tensor)

@@ -9,8 +9,9 @@ halves the writer's throughput; here the file is written straight from the calle
 buffer with one `writev` (data, edge padding, checksum): no copy. The file is written
 beside its final name and renamed into place, as zarr's LocalStore does, so a reader
 never sees half a chunk; the chunk directories are made when the store is laid out.
-Anything else (compression, a partial chunk, another store, another dtype) returns
-False and the caller writes through zarr.
+Anything else (compression, a partial chunk, another store, another dtype, a sharded
+array: `stores.shardio` writes those of version-2 stores) returns False and the caller
+writes through zarr.
 
 Reading: zarr reads an absent chunk as the fill value (zarr-python 3.1 has no setting
 that makes it raise). In a run store, an absent chunk of a committed epoch is damage,
@@ -48,6 +49,7 @@ def _plain_target(array: zarr.Array) -> str | None:
     serializer = array.serializer
     plain = (
         isinstance(store, LocalStore)
+        and array.shards is None  # a shard is written whole (`stores.shardio`)
         and isinstance(serializer, BytesCodec)
         and (serializer.endian is None or serializer.endian.value == sys.byteorder == "little")
         and not array.filters
@@ -55,6 +57,22 @@ def _plain_target(array: zarr.Array) -> str | None:
         and isinstance(array.compressors[0], Crc32cCodec)
     )
     return os.path.join(str(store.root), array.store_path.path) if plain else None
+
+
+def storage_grid(array: zarr.Array) -> tuple[int, ...]:
+    """How many stored objects (chunk files, or shard files) an array has along each
+    axis: its grid of storage keys (`array.cdata_shape` counts inner chunks).
+
+    Parameters
+    ----------
+    array : zarr.Array
+
+    Returns
+    -------
+    tuple of int
+    """
+    outer = array.shards or array.chunks
+    return tuple(-(-n // c) for n, c in zip(array.shape, outer))
 
 
 def make_chunk_dirs(array: zarr.Array) -> None:
@@ -71,7 +89,7 @@ def make_chunk_dirs(array: zarr.Array) -> None:
         return
     target = os.path.join(str(store.root), array.store_path.path)
     dirs = {os.path.dirname(array.metadata.encode_chunk_key(coords))
-            for coords in itertools.product(*(range(n) for n in array.cdata_shape))}
+            for coords in itertools.product(*(range(n) for n in storage_grid(array)))}
     for d in sorted(dirs):
         os.makedirs(os.path.join(target, d), exist_ok=True)
 

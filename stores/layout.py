@@ -24,6 +24,7 @@ from .chunkio import make_chunk_dirs
 from .config import RunConfig, run_config_from_dict
 from .errors import StoreError
 from .groups import open_group
+from .metadata import activation_chunks, weight_chunks
 from .slabs import sample_table
 
 
@@ -262,10 +263,11 @@ def _create_layer(root: zarr.Group, layer: LayerSpec, n_slots: int, n_samples: i
             **({"projection_seed": layer.projection_seed} if layer.projection_seed is not None else {}),
         }
     )
-    block = schema.sample_block(n_samples, layer.units, np.dtype(dtype).itemsize)
+    # One shard (one file) per slot, of inner chunks of a block of samples (`metadata`).
+    shards, chunks = activation_chunks(n_samples, layer.units, dtype)
     make_chunk_dirs(group.create_array(
-        schema.VALUES, shape=(n_slots, n_samples, layer.units),
-        chunks=(1, block, layer.units), dtype=dtype, fill_value=np.nan,
+        schema.VALUES, shape=(n_slots, n_samples, layer.units), shards=shards,
+        chunks=chunks, dtype=dtype, fill_value=np.nan,
         dimension_names=["epoch", "sample", "unit"], compressors=codecs,
     ))
 
@@ -274,8 +276,9 @@ def _create_param(root: zarr.Group, name: str, shape: tuple[int, ...], n_slots: 
                   codecs: list) -> None:
     group = root.require_group(schema.WEIGHTS).create_group(name)
     group.attrs.update({"shape": list(shape)})
+    shards, chunks = weight_chunks(shape)  # one shard per slot, cut along the first axis
     make_chunk_dirs(group.create_array(
-        schema.VALUES, shape=(n_slots, *shape), chunks=(1, *shape),
+        schema.VALUES, shape=(n_slots, *shape), shards=shards, chunks=chunks,
         dtype=schema.WEIGHT_DTYPE, fill_value=np.nan,
         dimension_names=["epoch", *schema.weight_dims(len(shape))], compressors=codecs,
     ))

@@ -35,6 +35,9 @@ class Problem:
         What is wrong, in words.
     kind : str, default DAMAGE
         DAMAGE, LAYOUT, METADATA, LOST, HOLE or ANALYSIS: what repair does about it.
+    where : str or None, default None
+        Which part of the chunk, in words, for the inner chunks of a shard ("epoch 10
+        (slot 4), samples 4096-8191"; `index` is then the shard's).
     top : str
         The group directly under the root.
     slot : int or None
@@ -45,6 +48,7 @@ class Problem:
     index: tuple[int, ...] | None
     what: str
     kind: str = DAMAGE
+    where: str | None = None
 
     @property
     def top(self) -> str:
@@ -58,8 +62,15 @@ class Problem:
         return None
 
     def __str__(self) -> str:
-        where = f" chunk {self.index}" if self.index is not None else ""
-        return f"{self.array}{where}: {self.what}"
+        return f"{self.array}{chunk_label(self.index, self.where)}: {self.what}"
+
+
+def chunk_label(index, where: str | None = None) -> str:
+    """" chunk (i, j)", " epoch 10 (slot 4), samples 0-4095" (an inner chunk of a shard)
+    or "" (a whole array): what follows an array's name in a message."""
+    if where:
+        return f" {where}"
+    return f" chunk {index}" if index is not None else ""
 
 
 @dataclass
@@ -83,6 +94,8 @@ class Report:
     written : set of int
         The slots with any chunk of activations or weights (an epoch a recorder skipped
         has none).
+    epochs : numpy.ndarray or None
+        Each slot's epoch number, read when a damaged shard is to be named.
     ok : bool
         No problem.
     """
@@ -95,10 +108,11 @@ class Report:
     committed: np.ndarray | None = None
     incomplete: set[int] = field(default_factory=set)  # slots with a chunk missing or damaged
     written: set[int] = field(default_factory=set)  # slots with a chunk of activations or weights
+    epochs: np.ndarray | None = None  # slot -> epoch number, read at first need
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
-    def add(self, array: str, index, what: str, kind: str = DAMAGE) -> None:
-        self.problems.append(Problem(array, index, what, kind))
+    def add(self, array: str, index, what: str, kind: str = DAMAGE, where: str | None = None) -> None:
+        self.problems.append(Problem(array, index, what, kind, where))

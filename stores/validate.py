@@ -27,9 +27,12 @@ import zarr
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from . import location, schema
+from .chunkcheck import chunk_damage, slot_epochs
+from .chunkio import storage_grid
 from .groups import open_group, open_plain
 from .metadata import Layout, expected_metadata, layout_of, metadata_differences
-from .problems import ANALYSIS, COMMITTED, EPOCH_GROUPS, HOLE, LAYOUT, LOST, METADATA, Problem, Report
+from .problems import (ANALYSIS, COMMITTED, EPOCH_GROUPS, HOLE, LAYOUT, LOST, METADATA, Problem,
+                       Report, chunk_label)
 
 
 # ------------------------------------------------------------------ validate
@@ -164,7 +167,7 @@ def _check_chunks(base: str, name: str, array: zarr.Array, report: Report,
     # with a run config) all were laid out with the store and claim every slot. (A deleted
     # first chunk of a recorder's metric looks like a later first report: it goes unseen.)
     claimed = top != schema.METRICS or strict_metrics
-    for index in itertools.product(*(range(n) for n in array.cdata_shape)):
+    for index in itertools.product(*(range(n) for n in storage_grid(array))):  # files
         report.n_chunks += 1
         file = location.join(base, name, array.metadata.encode_chunk_key(index))
         present = location.is_file(file)
@@ -183,27 +186,32 @@ def _check_chunks(base: str, name: str, array: zarr.Array, report: Report,
                 report.notes.append(f"{name} chunk {index}: absent (reads as the fill value; "
                                     "an older store)")
             continue
-        try:
-            array.blocks[index]
-        except Exception as err:  # noqa: BLE001  (crc32c mismatch, truncation, bad codec)
-            _damaged_chunk(name, index, _damage(err), report, valid_copies, epoch_data,
-                           bool(committed_slot))
+        # Every chunk decoded (its crc32c checked); a shard's inner chunks one by one.
+        for where, what in chunk_damage(array, file, index, lambda slot: _epoch(base, report, slot)):
+            _damaged_chunk(name, index, what, report, valid_copies, epoch_data,
+                           bool(committed_slot), where)
+
+
+def _epoch(base: str, report: Report, slot: int) -> int:
+    if report.epochs is None:
+        report.epochs = slot_epochs(base, len(report.committed))
+    return int(report.epochs[slot]) if slot < len(report.epochs) else -1
 
 
 def _damaged_chunk(name: str, index: tuple, what: str, report: Report, valid_copies: set[str],
-                   epoch_data: bool, committed_slot: bool) -> None:
+                   epoch_data: bool, committed_slot: bool, where: str | None = None) -> None:
     """Report a chunk that does not decode: a problem, or a note where nothing reads it."""
     top = name.split("/")[0]
     if epoch_data:
         report.incomplete.add(index[0])
     if top in EPOCH_GROUPS and not committed_slot:
-        report.notes.append(f"{name} chunk {index}: {what} in an uncommitted slot "
+        report.notes.append(f"{name}{chunk_label(index, where)}: {what} in an uncommitted slot "
                             "(the capture rewrites it)")
     elif top == schema.STATE and name.split("/")[1] not in valid_copies:
-        report.notes.append(f"{name} chunk {index}: {what} in an invalid training-state "
-                            "copy (never used; the capture rewrites it)")
+        report.notes.append(f"{name}{chunk_label(index, where)}: {what} in an invalid "
+                            "training-state copy (never used; the capture rewrites it)")
     else:
-        report.add(name, index, what)
+        report.add(name, index, what, where=where)
 
 
 def _checksummed(array: zarr.Array) -> bool:
@@ -215,13 +223,6 @@ def _missing_what(top: str, index: tuple) -> str:
     if top in EPOCH_GROUPS:
         return f"missing (slot {index[0]} is committed)"
     return "missing"
-
-
-def _damage(err: Exception) -> str:
-    text = str(err)
-    if "checksum" in text.lower():
-        return "damaged (checksum mismatch)"
-    return f"damaged ({type(err).__name__}: {text.splitlines()[0] if text else ''})"
 
 
 def _expected_nodes(root: zarr.Group) -> dict[str, tuple[tuple, tuple]]:

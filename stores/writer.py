@@ -16,9 +16,9 @@ import numpy as np
 import zarr
 
 from . import location, schema
-from .chunkio import write_chunk
 from .errors import StoreError
 from .groups import consolidate
+from .shardio import ShardWriter, handover_rows
 from .layout import LayerSpec, check_layout, create_metric, lay_out
 from .state import TrainingState, write_state
 
@@ -51,6 +51,7 @@ class RunWriter:
         self._absent: set[str] = set()
         self._metric_names: list[str] | None = None  # the store's, listed at first need
         self._reported: dict[int, set[str]] = {}  # slot -> the metrics written there
+        self._shards = ShardWriter(path)  # the shards of version-2 stores being written
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -181,7 +182,8 @@ class RunWriter:
         return self._arrays[path]
 
     def sample_block(self, layer: str) -> int:
-        """Samples per chunk of a capture point (capture hands over whole chunks).
+        """Samples a capture point's activations are handed over by: a chunk (version 1),
+        or a whole number of inner chunks of its shards, about `schema.CHUNK_BYTES`.
 
         Parameters
         ----------
@@ -192,7 +194,7 @@ class RunWriter:
         -------
         int
         """
-        return self._array(f"{schema.ACTIVATIONS}/{layer}/{schema.VALUES}").chunks[1]
+        return handover_rows(self._array(f"{schema.ACTIVATIONS}/{layer}/{schema.VALUES}"))
 
     def write_activations(self, slot: int, layer: str, start: int, values: np.ndarray) -> None:
         """Activations of samples `start`... of one capture point at one epoch slot.
@@ -204,23 +206,19 @@ class RunWriter:
         layer : str
             The capture point.
         start : int
-            The first sample (a multiple of `sample_block` goes straight to its file).
+            The first sample (a multiple of `sample_block` goes straight to its file or
+            its place in its shard).
         values : numpy.ndarray
             (n, unit), in the store's activation dtype.
         """
-        array = self._array(f"{schema.ACTIVATIONS}/{layer}/{schema.VALUES}")
-        block = array.chunks[1]
-        # A whole chunk (as capture hands over) goes straight to its file (chunkio).
-        if start % block or not write_chunk(array, (slot, start // block, 0), values[None]):
-            array[slot, start : start + len(values)] = values
+        name = f"{schema.ACTIVATIONS}/{layer}/{schema.VALUES}"
+        self._shards.put_rows(name, self._array(name), slot, start, values)
 
     def _put(self, path: str, slot: int, value) -> None:
-        """array[slot] = value, for arrays chunked one slot at a time: the chunk goes
-        straight to its file (chunkio), or through zarr for compressed stores."""
-        array = self._array(path)
-        value = np.asarray(value, dtype=array.dtype)
-        if not write_chunk(array, (slot,) + (0,) * value.ndim, value[None]):
-            array[slot] = value
+        """array[slot] = value, for arrays chunked (or sharded) one slot at a time: the
+        chunk or shard goes straight to its file (chunkio, shardio), or through zarr for
+        compressed stores."""
+        self._shards.put_slot(path, self._array(path), slot, value)
 
     def write_weights(self, slot: int, state: Mapping[str, np.ndarray]) -> None:
         """Parameters and buffers at one epoch slot.
@@ -319,7 +317,10 @@ class RunWriter:
         self._put(f"{schema.EPOCHS}/committed", slot, True)
 
     def _close_shards(self, slot: int) -> None:
-        """Complete every shard of `slot` still open (sharded stores; see chunkio)."""
+        """Refuse to commit `slot` while a shard of it is incomplete (StoreError naming
+        the node and the rows missing; version-2 stores, `stores.shardio`): every shard
+        is in place once its last inner chunk is written."""
+        self._shards.close(slot)
 
     def finish(self, status: str = schema.STATUS_COMPLETE) -> None:
         """Mark the store `status` and consolidate its metadata (the capture ended)."""

@@ -1,4 +1,4 @@
-"""Direct whole-chunk writes produce exactly the files zarr-python writes."""
+"""Direct whole-chunk (and whole-shard) writes produce exactly the files zarr-python writes."""
 
 from __future__ import annotations
 
@@ -69,6 +69,14 @@ def test_make_chunk_dirs_adds_no_chunks(tmp_path):
     assert np.isnan(array[:]).all()
 
 
+def test_make_chunk_dirs_of_a_sharded_array_makes_one_per_shard(tmp_path):
+    array = zarr.create_array(str(tmp_path / "a"), shape=(3, 10, 3), shards=(1, 12, 3),
+                              chunks=(1, 4, 3), dtype="float16", fill_value=np.nan)
+    make_chunk_dirs(array)
+    assert sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a/c").rglob("*")) == [
+        "c/0", "c/0/0", "c/1", "c/1/0", "c/2", "c/2/0"]
+
+
 def test_state_copy_rewritten_in_place_equals_a_fresh_copy(tmp_path):
     """A state copy written again with the same layout has its chunk files replaced
     directly; the result is the store a fresh copy gives, and it reads back."""
@@ -102,16 +110,35 @@ def test_state_copy_rewritten_in_place_equals_a_fresh_copy(tmp_path):
 
 
 def test_the_store_layout_takes_the_direct_path(tmp_path):
-    """The layout `stores` gives activations and weights (bytes + crc32c, uncompressed)
-    is written directly and reads back through zarr: if zarr-python's internals that
-    chunkio relies on change, this fails here instead of a store quietly going slow or
-    wrong (pyproject pins zarr to the range this was tested with)."""
+    """The layouts `stores` gives activations and weights (bytes + crc32c, uncompressed:
+    version 1's chunks, version 2's shards) are written directly and read back through
+    zarr: if zarr-python's internals that chunkio and shardio rely on change, this fails
+    here instead of a store quietly going slow or wrong (pyproject pins zarr to the range
+    this was tested with)."""
     from stores import schema
+    from stores.metadata import activation_chunks, weight_chunks
+    from stores.shardio import ShardWriter, geometry
+
+    for name, (shards, chunks), shape, dtype in [
+            ("acts", activation_chunks(3000, 700, "float16"), (2, 3000, 700), "float16"),
+            ("weights", weight_chunks((600, 1000)), (2, 600, 1000), "float32")]:
+        arrays = [zarr.create_array(
+            str(tmp_path / side / name), shape=shape, shards=shards, chunks=chunks, dtype=dtype,
+            fill_value=np.nan, compressors=schema.compressors(schema.PLAIN), zarr_format=3,
+        ).with_config({"write_empty_chunks": True}) for side in ("ours", "theirs")]
+        cut = geometry(arrays[0])
+        assert cut is not None and cut.directory is not None and cut.plain and cut.n_inner > 1
+        assert not write_chunk(arrays[0], (1, 0, 0), np.zeros((1, *chunks[1:]), dtype))  # not a chunk
+        values = np.random.default_rng(2).standard_normal(shape[1:]).astype(dtype)
+        assert ShardWriter("x").write(name, arrays[0], 1, 0, values)
+        arrays[1][1] = values
+        assert _chunk_files(tmp_path / "ours" / name) == _chunk_files(tmp_path / "theirs" / name)
+        np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "ours" / name))[1], values)
 
     values = np.random.default_rng(1).standard_normal((1, 4, 3)).astype(np.float16)
-    ours = _array(tmp_path / "ours", (2, 8, 3), (1, 4, 3), compressors=schema.compressors(schema.PLAIN))
-    theirs = _array(tmp_path / "theirs", (2, 8, 3), (1, 4, 3), compressors=schema.compressors(schema.PLAIN))
+    ours = _array(tmp_path / "ours1", (2, 8, 3), (1, 4, 3), compressors=schema.compressors(schema.PLAIN))
+    theirs = _array(tmp_path / "theirs1", (2, 8, 3), (1, 4, 3), compressors=schema.compressors(schema.PLAIN))
     assert write_chunk(ours, (1, 1, 0), values)
     theirs[1, 4:8] = values[0]
-    assert _chunk_files(tmp_path / "ours") == _chunk_files(tmp_path / "theirs")
-    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "ours"))[1, 4:8], values[0])
+    assert _chunk_files(tmp_path / "ours1") == _chunk_files(tmp_path / "theirs1")
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "ours1"))[1, 4:8], values[0])

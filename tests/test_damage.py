@@ -353,10 +353,10 @@ WRONG = {  # array -> (its zarr.json as found, what validate says)
         "data_type: expected float16, got int16; fill_value: expected NaN, got 0"),
     "metrics/test_acc": (lambda d: json.dumps({**d, "codecs": d["codecs"][:1]}).encode(),
                          "codecs: expected [bytes, crc32c], got [bytes]"),
-    "weights/fc1.weight/values": (
+    "weights/fc1.weight/values": (  # shards of two inner chunks instead of one
         lambda d: json.dumps({**d, "chunk_grid": {"name": "regular", "configuration":
-                                                  {"chunk_shape": [1, 24, 64]}}}).encode(),
-        "chunk_grid: expected [1, 48, 64], got [1, 24, 64]"),
+                                                  {"chunk_shape": [1, 96, 64]}}}).encode(),
+        "chunk_grid: expected [1, 48, 64], got [1, 96, 64]"),
 }
 
 

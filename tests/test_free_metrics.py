@@ -159,7 +159,7 @@ def test_damage_in_a_users_store_is_still_found_and_repaired(tmp_path, capsys):
     Path(path, "metrics", "grad_norm", "c", "3").unlink()  # reported from epoch 1 on: damage
     code, out = validate_cli(capsys, path)
     assert code == 1
-    assert "activations/1/values chunk (2, 0, 0): damaged (checksum mismatch)" in out
+    assert "activations/1/values epoch 2 (slot 2), samples 0-159: damaged (checksum mismatch)" in out
     assert "metrics/grad_norm chunk (3,): missing (slot 3 is committed)" in out
     with pytest.raises(StoreError, match=r"metrics/grad_norm chunk \(3,\) of committed epoch 3"):
         stores.metrics(path).load()

@@ -64,7 +64,7 @@ def test_a_good_store_validates(store, capsys):
     _, path = store
     code, out, err = run(capsys, "validate", path)
     assert code == 0 and err == ""
-    assert out.strip().endswith("epochs committed)") and "ok (schema_version 1" in out
+    assert out.strip().endswith("epochs committed)") and "ok (schema_version 2" in out
 
 
 def test_each_damaged_or_missing_chunk_is_reported_by_array_and_index(store, capsys):
@@ -76,8 +76,11 @@ def test_each_damaged_or_missing_chunk_is_reported_by_array_and_index(store, cap
     code, out, err = run(capsys, "validate", path)
     assert code == 1
     lines = out.splitlines()
-    assert "activations/relu1/values chunk (2, 0, 0): damaged (checksum mismatch)" in lines
-    assert any(line.startswith("weights/fc1.weight/values chunk (3, 0, 0): damaged") for line in lines)
+    # A shard's inner chunks are named by epoch and block of samples (or rows).
+    assert ("activations/relu1/values epoch 2 (slot 2), samples 0-1796: damaged (checksum "
+            "mismatch)") in lines
+    assert "weights/fc1.weight/values epoch 4 (slot 3): damaged (truncated shard (2 bytes, its " \
+        "index alone takes 20))" in lines
     assert "metrics/test_acc chunk (1,): missing (slot 1 is committed)" in lines
     assert "samples/label_true chunk (0,): damaged (checksum mismatch)" in lines
     assert len(err.splitlines()) == 1
@@ -103,7 +106,7 @@ def test_newer_schema_is_one_line(store, capsys):
     code, out, err = run(capsys, "validate", path)
     assert code == 2 and out == ""
     assert err.strip() == (f"error: {path}: written by a newer latentgen (schema_version 7); this one "
-                           "reads schema_version 1: upgrade latentgen to use this store")
+                           "reads schema_version 1, 2: upgrade latentgen to use this store")
 
 
 def test_repair_uncommits_damaged_epochs_and_resume_rewrites_them(reference, store, capsys):

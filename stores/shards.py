@@ -1,0 +1,240 @@
+"""The Zarr v3 sharding format of a run store's shards, without zarr (schema version 2).
+
+A shard of the store's layout holds the inner chunks of one epoch slot of one node cut
+along one axis (samples, or a parameter's first axis), in order: each inner chunk is
+its encoded bytes followed by their CRC-32C (4 bytes, little endian), and after the
+last one comes the shard index: an (offset, nbytes) pair of little-endian uint64 per
+inner chunk in C order, then the index's own CRC-32C (the `sharding_indexed` codec
+with zarr's default index codecs, `bytes` + `crc32c`, index at the end). Uncompressed
+inner chunks all have one encoded size, so each one has a fixed place in the file:
+`ShardFile` writes inner chunks at their final offsets into a file beside the shard as
+they arrive, appends the index after the last one and renames the file into place, so
+a reader never sees half a shard. `inner_damage` checks every inner chunk's checksum
+of a stored shard (`python -m stores validate`).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import google_crc32c
+import numpy as np
+
+from .errors import StoreError
+
+CRC_BYTES = 4
+EMPTY = 2**64 - 1  # the index's (offset, nbytes) of an inner chunk that is not stored
+MAX_PIECES = 512  # buffers per pwritev (IOV_MAX is 1024 on Linux)
+
+
+def crc32c(pieces) -> bytes:
+    """The CRC-32C of the concatenated `pieces` (buffers), 4 bytes little endian."""
+    crc = 0
+    for piece in pieces:  # (google_crc32c takes numpy arrays, not memoryviews)
+        crc = google_crc32c.extend(crc, np.frombuffer(piece, dtype=np.uint8))
+    return int(crc).to_bytes(CRC_BYTES, "little")
+
+
+def index_nbytes(n_inner: int) -> int:
+    """Bytes of the index of a shard of `n_inner` inner chunks (its checksum included)."""
+    return 16 * n_inner + CRC_BYTES
+
+
+def encode_index(pairs: np.ndarray) -> bytes:
+    """A shard index as stored: (offset, nbytes) per inner chunk, then its CRC-32C.
+
+    Parameters
+    ----------
+    pairs : numpy.ndarray
+        (n_inner, 2) of int: each inner chunk's offset and encoded size (EMPTY, EMPTY
+        where it is not stored), in C order of the inner chunks.
+
+    Returns
+    -------
+    bytes
+    """
+    raw = np.ascontiguousarray(pairs, dtype="<u8").tobytes()
+    return raw + crc32c([raw])
+
+
+def dense_index(n_inner: int, encoded: int) -> bytes:
+    """The index of a shard whose `n_inner` inner chunks are `encoded` bytes each, in order."""
+    offsets = np.arange(n_inner, dtype=np.uint64) * np.uint64(encoded)
+    return encode_index(np.stack([offsets, np.full(n_inner, encoded, np.uint64)], axis=1))
+
+
+def decode_index(raw: bytes | memoryview, n_inner: int) -> np.ndarray:
+    """The (n_inner, 2) index at the end of a stored shard.
+
+    Parameters
+    ----------
+    raw : bytes
+        The whole shard file.
+    n_inner : int
+        Its inner chunks (in C order).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_inner, 2) uint64: offset and encoded size of each.
+
+    Raises
+    ------
+    ValueError
+        When the file is shorter than an index or the index's checksum fails.
+    """
+    size = index_nbytes(n_inner)
+    if len(raw) < size:
+        raise ValueError(f"truncated shard ({len(raw)} bytes, its index alone takes {size})")
+    tail = memoryview(raw)[len(raw) - size:]
+    if crc32c([tail[:-CRC_BYTES]]) != bytes(tail[-CRC_BYTES:]):
+        raise ValueError("shard index checksum mismatch")
+    return np.frombuffer(tail[:-CRC_BYTES], dtype="<u8").reshape(n_inner, 2)
+
+
+def inner_damage(raw: bytes | memoryview, n_inner: int,
+                 encoded: int | None = None) -> list[tuple[int | None, str]]:
+    """Every inner chunk of a stored shard that fails its checksum (or is not there).
+
+    Parameters
+    ----------
+    raw : bytes
+        The shard file.
+    n_inner : int
+        Its inner chunks.
+    encoded : int, optional
+        The encoded size every inner chunk has (uncompressed layouts); None: any.
+
+    Returns
+    -------
+    list of (int or None, str)
+        (inner chunk, what is wrong); None for the whole shard (its index is damaged).
+    """
+    try:
+        index = decode_index(raw, n_inner)
+    except ValueError as err:
+        return [(None, f"damaged ({err})")]
+    view, end = memoryview(raw), len(raw) - index_nbytes(n_inner)
+    found = []
+    for j, (offset, nbytes) in enumerate(index.tolist()):
+        if offset == EMPTY and nbytes == EMPTY:
+            found.append((j, "missing (not in the shard's index)"))
+        elif nbytes < CRC_BYTES or offset + nbytes > end or (encoded is not None and nbytes != encoded):
+            found.append((j, f"damaged (the index puts it at bytes {offset}-{offset + nbytes} "
+                             f"of {end})"))
+        elif crc32c([view[offset : offset + nbytes - CRC_BYTES]]) != bytes(
+                view[offset + nbytes - CRC_BYTES : offset + nbytes]):
+            found.append((j, "damaged (checksum mismatch)"))
+    return found
+
+
+class ShardFile:
+    """One uncompressed shard being written: whole inner chunks at their final offsets
+    into `<path>.<uuid>.partial`, in any order; after the last one, the index, and the
+    file renamed to `path`.
+
+    Parameters
+    ----------
+    path : str
+        The shard's file (its directory exists).
+    n_inner : int
+        Its inner chunks.
+    chunk_nbytes : int
+        Raw bytes of one inner chunk (its checksum not counted).
+    """
+
+    def __init__(self, path: str, n_inner: int, chunk_nbytes: int):
+        self.path, self.n_inner, self.chunk_nbytes = path, n_inner, chunk_nbytes
+        self.encoded = chunk_nbytes + CRC_BYTES
+        self.partial = f"{path}.{uuid.uuid4().hex}.partial"
+        self.done: set[int] = set()
+
+    @property
+    def complete(self) -> bool:
+        """Every inner chunk written."""
+        return len(self.done) == self.n_inner
+
+    def missing(self) -> list[int]:
+        """The inner chunks not written yet."""
+        return sorted(set(range(self.n_inner)) - self.done)
+
+    def write(self, first: int, chunks: list[list]) -> bool:
+        """Write inner chunks `first`, `first + 1`, ... (each a list of buffers that make
+        its raw bytes, edge padding included); close the shard if it is complete now.
+
+        Parameters
+        ----------
+        first : int
+            The first inner chunk's number.
+        chunks : list of list of buffer
+            Each inner chunk's pieces, C-contiguous, little endian.
+
+        Returns
+        -------
+        bool
+            Whether the shard is complete (and in place) now.
+        """
+        chunks = [[memoryview(p).cast("B") for p in pieces] for pieces in chunks]
+        if any(sum(len(p) for p in pieces) != self.chunk_nbytes for pieces in chunks):
+            raise StoreError(f"{self.path}: an inner chunk of other than {self.chunk_nbytes} bytes")
+        if first + len(chunks) > self.n_inner:
+            raise StoreError(f"{self.path}: inner chunks {first}.. beyond its {self.n_inner}")
+        if not self.done:  # (the store's layout made the directories already)
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | (0 if self.done else os.O_TRUNC)
+        fd = os.open(self.partial, flags, 0o644)
+        try:
+            # The data go to the page cache in another thread (the GIL released in the
+            # system call) while this one computes their checksums, which follow.
+            offsets = [(first + i) * self.encoded for i in range(len(chunks))]
+            job = _writer().submit(_write_each, fd, chunks, offsets)
+            try:
+                crcs = [crc32c(pieces) for pieces in chunks]
+            finally:
+                job.result()
+            for offset, crc in zip(offsets, crcs):
+                _pwritev_all(fd, [memoryview(crc)], offset + self.chunk_nbytes)
+            self.done.update(range(first, first + len(chunks)))
+            if self.complete:
+                _pwritev_all(fd, [memoryview(dense_index(self.n_inner, self.encoded))],
+                             self.n_inner * self.encoded)
+        finally:
+            os.close(fd)
+        if self.complete:  # the shard appears whole under its name
+            os.replace(self.partial, self.path)
+        return self.complete
+
+
+_POOL: dict[int, ThreadPoolExecutor] = {}  # process id -> its writer thread
+
+
+def _writer() -> ThreadPoolExecutor:
+    """The one thread of this process that writes shards' data (made at first need,
+    again in a forked child, which inherits no threads)."""
+    pid = os.getpid()
+    if pid not in _POOL:
+        _POOL.clear()
+        _POOL[pid] = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")
+    return _POOL[pid]
+
+
+def _write_each(fd: int, chunks: list[list[memoryview]], offsets: list[int]) -> None:
+    for pieces, offset in zip(chunks, offsets):
+        _pwritev_all(fd, pieces, offset)
+
+
+def _pwritev_all(fd: int, views: list[memoryview], offset: int) -> None:
+    """Write `views` one after another from `offset` (a short write goes on where it
+    stopped)."""
+    views = [v for v in views if len(v)]
+    while views:
+        done = os.pwritev(fd, views[:MAX_PIECES], offset)
+        if done <= 0:
+            raise OSError(f"pwritev wrote {done} bytes")
+        offset += done
+        while views and done >= len(views[0]):
+            done -= len(views.pop(0))
+        if done:
+            views[0] = views[0][done:]
