@@ -1,9 +1,12 @@
 """The scikit-learn baselines among the probes: k-NN (cosine), logistic regression,
 LDA and QDA, as P1 and the papers' comparisons fit them.
 
-Factories return unfitted scikit-learn estimators; `QDA` wraps scikit-learn's with the
-remedy its own error names where its defaults cannot fit. `analyze.probes.make_probe`
-builds them by name.
+Factories return unfitted scikit-learn estimators (the straightforward versions);
+`FAST` holds, by probe name, the fast ones the analysis tasks fit instead
+(`analyze.knn`, `analyze.linear`, `analyze.discriminant`: the same predictions from
+blocked float32 products and shared class moments, tested against these). `QDA` wraps
+the fast default QDA with the remedy scikit-learn's error names where its defaults cannot
+fit. `analyze.probes.make_probe` builds the factories' estimators by name.
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["QDA", "knn_cosine", "lda", "logistic_regression"]
+from .discriminant import LinearDiscriminantAnalysis as FastLDA
+from .discriminant import QuadraticDiscriminantAnalysis as FastQDA
+from .knn import KNeighborsCosine
+from .linear import AdamLogisticRegression, StandardizedLogisticRegression
+
+__all__ = ["FAST", "QDA", "fast_logistic_regression", "knn_cosine", "lda", "logistic_regression"]
 
 
 def knn_cosine(k: int = 5) -> KNeighborsClassifier:
@@ -91,11 +99,12 @@ class QDA(ClassifierMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any) -> "QDA":
-        """Fit with scikit-learn's defaults, or its shrinkage remedy where they fail; returns self."""
-        X, y = validate_data(self, X, y)
+        """Fit with scikit-learn's defaults (by `analyze.discriminant`, float32 X kept as
+        it is), or its shrinkage remedy where they fail; returns self."""
+        X, y = validate_data(self, X, y, dtype=(np.float32, np.float64))
         self.shrunk_ = None
         try:
-            self.estimator_ = QuadraticDiscriminantAnalysis().fit(X, y)
+            self.estimator_ = FastQDA().fit(X, y)
         except np.linalg.LinAlgError:
             for shrinkage in self.SHRINKAGES:
                 try:
@@ -113,3 +122,20 @@ class QDA(ClassifierMixin, BaseEstimator):
         """The fitted estimator's predictions."""
         check_is_fitted(self, "estimator_")
         return self.estimator_.predict(X)
+
+
+def fast_logistic_regression(random_state: int | None = 0, solver: str = "lbfgs") -> Any:
+    """The logistic-regression probe the tasks fit: `logistic_regression`'s optimum by
+    `analyze.linear.StandardizedLogisticRegression` (at most 300 iterations), or, with
+    ``solver="adam"``, P1's own probe (`analyze.linear.AdamLogisticRegression`: a linear
+    layer, Adam 1e-3, 20 epochs, batches of 128, seeded by `random_state`)."""
+    if solver == "adam":
+        return AdamLogisticRegression(random_state=random_state)
+    if solver != "lbfgs":
+        raise ValueError(f"solver: expected lbfgs or adam, got {solver!r}")
+    return StandardizedLogisticRegression(max_iter=300)
+
+
+# Probe name -> the fast estimator's factory (same parameters as the straightforward one's).
+FAST = {"knn": lambda k=5: KNeighborsCosine(n_neighbors=k), "logreg": fast_logistic_regression,
+        "lda": FastLDA, "qda": QDA}

@@ -18,7 +18,10 @@ from stores import slabs
 from stores.config import AnalysisConfig
 
 from . import edit
-from .probes import fit_masc_family, fit_spectral_probes, make_probe
+from .baselines import FAST
+from .moments import shared_moments
+from .probes import fit_masc_family, fit_spectral_probes
+from .probes import make_probe as named_probe
 
 # What each accuracy averages over: the train split against the observed labels (what
 # the model was fitted to) and against the true ones, the test split (true labels), and
@@ -215,6 +218,19 @@ def breakdown(pred: np.ndarray, samples: Samples) -> Breakdown:
     return Breakdown(_scores(pred, samples), per_class)
 
 
+def make_probe(name: str, **params):
+    """The estimator a task fits: the fast one of `baselines.FAST` (k-NN, logreg, LDA,
+    QDA: the same predictions as scikit-learn's), else `probes.make_probe`'s."""
+    return FAST[name](**params) if name in FAST else named_probe(name, **params)
+
+
+def _predict(probe, x, samples: Samples):
+    """Predictions on every row (k-NN: its training rows' neighbours from one symmetric product)."""
+    if hasattr(probe, "predict_with_fit_rows"):
+        return probe.predict_with_fit_rows(x, samples.train)
+    return probe.predict(x)
+
+
 def _fit_probe(name: str, x_train, y_train, settings: AnalysisConfig, spectral):
     """(fitted probe, whether its solver converged). A solver that stops at its
     iteration limit (logreg's lbfgs) is not an error: the fit is scored as it is, and the
@@ -307,13 +323,14 @@ def score_probes(x: np.ndarray, samples: Samples, settings: AnalysisConfig, *,
     if "masc_true" in settings.probes:
         fits["masc_true"] = _spectral(x_train, labels["true"], n, settings)[0]
     found, not_converged, shrunk = {}, [], []
-    for name in settings.probes:
-        probe, converged = _fit_probe(name, x_train, labels["observed"], settings, fits)
-        found[name] = breakdown(probe.predict(x), samples)
-        if not converged:
-            not_converged.append(name)
-        if getattr(probe, "shrunk_", None) is not None:
-            shrunk.append(name)
+    with shared_moments():  # LDA, QDA and logreg share one set of class moments
+        for name in settings.probes:
+            probe, converged = _fit_probe(name, x_train, labels["observed"], settings, fits)
+            found[name] = breakdown(_predict(probe, x, samples), samples)
+            if not converged:
+                not_converged.append(name)
+            if getattr(probe, "shrunk_", None) is not None:
+                shrunk.append(name)
     return Scored(found, fits, tuple(not_converged), tuple(shrunk))
 
 

@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the bench_* modules beside this file
 sys.path.insert(1, str(HERE.parent))  # latentgen itself, when run from a plain checkout
 
-BENCHMARKS = ("probes", "writer", "capture", "dask", "memory")
+BENCHMARKS = ("probes", "writer", "capture", "dask", "memory", "published")
 
 
 def machine() -> str:

@@ -1,0 +1,283 @@
+"""Published-scale tasks, probe by probe: every probe of a published pipeline's task
+against the straightforward way to fit it, then the whole task.
+
+Two tasks of the published sizes: MNIST-MLP's widest layer (60 000 training + 10 000
+test rows, 2 048 units) and CIFAR-10-CNN's conv output (50 000 + 10 000, 1 024 units),
+10 balanced classes, 20% of the training labels resampled (observed labels; the true
+ones for masc_true), synthetic ReLU-like float16 activations read as float32 (as a task
+reads its slab). Each probe is fitted on the training rows and predicts every row, as a
+task does, once by the straightforward version and once by the pipeline's, timed side
+by side on the same threads:
+
+* masc, masc_true, velpic: the authors' MASC (per class `np.cov` of [X_c; -X_c], float64
+  `eigh`; VeLPIC its top vector), as `bench_probes.reference_fit`, against
+  `fit_spectral_probes(method="fast")`;
+* ncm: float64 class means and cosines in NumPy, against `NearestMeanCosine` (the same
+  float64 code: information only, under 1% of a task);
+* knn: scikit-learn's ``KNeighborsClassifier(5, metric="cosine", algorithm="brute")``
+  against `analyze.knn.KNeighborsCosine.predict_with_fit_rows`;
+* logreg: ``make_pipeline(StandardScaler(), LogisticRegression())`` (defaults) against
+  `analyze.linear.StandardizedLogisticRegression`; `logreg_adam` (information) is P1's
+  own probe, `AdamLogisticRegression`, against the same baseline;
+* lda, qda: scikit-learn's defaults against `analyze.discriminant`'s.
+
+The whole task is `analyze.tasks.score_probes` with all eight probes (the class moments
+shared by LDA, QDA and logreg, k-NN's symmetric product) plus MASC's n ablation
+(`fit_masc_family` for the four other n, on each label set), against the sum of the
+straightforward times (the ablation counted as two more authors' MASC fits, one
+decomposition per label set reused across n; not run again). Its peak memory is traced
+(tracemalloc) on top of the slab and reported against the slab's float32 size.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tracemalloc
+import warnings
+
+import numpy as np
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from analyze.baselines import FAST
+from analyze.linear import AdamLogisticRegression
+from analyze.probes import NearestMeanCosine, fit_masc_family, fit_spectral_probes
+from analyze.tasks import Samples, score_probes
+from bench_probes import reference_fit, reference_predict
+from common import summary_line
+from stores.config import AnalysisConfig
+
+FULL = (("mnist_mlp", 60_000, 10_000, 2048), ("cifar10_cnn", 50_000, 10_000, 1024))
+QUICK = (("mnist_mlp", 12_000, 2_000, 512), ("cifar10_cnn", 10_000, 2_000, 256))  # n_c > d: QDA fits
+PROBES = ("masc", "masc_true", "velpic", "ncm", "knn", "logreg", "lda", "qda")
+ABLATION = (1, 0.25, 0.5, 0.75)  # MASC's other n in the published pipelines
+N_CLASSES = 10
+CORRUPTION = 0.2
+# Agreement of the two versions' predictions (every row) each line requires, and why:
+# the spectral probes keep the reference's k and differ by float32 round-off in the
+# scores; k-NN, LDA and QDA compute the same quantities in float32 products (neighbours
+# or classes within round-off of each other may swap); logistic regression's two
+# versions are two approximations of one optimum (scikit-learn's stops at 100
+# iterations, the fast one at its gradient tolerance): they may differ near the boundary.
+AGREE = {"masc": 0.999, "masc_true": 0.999, "velpic": 0.999, "ncm": 1.0, "knn": 0.999,
+         "logreg": 0.99, "logreg_adam": 0.0, "lda": 0.999, "qda": 0.999}
+INFO = ("ncm", "logreg_adam")
+
+
+def task_data(n_train: int, n_test: int, d: int, seed: int = 0) -> tuple[np.ndarray, Samples]:
+    """ReLU-like activations of overlapping classes (prototypes 0.1 apart in a 256-d
+    latent with a decaying spread, a random projection to d units, noise 0.5, ReLU),
+    stored as float16 and read as float32; `CORRUPTION` of the training labels resampled."""
+    rng = np.random.default_rng(seed)
+    n, latent = n_train + n_test, 256
+    W = rng.standard_normal((latent, d), dtype=np.float32) / np.sqrt(latent)
+    protos = 0.1 * rng.standard_normal((N_CLASSES, latent), dtype=np.float32)
+    y = np.repeat(np.arange(N_CLASSES), -(-n // N_CLASSES))[:n]
+    rng.shuffle(y)
+    scale = (0.98 ** np.arange(latent)).astype(np.float32)
+    H = (protos[y] + rng.standard_normal((n, latent), dtype=np.float32) * scale) @ W
+    for i in range(0, n, 8192):  # the noise in blocks: no second n x d temporary
+        H[i:i + 8192] += 0.5 * rng.standard_normal((len(H[i:i + 8192]), d), dtype=np.float32)
+    np.maximum(H, 0, out=H)
+    x = H.astype(np.float16).astype(np.float32)
+    del H
+    train = np.arange(n) < n_train
+    observed = y.copy()
+    flip = train & (rng.random(n) < CORRUPTION)
+    observed[flip] = rng.integers(0, N_CLASSES, int(flip.sum()))
+    return x, Samples(train, ~train, observed, y, N_CLASSES)
+
+
+def _velpic_reference(X, y, x):
+    _, _, V, _ = reference_fit(X, y)
+    return np.unique(y)[(x.astype(np.float64) @ V.T).argmax(1)]
+
+
+def _ncm_reference(X, y, x):
+    classes = np.unique(y)
+    M = np.stack([X[y == c].mean(axis=0, dtype=np.float64) for c in classes])
+    x = x.astype(np.float64)
+    S = (x @ M.T) / np.maximum(np.linalg.norm(x, axis=1)[:, None] * np.linalg.norm(M, axis=1), 1e-300)
+    return classes[S.argmax(1)]
+
+
+def _qda_reference(X, y, x):
+    """scikit-learn's default QDA; where it refuses (a singular class covariance), the
+    remedy its error names and the pipeline takes (Ledoit-Wolf shrinkage)."""
+    try:
+        return QuadraticDiscriminantAnalysis().fit(X, y).predict(x)
+    except np.linalg.LinAlgError:
+        return QuadraticDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(X, y).predict(x)
+
+
+STRAIGHT = {
+    "masc": lambda X, y, x, s: reference_predict(reference_fit(X, y), x)[0],
+    "velpic": lambda X, y, x, s: _velpic_reference(X, y, x),
+    "ncm": lambda X, y, x, s: _ncm_reference(X, y, x),
+    "knn": lambda X, y, x, s: KNeighborsClassifier(
+        n_neighbors=5, metric="cosine", algorithm="brute").fit(X, y).predict(x),
+    "logreg": lambda X, y, x, s: make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y).predict(x),
+    "lda": lambda X, y, x, s: LinearDiscriminantAnalysis().fit(X, y).predict(x),
+    "qda": lambda X, y, x, s: _qda_reference(X, y, x),
+}
+PIPELINE = {
+    "masc": lambda X, y, x, s: fit_spectral_probes(X, y, 0.99, method="fast")[0].predict(x),
+    "velpic": lambda X, y, x, s: fit_masc_family(X, y, [1], method="fast")[1].predict(x),
+    "ncm": lambda X, y, x, s: NearestMeanCosine().fit(X, y).predict(x),
+    "knn": lambda X, y, x, s: FAST["knn"](5).fit(X, y).predict_with_fit_rows(x, s.train),
+    "logreg": lambda X, y, x, s: FAST["logreg"]().fit(X, y).predict(x),
+    "logreg_adam": lambda X, y, x, s: AdamLogisticRegression(random_state=0).fit(X, y).predict(x),
+    "lda": lambda X, y, x, s: FAST["lda"]().fit(X, y).predict(x),
+    "qda": lambda X, y, x, s: FAST["qda"]().fit(X, y).predict(x),
+}
+
+
+def _timed(fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t0, out
+
+
+def _probe_rows(setup: str, x: np.ndarray, samples: Samples) -> list[dict]:
+    X = x[samples.train]
+    rows, straight = [], {}
+    for probe in ("masc", "masc_true", "velpic", "ncm", "knn", "logreg", "logreg_adam", "lda", "qda"):
+        base = probe.replace("_true", "").replace("_adam", "")
+        y = (samples.true if probe == "masc_true" else samples.observed)[samples.train]
+        if base not in straight or probe == "masc_true":
+            straight[probe] = _timed(STRAIGHT[base], X, y, x, samples)
+        t_ref, p_ref = straight.get(probe, straight[base])
+        t_fast, p_fast = _timed(PIPELINE[probe if probe in PIPELINE else base], X, y, x, samples)
+        rows.append({"setup": setup, "probe": probe, "straight_s": t_ref, "fast_s": t_fast,
+                     "ratio": t_ref / t_fast, "agree": float(np.mean(p_ref == p_fast)),
+                     "test_acc": float(np.mean((p_fast == samples.true)[samples.test]))})
+        print(f"  published {setup} {probe}: straightforward {t_ref:.2f}s fast {t_fast:.2f}s "
+              f"agree={rows[-1]['agree']:.4f} test={rows[-1]['test_acc']:.3f}", flush=True)
+    return rows
+
+
+def _task_row(setup: str, x: np.ndarray, samples: Samples, probe_rows: list[dict]) -> dict:
+    settings = AnalysisConfig(probes=PROBES, masc_components=(0.99, *ABLATION), spectral="fast")
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    score_probes(x, samples, settings)
+    X = x[samples.train]  # as the task does: its own training copy for the ablation
+    for labels in (samples.observed, samples.true):
+        fit_masc_family(X, labels[samples.train], list(ABLATION), method="fast")
+    t_fast = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    by = {r["probe"]: r["straight_s"] for r in probe_rows}
+    t_ref = sum(by[p] for p in PROBES) + by["masc"] + by["masc_true"]  # + the ablation
+    slab = x.nbytes
+    print(f"  published {setup} task: straightforward {t_ref:.1f}s fast {t_fast:.1f}s; peak "
+          f"{(slab + peak) / 2**20:,.0f} MiB over a {slab / 2**20:,.0f} MiB slab", flush=True)
+    return {"setup": setup, "probe": "task", "straight_s": t_ref, "fast_s": t_fast,
+            "ratio": t_ref / t_fast, "slab_mib": slab / 2**20,
+            "peak_mib": (slab + peak) / 2**20, "memory_ratio": (slab + peak) / slab}
+
+
+def run(quick: bool = False, root: str | None = None, threads: int | None = None) -> list[dict]:
+    """One row per (setup, probe) and one per setup's whole task (in memory: `root` unused)."""
+    threads = threads or os.cpu_count() or 1
+    rows = []
+    for setup, n_train, n_test, d in QUICK if quick else FULL:
+        x, samples = task_data(n_train, n_test, d, seed=d)
+        with threadpool_limits(threads), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            probe_rows = _probe_rows(setup, x, samples)
+            rows += probe_rows + [_task_row(setup, x, samples, probe_rows)]
+        for row in rows[-len(probe_rows) - 1:]:
+            row.update(n_train=n_train, n_test=n_test, d=d, threads=threads)
+        del x
+    return rows + [{"probe": "bill", **b} for b in bill(rows)]
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per setup: one line per probe (>= 5, information for ncm and the Adam variant), the
+    whole task (>= 8) and its peak memory against the slab (<= 3)."""
+    lines = []
+    for r in (r for r in rows if r["probe"] != "bill"):
+        name = f"published_{r['setup']}_{r['probe']}"
+        if r["probe"] == "task":
+            lines.append(summary_line(name, r["ratio"], ">=8", "straightforward / pipeline seconds, whole task",
+                                      "the k-NN product dominates both sides (see README, Performance)"))
+            lines.append(summary_line(f"published_{r['setup']}_memory", r["memory_ratio"], "<=3",
+                                      "(slab + peak traced bytes of the task) / slab float32 bytes"))
+            continue
+        ok = r["agree"] >= AGREE[r["probe"]]
+        note = (f"predictions agree on {r['agree']:.4f} of rows, below {AGREE[r['probe']]}" if not ok
+                else "float32 products at the speed of scikit-learn's own (see README, Performance)")
+        lines.append(summary_line(name, r["ratio"], "info" if r["probe"] in INFO else ">=5",
+                                  "straightforward / pipeline seconds, fit + predict every row", note, valid=ok))
+    return lines
+
+
+# --------------------------------------------------------------------------------------
+# The bill: every published pipeline's analysis, from its task count and the measured tasks
+# --------------------------------------------------------------------------------------
+
+PUBLISHED = ("mnist-mlp", "cifar10-mlp", "mnist-cnn", "fashion-cnn", "cifar10-cnn",
+             "cifar10-resnet18", "cifar100-alexnet", "tinyimagenet-alexnet")
+MASC_PROBES = ("masc", "masc_true", "velpic")
+
+
+def _cost(probe: str, n_train: int, n_test: int, d: int, K: int) -> float:
+    """The leading operation count of a probe's fit + predict (the scale of its time)."""
+    m, M = min(n_train / K, d), max(n_train / K, d)
+    return {
+        "knn": n_train * (n_train / 2 + n_test) * d,
+        "logreg": (n_train + n_test) * d * K * 30 + n_train * d * d,
+        "lda": n_train * d * d + d**3,
+        "qda": n_train * d * d + K * d**3 + (n_train + n_test) * K * d * d,
+        "ncm": (n_train + n_test) * d * K,
+    }.get(probe, K * (m * m * M + m**3) + (n_train + n_test) * d * K)
+
+
+def task_seconds(rows: list[dict], n_train: int, n_test: int, d: int, K: int) -> float:
+    """Seconds of one task of this shape: each probe's measured pipeline time at the
+    measured task nearest in width, scaled by `_cost`; the n ablation as two MASC fits."""
+    measured = [r for r in rows if r["probe"] not in ("task", "logreg_adam")]
+    widths = sorted({r["d"] for r in measured})
+    near = min(widths, key=lambda w: abs(np.log(w / d)))
+    total = 0.0
+    for r in (r for r in measured if r["d"] == near):
+        scale = _cost(r["probe"], n_train, n_test, d, K) / _cost(r["probe"], r["n_train"], r["n_test"], near, N_CLASSES)
+        total += r["fast_s"] * scale * (2 if r["probe"] in ("masc", "masc_true") else 1)
+    return total
+
+
+def bill(rows: list[dict], workers: tuple[int, ...] = (16, 64, 256)) -> list[dict]:
+    """Per published pipeline: tasks (runs x at most captured epochs x layers, from
+    `capture.estimate.estimate_run`), seconds per task on two cores (measured or scaled,
+    `task_seconds`), CPU-hours, the memory of its widest task and wall hours on N
+    single-threaded SLURM workers (CPU-hours / N: a task on one core takes about twice
+    its two-core time)."""
+    from capture.estimate import estimate_run
+    from stores import load_pipeline
+
+    memory = max(r["memory_ratio"] for r in rows if r["probe"] == "task")
+    out = []
+    for name in PUBLISHED:
+        pipeline = load_pipeline(name, str(os.path.join(os.path.dirname(__file__), "..", "pipelines.yaml")))
+        runs = pipeline.runs()
+        est = estimate_run(runs[0])
+        K = {"cifar100-alexnet": 100, "tinyimagenet-alexnet": 200}.get(name, 10)
+        per_layer = [task_seconds(rows, est.n_train, est.n_test, layer.units, K) for layer in est.layers]
+        tasks = len(runs) * est.captured_epochs * len(est.layers)
+        cpu_h = len(runs) * est.captured_epochs * sum(per_layer) * 2 / 3600
+        widest = max(layer.units for layer in est.layers)
+        out.append({"pipeline": name, "runs": len(runs), "epochs": est.captured_epochs,
+                    "layers": len(est.layers), "tasks": tasks,
+                    "mean_task_s": sum(per_layer) / len(per_layer), "cpu_hours": cpu_h,
+                    "worker_gib": memory * (est.n_train + est.n_test) * widest * 4 / 2**30,
+                    **{f"wall_h_{n}": cpu_h / n for n in workers}})
+        print(f"  bill {name}: {tasks} tasks x {out[-1]['mean_task_s']:.1f} s = {cpu_h:,.0f} CPU-hours; "
+              f"{out[-1]['worker_gib']:.1f} GiB per worker", flush=True)
+    return out
