@@ -303,8 +303,8 @@ class Recorder:
             submit(self.store.write_weights, slot, {k: v.astype(np.float32, copy=False)
                                                     for k, v in arrays.items()})
             submit(self.store.write_metrics, slot, dict(metrics))
-        if self._stateful:
-            submit(self.store.write_state, snap)
+        if self._stateful:  # weights just written: the state refers to them (stores.state)
+            submit(self.store.write_state, snap, not bool(self.resume.committed[slot]))
         if not self.resume.committed[slot]:
             submit(self.store.commit, slot, epoch)  # last: the epoch becomes visible
         self._next, self._observed = slot + 1, None

@@ -7,6 +7,15 @@ the learning-rate schedule's state, the Python and NumPy generator states, the s
 epoch the copy belongs to, and whether training ended there. Nothing is pickled: arrays
 are plain Zarr arrays (with the crc32c checksum of every chunk), the rest is JSON.
 
+The model's tensors that `weights/` already holds at the copy's slot, byte for byte
+(float32 parameters and buffers: the recorder writes the weights just before the state),
+are not written again: the copy names them in its `weights` attribute, with the slot and
+the CRC-32C of each one's bytes, and `read_state` takes them from `weights/` and checks
+them against it (a missing or rewritten weights chunk makes the copy unusable, like a
+damaged one). Only the rest (integer buffers, other dtypes, the optimizer's state, the
+generators') is in the copy. A copy written before this (every model tensor in it, no
+`weights` attribute) reads as it always did.
+
 Two copies alternate by slot parity (slot s uses copy s % 2). The copy of slot s is
 written before `committed[s]`; the other copy then still holds slot s - 1, the last
 committed one, so a kill while a copy is being written never destroys the state a
@@ -18,16 +27,21 @@ This module knows NumPy and Zarr only; `capture.resume` converts to and from tor
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from dataclasses import dataclass, field
+from typing import Mapping
 
+import google_crc32c
 import numpy as np
 import zarr
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 from zarr.storage import LocalStore
 
 from . import schema
-from .chunkio import write_chunk, write_plain
+from .cf import array_attrs
+from .chunkio import write_chunk
 from .errors import StoreError
 
 # State arrays are one chunk each, checksummed, with zarr's default chunk keys; a copy
@@ -65,12 +79,15 @@ def copy_name(slot: int) -> str:
     return str(slot % schema.STATE_COPIES)
 
 
-def write_state(root: zarr.Group, state: TrainingState) -> None:
+def write_state(root: zarr.Group, state: TrainingState,
+                weights: Mapping[str, zarr.Array] | None = None, *, written: bool = False) -> None:
     """Write a training state into its copy: invalidate, replace every array, validate.
 
-    A copy whose arrays already have the names, shapes and dtypes of `state` (its
-    `layout` attribute says so; true from the second write of a run on) keeps them and
-    has their chunks overwritten; otherwise it is deleted and laid out again.
+    The model's tensors that `weights/` holds at the state's slot are referenced, not
+    written (see the module's docstring). A copy whose arrays already have the names,
+    shapes and dtypes of what is written (its `layout` attribute says so; true from the
+    second write of a run on) keeps them and has their chunks overwritten; otherwise it
+    is deleted and laid out again.
 
     Parameters
     ----------
@@ -78,10 +95,30 @@ def write_state(root: zarr.Group, state: TrainingState) -> None:
         The store's root group, open for writing.
     state : TrainingState
         What to write (its slot picks the copy).
+    weights : mapping of str to zarr.Array, optional
+        The model tensors' `weights/<name>/values` arrays (the writer's, already open);
+        default: looked up in `root`.
+    written : bool, default False
+        `weights` were just written at the state's slot from this state's model (the
+        recorder's commit order): they are referenced without reading them back. False
+        (a committed slot refreshed, any other caller): a tensor is referenced only where
+        the stored weights hold its bytes.
     """
-    parent = root.require_group(schema.STATE)
+    refs = _references(root, state, weights, written)
+    model = {k: v for k, v in state.arrays.get("model", {}).items() if k not in refs}
+    arrays = {**state.arrays, "model": model}
     name = copy_name(state.slot)
-    layout = _layout(state)
+    layout = _layout(arrays)
+    attrs = {"valid": True, "slot": int(state.slot), "epoch": int(state.epoch),
+             "final": bool(state.final), "meta": state.meta, "layout": layout,
+             **({"weights": {"slot": int(state.slot), "crc32c": refs}} if refs else {})}
+    base = _local_dir(root)
+    base = os.path.join(base, schema.STATE, name) if base else None
+    doc = _read_doc(base) if base else None
+    if doc is not None and doc.get("attributes", {}).get("layout") == layout:
+        _rewrite(base, doc, arrays, attrs)  # from the second write of a run on
+        return
+    parent = root.require_group(schema.STATE)
     reuse = False
     if name in parent:
         group = parent[name]
@@ -92,14 +129,74 @@ def write_state(root: zarr.Group, state: TrainingState) -> None:
             del parent[name]
     if not reuse:
         group = parent.create_group(name, attributes={"valid": False})
-    base = _local_dir(group) if reuse else None
     for section in SECTIONS:
-        sub = None if base else group[section] if reuse else group.create_group(section)
-        for key, value in state.arrays.get(section, {}).items():
-            where = os.path.join(base, section, key) if base else None
-            _write_array(sub, key, np.asarray(value), f"{section}.{key}", reuse, where)
-    group.attrs.put({"valid": True, "slot": int(state.slot), "epoch": int(state.epoch),
-                     "final": bool(state.final), "meta": state.meta, "layout": layout})
+        sub = group[section] if reuse else group.create_group(section)
+        for key, value in arrays.get(section, {}).items():
+            _write_array(sub, key, np.asarray(value), f"{section}.{key}", reuse)
+    group.attrs.put(attrs)
+
+
+def _rewrite(base: str, doc: dict, arrays: dict[str, dict[str, np.ndarray]], attrs: dict) -> None:
+    """Write a copy laid out as `arrays` again, replacing its files directly, without zarr
+    (each of its calls costs about a millisecond of CPU on the machines measured)."""
+    _put_doc(base, doc, {"valid": False, "layout": attrs["layout"]})  # first: a kill leaves it invalid
+    for section in SECTIONS:
+        for key, value in arrays.get(section, {}).items():
+            _write_array(None, key, np.asarray(value), f"{section}.{key}", True,
+                         os.path.join(base, section, key))
+    _put_doc(base, doc, attrs)
+
+
+def _read_doc(base: str) -> dict | None:
+    """A copy's group metadata (its zarr.json), or None where it is absent or unreadable."""
+    try:
+        with open(os.path.join(base, "zarr.json"), "rb") as f:
+            doc = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("node_type") == "group" else None
+
+
+def _put_doc(base: str, doc: dict, attrs: dict) -> None:
+    """Replace a copy's attributes in its zarr.json (the document zarr writes, on one line:
+    an indented dump goes through Python's slow JSON encoder), in one rename (the
+    temporary named as zarr names its own: `capture.resume` removes one a kill left)."""
+    doc["attributes"] = attrs
+    path = os.path.join(base, "zarr.json")
+    temporary = f"{path}.{uuid.uuid4().hex}.partial"
+    with open(temporary, "wb") as f:
+        f.write(json.dumps(doc, allow_nan=True).encode())
+    os.replace(temporary, path)
+
+
+def _references(root: zarr.Group, state: TrainingState, weights: Mapping[str, zarr.Array] | None,
+                written: bool) -> dict[str, int]:
+    """name -> CRC-32C of the model tensors `weights/` holds at the state's slot."""
+    model = state.arrays.get("model", {})
+    if weights is None:
+        weights = {}
+        if schema.WEIGHTS in root:
+            for key in model:
+                node = f"{schema.WEIGHTS}/{key}/{schema.VALUES}"
+                if node in root:
+                    weights[key] = root[node]
+    refs = {}
+    for key, value in model.items():
+        array, value = weights.get(key), np.asarray(value)
+        if (array is None or value.dtype != np.float32 or array.dtype != np.float32
+                or tuple(array.shape) != (array.shape[0], *value.shape)
+                or not 0 <= state.slot < array.shape[0]):
+            continue
+        crc = _crc(value)
+        if written or _crc(array[state.slot]) == crc:
+            refs[key] = crc
+    return refs
+
+
+def _crc(value: np.ndarray) -> int:
+    """CRC-32C of an array's little-endian bytes."""
+    little = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
+    return int(google_crc32c.extend(0, little.reshape(-1).view(np.uint8)))
 
 
 def _local_dir(group: zarr.Group) -> str | None:
@@ -107,10 +204,10 @@ def _local_dir(group: zarr.Group) -> str | None:
     return os.path.join(str(store.root), group.store_path.path) if isinstance(store, LocalStore) else None
 
 
-def _layout(state: TrainingState) -> dict:
-    """section/key -> [shape, dtype] of every array of `state` (JSON)."""
+def _layout(arrays: dict[str, dict[str, np.ndarray]]) -> dict:
+    """section/key -> [shape, dtype] of every array a copy holds (JSON)."""
     return {f"{section}/{key}": [list(np.shape(value)), np.asarray(value).dtype.str]
-            for section in SECTIONS for key, value in state.arrays.get(section, {}).items()}
+            for section in SECTIONS for key, value in arrays.get(section, {}).items()}
 
 
 def _write_array(group: zarr.Group | None, key: str, value: np.ndarray, dim_prefix: str,
@@ -120,8 +217,7 @@ def _write_array(group: zarr.Group | None, key: str, value: np.ndarray, dim_pref
         # one chunk file (little-endian bytes, crc32c), without opening it through zarr.
         key_path = CHUNK_KEYS.encode_chunk_key((0,) * value.ndim)
         # In place: the copy is marked invalid until its last array is written.
-        write_plain(os.path.join(array_dir, key_path),
-                    value.astype(value.dtype.newbyteorder("<"), copy=False), atomic=False)
+        _overwrite(os.path.join(array_dir, key_path), value)
         return
     if exists:  # same shape and dtype: the copy's layout says so
         array = group[key]
@@ -131,9 +227,31 @@ def _write_array(group: zarr.Group | None, key: str, value: np.ndarray, dim_pref
             key, shape=value.shape, chunks=value.shape, dtype=value.dtype,
             dimension_names=[f"{dim_prefix}.{i}" for i in range(value.ndim)],
             compressors=schema.compressors(schema.PLAIN), fill_value=0, chunk_key_encoding=CHUNK_KEYS,
+            attributes=array_attrs(f"{group.path}/{key}"),
         )
     if not write_chunk(array, (0,) * value.ndim, value):  # one chunk, straight to its file
         array.with_config({"write_empty_chunks": True})[...] = value
+
+
+def _overwrite(path: str, value: np.ndarray) -> None:
+    """Replace a chunk file of a plain array (little-endian bytes, then their CRC-32C)
+    in place: opened without truncating it, since truncating an existing file costs ten
+    times the write on the file systems measured (README, Performance), and cut to size
+    only if its size was another (it never is where the copy's layout is unchanged)."""
+    data = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
+    crc = np.frombuffer(np.uint32(google_crc32c.extend(0, data)).astype("<u4").tobytes(), np.uint8)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        offset = 0
+        for piece in (data, crc):
+            view = memoryview(piece)
+            while len(view):  # a write may take fewer bytes than it was given
+                n = os.pwrite(fd, view, offset)
+                view, offset = view[n:], offset + n
+        if os.fstat(fd).st_size != offset:
+            os.ftruncate(fd, offset)
+    finally:
+        os.close(fd)
 
 
 def candidates(root: zarr.Group) -> list[dict]:
@@ -198,8 +316,26 @@ def read_state(root: zarr.Group, slot: int) -> TrainingState:
                 arrays[section][key] = array[...]
             except ValueError as err:  # crc32c mismatch, truncated chunk
                 raise StoreError(f"{where}/{section}/{key}: damaged ({err})") from err
+    refs = attrs.get("weights") or {}
+    for key, crc in refs.get("crc32c", {}).items():  # the model tensors weights/ holds
+        arrays["model"][key] = _referenced(root, where, key, int(refs["slot"]), int(crc))
     return TrainingState(int(attrs["slot"]), int(attrs["epoch"]), bool(attrs.get("final")),
                          arrays, dict(attrs.get("meta", {})))
+
+
+def _referenced(root: zarr.Group, where: str, key: str, slot: int, crc: int) -> np.ndarray:
+    """A model tensor of a copy, from `weights/` at `slot`, checked against its CRC-32C."""
+    node = f"{schema.WEIGHTS}/{key}/{schema.VALUES}"
+    if node not in root:
+        raise StoreError(f"{where}: model/{key} is kept in {node}, which is missing")
+    try:
+        value = root[node][slot]
+    except ValueError as err:  # crc32c mismatch, truncated chunk
+        raise StoreError(f"{where}: model/{key} is kept in {node} at slot {slot}, which is "
+                         f"damaged ({err})") from err
+    if _crc(value) != crc:  # a missing chunk (fill value), or weights written since
+        raise StoreError(f"{where}: {node} at slot {slot} does not hold the state's model/{key}")
+    return value
 
 
 def invalidate(root: zarr.Group, copy: str) -> None:

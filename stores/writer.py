@@ -284,14 +284,23 @@ class RunWriter:
                 self._absent.add(path)
         return path in self._arrays
 
-    def write_state(self, state: TrainingState) -> None:
-        """The training state a resume needs, written before the commit of its slot.
+    def write_state(self, state: TrainingState, weights_written: bool = False) -> None:
+        """The training state a resume needs, written before the commit of its slot; the
+        model tensors `weights/` holds at its slot are referenced, not copied (`stores.state`).
 
         Parameters
         ----------
         state : stores.state.TrainingState
+        weights_written : bool, default False
+            `write_weights` wrote the state's slot from this state's model just before
+            (the recorder's commit order): they are referenced without reading them back.
         """
-        write_state(self._group, state)
+        weights = {}
+        for name in state.arrays.get("model", {}):
+            node = f"{schema.WEIGHTS}/{name}/{schema.VALUES}"
+            if self._has(node):
+                weights[name] = self._arrays[node]
+        write_state(self._group, state, weights, written=weights_written)
 
     def commit(self, slot: int, epoch: int) -> None:
         """The last write of an epoch: its number, then its committed flag.

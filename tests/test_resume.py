@@ -25,6 +25,7 @@ from capture.run import capture_run
 from stores import RunWriter, StoreError, load_pipeline, slabs
 from stores import layout as layout_module
 from stores import state as state_module
+from stores.cf import array_attrs
 from stores.lock import LockError, StoreLock, lock_path
 
 from .conftest import REPO
@@ -98,11 +99,11 @@ CRASHES = [
     # (setup, what fails, on which call): where the capture dies
     ("sgd", (RunWriter, "write_activations"), 1),  # before anything of epoch 0 is written
     ("sgd", (RunWriter, "commit"), 3),  # slot 2 written, its flag not
-    ("sgd", (state_module, "_write_array"), 17),  # halfway through the state copy of slot 1
+    ("sgd", (state_module, "_write_array"), 5),  # halfway through the state copy of slot 1
     ("sgd", (RunWriter, "write_weights"), 5),  # the spare slot (stop epoch 5) half written
     ("sgd", (train, "train_epoch"), 3),  # in the training thread, mid-run
     ("adamw-dropout-bn", (RunWriter, "commit"), 2),
-    ("adamw-dropout-bn", (state_module, "_write_array"), 30),
+    ("adamw-dropout-bn", (state_module, "_write_array"), 18),  # the last array of slot 1's copy
     ("adamw-dropout-bn", (train, "train_epoch"), 4),  # during the last epoch
     ("adam-stop", (RunWriter, "write_state"), 2),  # the stop epoch's state
     ("adam-stop", (RunWriter, "finish"), 1),  # all committed, never marked complete
@@ -131,7 +132,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_store(setup, target, call,
 
 def test_two_crashes_in_a_row(references, tmp_path, monkeypatch):
     config, reference = references["adamw-dropout-bn"]
-    for target, call in (((RunWriter, "commit"), 2), ((state_module, "_write_array"), 12)):
+    for target, call in (((RunWriter, "commit"), 2), ((state_module, "_write_array"), 11)):
         with monkeypatch.context() as patch:
             crash_at(patch, *target, call)
             with pytest.raises(Exception):
@@ -174,6 +175,90 @@ def test_state_holds_what_training_needs(references):
                                   state.arrays["model"]["embed.weight"])
     # Readers do not see it.
     assert "state" not in stores.open_run(reference).children
+
+
+def test_state_refers_to_the_weights_instead_of_copying_them(references):
+    """A copy holds only what `weights/` lacks (here the integer BatchNorm counter); the
+    float32 tensors are named, with their slot and CRC-32C, and read back from there."""
+    config, reference = references["adamw-dropout-bn"]
+    root = zarr.open_group(reference, mode="r")
+    for copy in ("0", "1"):
+        group = root[f"state/{copy}"]
+        assert [k for k, _ in group["model"].arrays()] == ["bn.num_batches_tracked"]
+        refs = group.attrs["weights"]
+        assert refs["slot"] == group.attrs["slot"]
+        assert set(refs["crc32c"]) == {"embed.weight", "bn.weight", "bn.bias", "bn.running_mean",
+                                       "bn.running_var", "head.weight"}
+        state = state_module.read_state(root, refs["slot"])
+        assert set(state.arrays["model"]) == {*refs["crc32c"], "bn.num_batches_tracked"}
+        for name in refs["crc32c"]:
+            np.testing.assert_array_equal(slabs.weight_slab(reference, name, refs["slot"]),
+                                          state.arrays["model"][name])
+            assert state.arrays["model"][name].dtype == np.float32
+
+
+def test_weights_that_no_longer_hold_the_state_make_it_unusable(references, tmp_path):
+    """A copy whose weights slot was rewritten (or lost its chunk) is refused like a
+    damaged copy, and the resume takes the other one."""
+    from capture.resume import resume_point
+
+    config, reference = references["sgd"]
+    path = config.store_path(str(tmp_path))
+    shutil.copytree(reference, path)
+    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    latest = state_module.candidates(group)[0]["slot"]
+    weights = group["weights/fc1.weight/values"]
+    changed = weights[latest]
+    changed[0, 0] = np.nextafter(changed[0, 0], np.float32(np.inf))
+    weights[latest] = changed  # a valid chunk (its crc32c matches), other bytes
+    with pytest.raises(StoreError, match=r"weights/fc1\.weight/values at slot \d+ does not hold"):
+        state_module.read_state(group, latest)
+    group.attrs["status"] = "running"
+    assert resume_point(path).state.slot == latest - 1
+
+
+def test_a_state_refreshed_over_other_weights_keeps_its_own_copy(tmp_path):
+    """A committed slot's state refreshed (`written=False`) refers only to the tensors
+    whose stored weights hold its bytes; another is written into the copy."""
+    rng = np.random.default_rng(0)
+    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    weights = {name: root.create_array(f"weights/{name}/values", shape=(3, 4), chunks=(1, 4),
+                                       dtype="float32", fill_value=np.nan)
+               for name in ("a", "b")}
+    model = {name: rng.standard_normal(4).astype(np.float32) for name in ("a", "b")}
+    weights["a"][1], weights["b"][1] = model["a"], model["b"] + 1
+    arrays = {"model": {**model, "n": np.array(7)}, "optimizer": {}, "rng": {}}
+    state = state_module.TrainingState(1, 1, False, arrays, {})
+    state_module.write_state(root, state, weights, written=False)
+    group = root["state/1"]
+    assert set(group.attrs["weights"]["crc32c"]) == {"a"}
+    assert sorted(k for k, _ in group["model"].arrays()) == ["b", "n"]
+    back = state_module.read_state(root, 1)
+    for name, value in arrays["model"].items():
+        np.testing.assert_array_equal(back.arrays["model"][name], value)
+    assert dict(group["model/b"].attrs) == array_attrs("state/1/model/b")  # CF-style, like every array
+
+
+def test_a_state_written_with_every_model_tensor_in_it_still_resumes(references, tmp_path,
+                                                                     monkeypatch):
+    """Copies as stores written before the weights were referenced hold them (every model
+    tensor in the copy, no `weights` attribute): such a store resumes, and the copies the
+    resumed capture writes are the uninterrupted run's."""
+    config, reference = references["sgd"]
+    with monkeypatch.context() as patch:
+        crash_at(patch, RunWriter, "commit", 3)  # slots 0 and 1 committed
+        with pytest.raises(Exception):
+            capture_run(config, str(tmp_path), progress=False)
+    path = config.store_path(str(tmp_path))
+    root = zarr.open_group(path, mode="r+", use_consolidated=False)
+    for cand in state_module.candidates(root):
+        state = state_module.read_state(root, cand["slot"])
+        state_module.write_state(root, state, weights={})  # the older layout
+        copy = root[f"state/{cand['copy']}"]
+        assert "weights" not in copy.attrs
+        assert {k for k, _ in copy["model"].arrays()} == set(state.arrays["model"])
+    capture_run(config, str(tmp_path), progress=False)
+    assert differences(reference, path) == []
 
 
 def test_a_second_writer_is_refused_and_a_released_lock_is_taken(references, tmp_path):
