@@ -249,3 +249,21 @@ def test_the_estimate_counts_the_files_of_a_real_store(tiny_root, tiny_store):
     files = [p for p in Path(tiny_store).rglob("*")
              if p.is_file() and p.relative_to(tiny_store).parts[0] != "analysis"]
     assert estimate_run(config).files == len(files)
+
+
+def test_a_version_1_store_is_written_on_one_file_per_chunk(tmp_path):
+    """What a resumed capture of a version-1 store writes: its own layout, read off its
+    arrays' metadata (no shards, whole chunks straight to their files)."""
+    path = tmp_path / "v1.zarr"
+    shutil.copytree(Path(__file__).parent / "fixtures/v1_store.zarr", path)
+    values = np.random.default_rng(3).standard_normal((60, 12)).astype(np.float16)
+    weight = np.ones((12, 64), np.float32)
+    writer = RunWriter.open(str(path))
+    writer.write_activations(3, "fc1", 0, values)
+    writer.write_weights(3, {"fc1.weight": weight})
+    chunk = (path / "activations/fc1/values/c/3/0/0").read_bytes()
+    assert chunk == values.tobytes() + shards.crc32c([values.tobytes()])  # a v1 chunk file
+    assert (path / "weights/fc1.weight/values/c/3/0/0").read_bytes()[:-4] == weight.tobytes()
+    root = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    np.testing.assert_array_equal(root["activations/fc1/values"][3], values)
+    assert root["activations/fc1/values"].shards is None
