@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from stores import StoreError, location, schema
+from stores.coordinates import metric_arrays
 from stores.groups import open_group
 from stores.state import TrainingState, candidates, read_state
 
@@ -212,7 +213,7 @@ def resume_point(path: str) -> Resume:
         committed = root[f"{schema.EPOCHS}/committed"][:]
         epochs = root[f"{schema.EPOCHS}/epoch"][:]
         metrics = {}
-        for name, array in root[schema.METRICS].arrays():
+        for name, array in metric_arrays(root[schema.METRICS]):
             values = metrics[name] = np.full(len(committed), np.nan)
             for slot in np.flatnonzero(committed):  # for the stop rules when training passes them
                 values[slot] = array[slot]

@@ -19,7 +19,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import zarr
 
-from . import location, schema
+from . import cf, coordinates, location, schema
 from .chunkio import make_chunk_dirs
 from .config import RunConfig, run_config_from_dict
 from .errors import StoreError
@@ -168,6 +168,7 @@ def lay_out(path: str, *, attrs: Mapping, schedule: list[int], samples: Mapping[
         raise StoreError(f"dtype: expected one of {', '.join(schema.ACTIVATION_DTYPES)}, "
                          f"got {activation_dtype!r}")
     codecs = schema.compressors(compressor)
+    coordinates.check_names([l.name for l in layers], params, metrics)
     try:
         root = zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=3)
     except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError):
@@ -193,6 +194,10 @@ def lay_out(path: str, *, attrs: Mapping, schedule: list[int], samples: Mapping[
     group = root.create_group(schema.METRICS)
     for name in metrics:  # the declared ones; another is laid out at its first write
         create_metric(group, name, n_slots, codecs)
+    for name in [f"{schema.ACTIVATIONS}/{l.name}/{schema.VALUES}" for l in layers] + [
+            f"{schema.WEIGHTS}/{p}/{schema.VALUES}" for p in params]:
+        root[name].attrs.update(cf.array_attrs(name))
+    coordinates.lay_out(root, samples, [l.name for l in layers], n_slots, codecs)
     return root
 
 
@@ -217,6 +222,7 @@ def create_metric(group: zarr.Group, name: str, n_slots: int, codecs) -> zarr.Ar
     return group.create_array(
         name, shape=(n_slots,), chunks=(1,), dtype="float64", fill_value=np.nan,
         dimension_names=["epoch"], compressors=list(codecs),
+        attributes=cf.array_attrs(f"{schema.METRICS}/{name}"),
     )
 
 
@@ -234,6 +240,7 @@ def _create_samples(root: zarr.Group, samples: Mapping[str, np.ndarray], attrs: 
         array = group.create_array(
             name, shape=(n,), chunks=(n,), dtype=dtype, dimension_names=["sample"],
             compressors=schema.compressors(schema.COMPRESSED),
+            attributes=cf.array_attrs(f"{schema.SAMPLES}/{name}"),
         )
         array = array.with_config({"write_empty_chunks": True})  # all-False `corrupted` too
         array[:] = values.astype(str) if kind == "str" else values.astype(kind)
@@ -244,11 +251,13 @@ def _create_epochs(root: zarr.Group, schedule: list[int], n_slots: int, codecs: 
     epoch = group.create_array(
         "epoch", shape=(n_slots,), chunks=(1,), dtype="int64", fill_value=-1,
         dimension_names=["epoch"], compressors=codecs,
+        attributes=cf.array_attrs(f"{schema.EPOCHS}/epoch"),
     )
     epoch[: len(schedule)] = np.asarray(schedule, dtype="int64")
     group.create_array(
         "committed", shape=(n_slots,), chunks=(1,), dtype="bool", fill_value=False,
         dimension_names=["epoch"], compressors=codecs,
+        attributes=cf.array_attrs(f"{schema.EPOCHS}/committed"),
     )
 
 

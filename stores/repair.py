@@ -5,7 +5,8 @@ capture) completes: writes unreadable or wrong array metadata again from the sch
 marks the store running, removes its analysis results (`python -m analyze` recomputes
 them) and only then un-commits exactly the epochs that have a problem; commits again
 the epochs whose flags were lost (only those whose every chunk exists and decodes);
-marks damaged training-state copies invalid and removes broken analysis groups. A
+marks damaged training-state copies invalid and removes broken analysis groups; writes
+the coordinate copies again from the commit record and the probe set. A
 resumed capture then replays training from the latest intact state before the first
 un-committed epoch (from initialization if there is none), recomputing the epochs it
 passes and writing only the un-committed ones: on CPU they come out bit for bit as they
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 import zarr
 
-from . import location, schema
+from . import coordinates, location, schema
 from .groups import consolidate, open_plain
 from .lock import ANALYSIS as ANALYSIS_LOCK
 from .lock import StoreLock
@@ -50,6 +51,8 @@ class Repair:
         The training-state copies marked invalid.
     removed : list of str
         The analysis groups (or all of `analysis`) and state copies removed.
+    rewritten : list of str
+        The coordinate copies written again from what they copy.
     marked_running : bool
         Whether the store was marked running (so that a resumed capture completes it).
     unrepairable : list of Problem
@@ -62,6 +65,7 @@ class Repair:
     sources: dict[str, str] = field(default_factory=dict)  # node -> what it was rebuilt from
     invalidated: list[str] = field(default_factory=list)  # state copies
     removed: list[str] = field(default_factory=list)  # analysis groups
+    rewritten: list[str] = field(default_factory=list)  # coordinate copies
     marked_running: bool = False
     unrepairable: list[Problem] = field(default_factory=list)
 
@@ -135,6 +139,11 @@ def _mend(path: str, report: Report, result: Repair) -> None:
             location.remove(location.join(path, name))
             result.removed.append(name)
             _step("analysis")
+    # The coordinate copies follow the commit record as it now is (`stores.coordinates`).
+    stale = [name for name, _, _ in coordinates.problems(root)]
+    if coordinates.sync(root):
+        result.rewritten += stale or ["coordinates"]
+        _step("coordinates")
     result.unrepairable = [p for p in report.problems if p.slot is None and p.kind in
                            (DAMAGE, LAYOUT, METADATA) and p.top not in (schema.STATE, schema.ANALYSIS)]
     if was_complete and not result.marked_running:

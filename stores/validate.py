@@ -31,8 +31,11 @@ from .chunkcheck import chunk_damage, slot_epochs
 from .chunkio import storage_grid
 from .groups import open_group, open_plain
 from .metadata import Layout, expected_metadata, layout_of, metadata_differences
-from .problems import (ANALYSIS, COMMITTED, EPOCH_GROUPS, HOLE, LAYOUT, LOST, METADATA, Problem,
-                       Report, chunk_label)
+from .coordinates import coordinate_arrays
+from .coordinates import problems as coordinate_problems
+from .expected import check_layout, expected_nodes
+from .problems import (ANALYSIS, COMMITTED, EPOCH_GROUPS, HOLE, LOST, METADATA, Problem, Report,
+                       chunk_label)
 
 
 # ------------------------------------------------------------------ validate
@@ -63,7 +66,7 @@ def validate(path: str, flags_lost: bool = False) -> Report:
         return report  # the tree cannot be walked
     # Each node's own metadata, not a consolidated copy of it (which may be stale).
     root = open_plain(path)
-    _check_layout(root, report)
+    check_layout(root, report)
     docs = documents(path)
     layout = layout_of(docs)
     if layout is not None:
@@ -74,9 +77,13 @@ def validate(path: str, flags_lost: bool = False) -> Report:
     report.committed = np.zeros(n_slots, dtype=bool) if flags_lost else _committed(root)
     valid_copies = _valid_state_copies(root)
     strict_metrics = "config" in root.attrs  # a pipeline's store: see `_check_chunks`
+    copies = coordinate_arrays(root)  # checked against what they copy, below
     for name, array in _walk(root):
         report.n_arrays += 1
-        _check_chunks(path, name, array, report, valid_copies, strict_metrics)
+        if name not in copies:
+            _check_chunks(path, name, array, report, valid_copies, strict_metrics)
+    for name, what, kind in coordinate_problems(root):
+        report.add(name, None, what, kind)
     if schema.EPOCHS in root and schema.METRICS in root:
         _check_commits(root, report, flags_lost)
     _check_analysis(root, report)
@@ -225,52 +232,6 @@ def _missing_what(top: str, index: tuple) -> str:
     return "missing"
 
 
-def _expected_nodes(root: zarr.Group) -> dict[str, tuple[tuple, tuple]]:
-    """name -> (dims, shape) of every array the schema asks of this store."""
-    n_slots = len(root.attrs.get("schedule", [])) + 1
-    n_samples = root[f"{schema.SAMPLES}/split"].shape[0] if "split" in root[schema.SAMPLES] else None
-    expected: dict[str, tuple[tuple, tuple]] = {}
-    for name in schema.SAMPLE_FIELDS:
-        expected[f"{schema.SAMPLES}/{name}"] = (("sample",), (n_samples,))
-    for name in ("epoch", "committed"):
-        expected[f"{schema.EPOCHS}/{name}"] = (("epoch",), (n_slots,))
-    # The metrics are whatever the store holds, plus, in a pipeline's store (one with a
-    # run config), the built-in capture's (`val_acc` only where it was laid out).
-    metrics = {name for name, _ in root[schema.METRICS].arrays()} if schema.METRICS in root else set()
-    if "config" in root.attrs:
-        metrics |= set(schema.METRIC_NAMES) - set(schema.OPTIONAL_METRICS)
-    for name in sorted(metrics):
-        expected[f"{schema.METRICS}/{name}"] = (("epoch",), (n_slots,))
-    for layer in root[schema.ACTIVATIONS].attrs.get("order", []):
-        node = f"{schema.ACTIVATIONS}/{layer}/{schema.VALUES}"
-        units = root[node].shape[-1] if node in root else None
-        expected[node] = (("epoch", "sample", "unit"), (n_slots, n_samples, units))
-    for param, group in root[schema.WEIGHTS].groups():
-        shape = tuple(group.attrs.get("shape", ()))
-        expected[f"{schema.WEIGHTS}/{param}/{schema.VALUES}"] = (
-            ("epoch", *schema.weight_dims(len(shape))), (n_slots, *shape))
-    return expected
-
-
-def _check_layout(root: zarr.Group, report: Report) -> None:
-    """Groups, arrays, dims and shapes the schema asks for."""
-    missing = [g for g in (schema.SAMPLES, *EPOCH_GROUPS) if g not in root]
-    for g in missing:
-        report.add(g, None, "missing group", LAYOUT)
-    if missing:
-        return
-    for name, (dims, shape) in _expected_nodes(root).items():
-        if name not in root:
-            report.add(name, None, "missing array", LAYOUT)
-            continue
-        array = root[name]
-        have_dims = tuple(array.metadata.dimension_names or ())
-        if have_dims != dims:
-            report.add(name, None, f"dims: expected {dims}, got {have_dims}", LAYOUT)
-        if array.shape != shape:
-            report.add(name, None, f"shape: expected {shape}, got {array.shape}", LAYOUT)
-
-
 def documents(path: str) -> dict[str, dict | None]:
     """Every node's own metadata document.
 
@@ -291,7 +252,7 @@ def _check_metadata(root: zarr.Group, docs: dict, layout: Layout, report: Report
     """Each array's own metadata, and its consolidated copy, against the schema's."""
     consolidated = (((docs.get("") or {}).get("consolidated_metadata") or {}).get("metadata")) or {}
     reported = {p.array for p in report.problems}  # dims and shape said already
-    for name in _expected_nodes(root):
+    for name in expected_nodes(root):
         expected = expected_metadata(layout, name)
         if expected is None:
             continue

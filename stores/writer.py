@@ -1,7 +1,8 @@
 """Write a run store under the commit protocol.
 
-An epoch's activations, weights and metrics are written first; `epochs/committed[slot]`
-is written last, so a reader (or a crash) never sees half an epoch. The writer is
+An epoch's activations, weights and metrics are written first, then `epochs/committed[slot]`,
+so a reader (or a crash) never sees half an epoch; in a version-2 store the epoch-coordinate
+copies follow (`stores.coordinates`). The writer is
 synchronous: `capture` drives it from one background thread, in order. A fresh store is
 laid out beside its final place and moved there in one rename (`RunWriter.create_atomic`);
 an unfinished one is reopened only if it is laid out as the run's would be
@@ -15,7 +16,7 @@ from typing import Mapping
 import numpy as np
 import zarr
 
-from . import location, schema
+from . import coordinates, location, schema
 from .errors import StoreError
 from .groups import consolidate
 from .shardio import ShardWriter, handover_rows
@@ -51,6 +52,7 @@ class RunWriter:
         self._absent: set[str] = set()
         self._metric_names: list[str] | None = None  # the store's, listed at first need
         self._reported: dict[int, set[str]] = {}  # slot -> the metrics written there
+        self._record: tuple[np.ndarray, np.ndarray] | None = None  # `_commit_record`
         self._shards = ShardWriter(path)  # the shards of version-2 stores being written
 
     # ---------------------------------------------------------------- opening
@@ -74,7 +76,7 @@ class RunWriter:
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             raise StoreError(f"no run store at {path}")
         version = root.attrs.get("schema_version")
-        if version != schema.SCHEMA_VERSION:
+        if not schema.readable(version):
             raise StoreError(schema.version_message(path, version))
         return cls(root, path)
 
@@ -101,6 +103,8 @@ class RunWriter:
         """
         writer = cls.open(path)
         check_layout(writer._group, path, layers, params, samples)
+        # A kill between a commit flag and the epoch-coordinate copies left them behind.
+        coordinates.sync(writer._group)
         return writer
 
     @classmethod
@@ -273,7 +277,7 @@ class RunWriter:
     def _metrics(self) -> list[str]:
         if self._metric_names is None:
             group = self._group[schema.METRICS]
-            self._metric_names = sorted(name for name, _ in group.arrays())
+            self._metric_names = [name for name, _ in coordinates.metric_arrays(group)]
         return self._metric_names
 
     def _has(self, path: str) -> bool:
@@ -324,6 +328,17 @@ class RunWriter:
                     self._put(f"{schema.METRICS}/{name}", slot, np.nan)
         self._put(f"{schema.EPOCHS}/epoch", slot, epoch)
         self._put(f"{schema.EPOCHS}/committed", slot, True)
+        # Then the copies a plain xarray reader indexes by (`stores.coordinates`).
+        record = self._commit_record()
+        record[0][slot], record[1][slot] = True, epoch
+        coordinates.write_copies(self._group, *record)
+
+    def _commit_record(self) -> tuple[np.ndarray, np.ndarray]:
+        """The commit flags and epoch numbers, read once (this writer is the store's only
+        one, under its write lock) and kept up to date by `commit`."""
+        if self._record is None:
+            self._record = coordinates.commit_record(self._group)
+        return self._record
 
     def _close_shards(self, slot: int) -> None:
         """Refuse to commit `slot` while a shard of it is incomplete (StoreError naming
