@@ -35,10 +35,23 @@ from .shards import ShardFile
 
 @dataclass(frozen=True)
 class Geometry:
-    """How one slot of a sharded array is cut: `n_inner` inner chunks of `block` rows
-    (the last one padded past `rows`), each row of `row_shape`; `directory` is the
-    array's folder where shards are written directly (None: through zarr); `plain`:
-    uncompressed inner chunks."""
+    """How one slot of a sharded array of the store's layout is cut.
+
+    Attributes
+    ----------
+    rows : int
+        The array's extent along the cut axis (1 for a 0-d parameter).
+    block : int
+        Rows per inner chunk (the last one padded past `rows` with the fill value).
+    n_inner : int
+        Inner chunks per shard.
+    row_shape : tuple of int
+        The shape of one row.
+    directory : str or None
+        The array's folder, where its shards are written directly (None: through zarr).
+    plain : bool
+        Uncompressed inner chunks (`bytes` + `crc32c`: one encoded size).
+    """
 
     rows: int
     block: int
@@ -54,8 +67,19 @@ def _little(codec) -> bool:
 
 
 def geometry(array: zarr.Array) -> Geometry | None:
-    """The cut of a sharded array of the store's layout (one shard per slot, cut along
-    axis 1, index at the end with bytes + crc32c); None for any other array."""
+    """The cut of a sharded array of the store's layout.
+
+    Parameters
+    ----------
+    array : zarr.Array
+
+    Returns
+    -------
+    Geometry or None
+        For one shard per slot cut along axis 1 (or a 0-d parameter's one value), its
+        index at the end with `bytes` + `crc32c`; None for any other array (version 1's
+        chunks among them).
+    """
     codecs = array.metadata.codecs
     if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec) or array.filters:
         return None
@@ -84,8 +108,19 @@ def geometry(array: zarr.Array) -> Geometry | None:
 
 
 def handover_rows(array: zarr.Array) -> int:
-    """Rows a writer hands over at a time: a chunk (version 1), or a whole number of
-    inner chunks of about `CHUNK_BYTES` (a sharded array; all of its rows at most)."""
+    """Rows a writer hands over at a time.
+
+    Parameters
+    ----------
+    array : zarr.Array
+        A capture point's activations.
+
+    Returns
+    -------
+    int
+        A chunk's (version 1), or a whole number of inner chunks of about `CHUNK_BYTES`
+        (a sharded array; all of its rows at most).
+    """
     cut = geometry(array)
     if cut is None:
         return array.chunks[1]

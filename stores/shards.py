@@ -30,7 +30,18 @@ MAX_PIECES = 512  # buffers per pwritev (IOV_MAX is 1024 on Linux)
 
 
 def crc32c(pieces) -> bytes:
-    """The CRC-32C of the concatenated `pieces` (buffers), 4 bytes little endian."""
+    """The CRC-32C of the concatenated `pieces`, as stored after a chunk.
+
+    Parameters
+    ----------
+    pieces : iterable of buffer
+        Bytes, memoryviews or C-contiguous arrays.
+
+    Returns
+    -------
+    bytes
+        4 bytes, little endian.
+    """
     crc = 0
     for piece in pieces:  # (google_crc32c takes numpy arrays, not memoryviews)
         crc = google_crc32c.extend(crc, np.frombuffer(piece, dtype=np.uint8))
@@ -38,7 +49,16 @@ def crc32c(pieces) -> bytes:
 
 
 def index_nbytes(n_inner: int) -> int:
-    """Bytes of the index of a shard of `n_inner` inner chunks (its checksum included)."""
+    """Bytes of the index of a shard of `n_inner` inner chunks (its checksum included).
+
+    Parameters
+    ----------
+    n_inner : int
+
+    Returns
+    -------
+    int
+    """
     return 16 * n_inner + CRC_BYTES
 
 
@@ -60,7 +80,20 @@ def encode_index(pairs: np.ndarray) -> bytes:
 
 
 def dense_index(n_inner: int, encoded: int) -> bytes:
-    """The index of a shard whose `n_inner` inner chunks are `encoded` bytes each, in order."""
+    """The index of a shard whose `n_inner` inner chunks are `encoded` bytes each, in order.
+
+    Parameters
+    ----------
+    n_inner : int
+        Inner chunks.
+    encoded : int
+        Bytes of each as stored (its checksum included).
+
+    Returns
+    -------
+    bytes
+        As `encode_index`.
+    """
     offsets = np.arange(n_inner, dtype=np.uint64) * np.uint64(encoded)
     return encode_index(np.stack([offsets, np.full(n_inner, encoded, np.uint64)], axis=1))
 
