@@ -5,12 +5,18 @@ and the fast path that gives the same k per class at less cost.
 eigendecomposition on the smaller of its Gram and covariance sides, every numerically
 nonzero eigenpair kept), and `n_kept` the rule that turns a spectrum into MASC's k_c.
 `fast_class_spectra` (`fast_class_spectra_multi` for several n at once) arranges the
-same mathematics to cost less: the products in float32, their eigenvalues (which decide
-k_c) in float64 and their eigenvectors in float32, the total energy from the trace,
-only the k_c leading right singular vectors formed, same-size classes in one batched
-call; a class whose cut lies within `MARGIN` of n (or in the float32 noise floor) has
-its k_c decided on the float64 product by the reference's rule, and a class smaller
-than `EXACT_BELOW` is done by the reference. `subspace_scores` scores every class's
+same mathematics to cost less. The class's dominant direction (ReLU activations have
+one: the uncentered top pair carries 85% of the energy on the benchmark's slabs) is
+found in float64 by power iteration and deflated, X_c − (X_c v)vᵀ; the rest is one
+float32 eigendecomposition of the deflated product, whose eigenvalues, rounded on the
+scale of the second eigenvalue rather than the first, decide k_c, and whose
+eigenvectors give the k_c leading right singular vectors. The total energy is ‖X_c‖_F²
+in float64. A class whose cut lies within `MARGIN`, plus `EIG_SAFETY` times the float32
+eigensolver's rounding scale, of n (or in the float32 noise floor) has its k_c decided
+on the float64 eigenvalues of the same product, and if still too close on the float64
+product by the reference's rule; a class smaller than `EXACT_BELOW` is done by the
+reference. Classes are decomposed side by side, each on one BLAS thread
+(`analyze.spectral_kernels.class_workers`). `subspace_scores` scores every class's
 subspace in one product per block of rows.
 
 Kernels run on NumPy by default, or through torch on a device (`device="cuda"`,
@@ -21,12 +27,15 @@ in-memory arrays, no I/O. The measurements behind these choices are in the READM
 
 from __future__ import annotations
 
-import socket
-from typing import Any, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
 
 import numpy as np
 
+from .spectral_kernels import backend, class_workers, one_blas_thread
+
 __all__ = [
+    "EIG_SAFETY",
     "EXACT_BELOW",
     "MARGIN",
     "Spectrum",
@@ -40,16 +49,24 @@ __all__ = [
 # One (eigvals, V) pair per class: eigvals (r,) descending, V (r, d) orthonormal rows.
 Spectrum = tuple[np.ndarray, np.ndarray]
 
-# A cumulative energy ratio this close to n is decided on the float64 product: four
-# float32 ulps, well above what the float32 product moves the ratios by (README,
-# Performance) and below what a float32 eigendecomposition would.
+# A cumulative energy ratio this close to n is decided in float64: four float32 ulps,
+# about 25 times what the float32 products (the deflated one included) were measured
+# to move the ratios by (README, Performance).
 _EPS32 = float(np.finfo(np.float32).eps)
 MARGIN = 4 * _EPS32
+# Where the float32 eigenvalues decide k, the margin grows by this many times their
+# rounding scale u·√m·λ'₁/‖X_c‖_F² (λ'₁ the deflated product's largest eigenvalue, m
+# its size): the shifts measured on ReLU slabs were at most 5 of those units, the
+# product's own rounding included (README, Performance).
+EIG_SAFETY = 20
+# Power iteration for the dominant direction: at most this many steps, converged when
+# the residual ‖XᵀXv − θv‖ is below POWER_TOL·θ (4 steps on ReLU slabs, where λ₂/λ₁ is
+# about 0.005); deflating it moves a partial sum of eigenvalues by at most twice that.
+POWER_STEPS = 30
+POWER_TOL = 1e-10
 # Classes whose smaller side is below this are decomposed in float64 throughout:
 # there the reference costs next to nothing, so nothing is gained by rounding.
 EXACT_BELOW = 128
-# Batches of same-size matrices are split so one batch holds at most this many bytes.
-BATCH_BYTES = 256 << 20
 # Rows scored per block in `subspace_scores` (bounds the (rows, Σk) intermediate).
 SCORE_ROWS = 2048
 
@@ -147,73 +164,13 @@ def n_kept(eigvals: np.ndarray, n: float) -> int:
 
 
 # --------------------------------------------------------------------------
-# Kernels: NumPy, or torch on a device. Arrays in and out are NumPy.
+# Per-class spectra, the fast path
 # --------------------------------------------------------------------------
 
 
-class _Numpy:
-    def gram(self, block: np.ndarray, gram_side: bool) -> np.ndarray:
-        return block @ block.T if gram_side else block.T @ block
-
-    def eigvalsh(self, stack: np.ndarray) -> np.ndarray:
-        return np.linalg.eigvalsh(stack)
-
-    def eigh32(self, stack: np.ndarray) -> np.ndarray:
-        # SciPy's float32 divide and conquer (NumPy's float32 eigh is twice as slow).
-        import scipy.linalg
-
-        return np.stack([scipy.linalg.eigh(m, driver="evd", check_finite=False)[1] for m in stack])
-
-    def left(self, U: np.ndarray, block: np.ndarray) -> np.ndarray:
-        return U.T @ block
-
-    def matmul_t(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-        return A @ B.T
-
-
-class _Torch:
-    def __init__(self, device: str):
-        import torch
-
-        self.torch, self.device = torch, torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"analysis.device: {device!r} asked for, but torch sees no CUDA "
-                             f"device on {socket.gethostname()}; use cpu or null")
-
-    def _t(self, a: np.ndarray):
-        if any(step < 0 for step in a.strides):  # torch takes no negative strides
-            a = a.copy()
-        return self.torch.as_tensor(a, device=self.device)
-
-    def gram(self, block, gram_side):
-        t = self._t(block)
-        return (t @ t.T if gram_side else t.T @ t).cpu().numpy()
-
-    def eigvalsh(self, stack):
-        return self.torch.linalg.eigvalsh(self._t(stack)).cpu().numpy()
-
-    def eigh32(self, stack):
-        return self.torch.linalg.eigh(self._t(stack))[1].cpu().numpy()
-
-    def left(self, U, block):
-        return (self._t(U).T @ self._t(block)).cpu().numpy()
-
-    def matmul_t(self, A, B):
-        return (self._t(A) @ self._t(B).T).cpu().numpy()
-
-
-def _backend(device: str | None):
-    return _Numpy() if device is None else _Torch(device)
-
-
-# --------------------------------------------------------------------------
-# Per-class spectra
-# --------------------------------------------------------------------------
-
-
-def _cut(lam: np.ndarray, total: float, n: float) -> tuple[int, bool]:
+def _cut(lam: np.ndarray, total: float, n: float, margin: float = MARGIN) -> tuple[int, bool]:
     """(k, safe): the reference rule on eigenvalues `lam` (descending) with the
-    energy `total`; safe is False when the float32 rounding could change k."""
+    energy `total`; safe is False when a ratio within `margin` of n could change k."""
     r = len(lam)
     if n >= 1:
         return min(int(n), r), int(n) < r
@@ -222,21 +179,97 @@ def _cut(lam: np.ndarray, total: float, n: float) -> tuple[int, bool]:
     if k > r:  # the cut lies in the float32 noise floor: ask float64
         return r, False
     below = n - ratio[k - 2] if k >= 2 else np.inf
-    return k, bool(min(below, ratio[k - 1] - n) > MARGIN)
+    return k, bool(min(below, ratio[k - 1] - n) > margin)
 
 
-def _decompose(kernels, blocks: list[np.ndarray], gram_side: bool):
-    """(λ, U) per block, both descending: λ the float64 eigenvalues of the block's float32
-    product (they decide k), U the eigenvectors of a float32 decomposition of it (they
-    only need to span the kept subspace). Same-size products go in batched calls."""
-    size = blocks[0].shape[0] if gram_side else blocks[0].shape[1]
-    per_batch = max(1, BATCH_BYTES // (16 * size * size))
-    for start in range(0, len(blocks), per_batch):
-        group = blocks[start : start + per_batch]
-        stack = np.stack([kernels.gram(b, gram_side) for b in group])
-        lam, U = kernels.eigvalsh(stack.astype(np.float64)), kernels.eigh32(stack)
-        for i in range(len(group)):
-            yield lam[i, ::-1], U[i, :, ::-1]
+def _cuts(lam: np.ndarray, total: float, ns: Sequence[float], margin: float) -> tuple[list, bool]:
+    """([k per n], all safe) by `_cut`."""
+    cuts = [_cut(lam, total, n, margin) if len(lam) and total > 0 else (0, False) for n in ns]
+    return [k for k, _ in cuts], all(safe for _, safe in cuts)
+
+
+def _leading_pair(X: np.ndarray):
+    """(θ, v, ‖r‖, X64): the top eigenpair of XᵀX by power iteration in float64 from the
+    sum of the rows (θ = ‖Xv‖², v unit, r = XᵀXv − θv) and X in float64; None when it
+    has not reached ‖r‖ ≤ POWER_TOL·θ in POWER_STEPS steps (no dominant direction)."""
+    X64 = X.astype(np.float64)
+    v = X64.sum(axis=0)
+    for _ in range(POWER_STEPS):
+        norm = float(np.linalg.norm(v))
+        if not norm > 0:
+            return None
+        v = v / norm
+        w = X64.T @ (X64 @ v)
+        theta = float(v @ w)
+        resid = float(np.linalg.norm(w - theta * v))
+        if resid <= POWER_TOL * theta:
+            return theta, v, resid, X64
+        v = w
+    return None
+
+
+def _deflate(X64: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """X − (Xv)vᵀ in float32, formed in place on the float64 copy (BLAS's rank-1 update)."""
+    from scipy.linalg.blas import dger
+
+    return dger(-1.0, v, X64 @ v, a=X64.T, overwrite_a=1).T.astype(np.float32)
+
+
+def _fast_spectrum(kernels, block: np.ndarray, ns: Sequence[float]):
+    """(λ, V), k per n of one class by the fast path (the module's docstring): k from the
+    float32 eigenvalues of the deflated product where they are safe, else from its float64
+    eigenvalues, else from the float64 product by the reference's own rule."""
+    n_c, d = block.shape
+    gram_side = n_c < d
+    total = float(np.einsum("ij,ij->", block, block, dtype=np.float64))  # ‖X_c‖_F²
+    theta, v, resid, work = None, None, 0.0, block
+    lead = _leading_pair(block)
+    if lead is not None:
+        theta, v, resid, X64 = lead
+        work = _deflate(X64, v)
+        del lead, X64
+    M = kernels.gram(work, gram_side)
+    w, U = kernels.eigh32(M)
+    drop = 0 if theta is None else 1  # the deflated direction's zero, the smallest
+    lam32, U = w[::-1][: len(w) - drop].astype(np.float64), U[:, ::-1][:, : len(w) - drop]
+
+    def merged(lam: np.ndarray) -> np.ndarray:
+        lam = lam[lam > max(lam[0], 0.0) * np.sqrt(max(n_c, d)) * _EPS32] if len(lam) else lam
+        return lam if theta is None else np.sort(np.append(lam, theta))[::-1]
+
+    top = max(lam32[0], 0.0) if len(lam32) else 0.0
+    slack = 2 * resid / total if total > 0 else 0.0  # the deflation's rank-2 coupling
+    eig_shift = EIG_SAFETY * _EPS32 / 2 * np.sqrt(min(n_c, d)) * top / total if total > 0 else 0.0
+    lam = merged(lam32)
+    ks, safe = _cuts(lam, total, ns, MARGIN + eig_shift + slack)
+    if not safe:  # the float64 eigenvalues of the same float32 product
+        lam64 = kernels.eigvalsh(M.astype(np.float64)[None])[0, ::-1]
+        lam = merged(lam64[: len(lam64) - drop])
+        ks, safe = _cuts(lam, total, ns, MARGIN + slack)
+    if not safe:  # the float64 product, by the reference's rule
+        exact = kernels.eigvalsh(kernels.gram(block.astype(np.float64), gram_side)[None])[0, ::-1]
+        lam = exact[exact > max(exact[0], 0.0) * max(n_c, d) * np.finfo(np.float64).eps]
+        ks = [n_kept(lam, n) for n in ns]
+    m = min(max(max(ks), 1), len(lam), U.shape[1] + drop)
+    pos = None if theta is None else int(np.count_nonzero(lam32 > theta))
+    return (lam, _basis(kernels, work, U, m, gram_side, v, pos)), ks
+
+
+def _basis(kernels, work: np.ndarray, U: np.ndarray, m: int, gram_side: bool,
+           v: np.ndarray | None, pos: int | None) -> np.ndarray:
+    """The m leading right singular vectors as float32 rows: v (the deflated direction) at
+    its place `pos` among those of the deflated block, whose product's eigenvectors are U."""
+    lead = v is not None and pos < m
+    rows = m - int(lead)
+    if gram_side:  # X_c = U S Vᵀ  ⇒  Vᵀ = Uᵀ X_c / s, s = the norm of each row
+        V = kernels.left(np.ascontiguousarray(U[:, :rows], dtype=np.float32), work)
+        V /= np.sqrt(np.einsum("ij,ij->i", V, V, dtype=np.float64)).astype(np.float32)[:, None]
+    else:
+        V = U[:, :rows].T
+    V = np.asarray(V, dtype=np.float32).reshape(rows, work.shape[1])
+    if lead:
+        V = np.concatenate([V[:pos], v[None].astype(np.float32), V[pos:]])
+    return np.ascontiguousarray(V)
 
 
 def fast_class_spectra(X: np.ndarray, y: np.ndarray, classes: Sequence, n_components: float,
@@ -274,7 +307,8 @@ def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
                              ns: Sequence[float], *, device: str | None = None,
                              exact_below: int | None = None) -> tuple[list, np.ndarray]:
     """`fast_class_spectra` for several n at once (MASC's n ablation), from one
-    decomposition per class.
+    decomposition per class; on NumPy, `class_workers` classes at a time, each on one
+    BLAS thread.
 
     Parameters
     ----------
@@ -293,60 +327,30 @@ def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
     blocks = [np.ascontiguousarray(X[y == c]) for c in classes]
-    out: list[Any] = [None] * len(blocks)
-    ks = np.zeros((len(ns), len(blocks)), dtype=int)
-    kernels = _backend(device)
-    floor = EXACT_BELOW if exact_below is None else exact_below
-    big = [i for i, b in enumerate(blocks) if min(b.shape) >= max(floor, 1)]
-    for (gram_side, _), members in _by_size(blocks, big).items():
-        spectra = _decompose(kernels, [blocks[i] for i in members], gram_side)
-        for i, (lam, U) in zip(members, spectra):
-            out[i], ks[:, i] = _from_products(kernels, blocks[i], lam, U, gram_side, ns)
-    for i, block in enumerate(blocks):
-        if out[i] is None:  # small: the float64 reference costs nothing here (and
-            # its float64 vectors are kept, so small slabs fit exactly as `fit` does)
-            lam, V = _uncentered_pca(block.astype(np.float64))
-            ks[:, i] = [n_kept(lam, n) for n in ns]
-            out[i] = (lam, V[: max(ks[:, i].max(), 1)])
-    return out, ks
+    kernels = backend(device)
+    floor = max(EXACT_BELOW if exact_below is None else exact_below, 1)
 
+    def one(block: np.ndarray):
+        if min(block.shape) >= floor:
+            return _fast_spectrum(kernels, block, ns)
+        # small: the float64 reference costs nothing here (and its float64 vectors
+        # are kept, so small slabs fit exactly as `fit` does)
+        lam, V = _uncentered_pca(block.astype(np.float64))
+        k = [n_kept(lam, n) for n in ns]
+        return (lam, V[: max(max(k), 1)]), k
 
-def _by_size(blocks: list[np.ndarray], members: list[int]) -> dict[tuple[bool, int], list[int]]:
-    """Class indices grouped by (Gram side?, size of the matrix to decompose)."""
-    groups: dict[tuple[bool, int], list[int]] = {}
-    for i in members:
-        n_c, d = blocks[i].shape
-        groups.setdefault((n_c < d, min(n_c, d)), []).append(i)
-    return groups
-
-
-def _from_products(kernels, block: np.ndarray, lam: np.ndarray, U: np.ndarray,
-                   gram_side: bool, ns: Sequence[float]):
-    """(λ, V), k per n of one class from its decomposed float32 product. When the
-    float32 rounding could move a k, the eigenvalues of the float64 product decide them
-    all, by the reference's own rule. V has the largest k's rows."""
-    n_c, d = block.shape
-    # Σλ over every eigenvalue is the product's trace, ‖X_c‖_F²: the total energy,
-    # whatever the noise floor below does to the smallest eigenvalues.
-    total = float(lam.sum())
-    # Eigenvalues under the float32 product's noise floor (~eps·√d·λ_max) are not
-    # resolved: drop them; a cut that falls among them is left to float64.
-    lam = lam[lam > max(lam[0], 0.0) * np.sqrt(max(n_c, d)) * _EPS32]
-    cuts = [_cut(lam, total, n) if len(lam) and total > 0 else (0, False) for n in ns]
-    ks = [k for k, _ in cuts]
-    if not all(safe for _, safe in cuts):
-        exact = kernels.eigvalsh(kernels.gram(block.astype(np.float64), gram_side)[None])[0, ::-1]
-        lam = exact[exact > max(exact[0], 0.0) * max(n_c, d) * np.finfo(np.float64).eps]
-        ks = [n_kept(lam, n) for n in ns]
-    m = min(max(max(ks), 1), len(lam), U.shape[1])
-    if m == 0:
-        return (lam, np.zeros((0, d), dtype=np.float32)), ks
-    if gram_side:  # X_c = U S Vᵀ  ⇒  Vᵀ = Uᵀ X_c / s, s = the norm of each row
-        V = kernels.left(np.ascontiguousarray(U[:, :m], dtype=np.float32), block)
-        V /= np.sqrt(np.einsum("ij,ij->i", V, V, dtype=np.float64)).astype(np.float32)[:, None]
+    big = sum(min(block.shape) >= floor for block in blocks)
+    workers = class_workers(device, len(blocks))
+    if workers > 1 and big > 1:
+        with one_blas_thread(), ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(one, blocks))
+    elif workers > 1 and not big:  # small classes only: one thread, no pool
+        with one_blas_thread():
+            results = [one(block) for block in blocks]
     else:
-        V = U[:, :m].T
-    return (lam, np.ascontiguousarray(V, dtype=np.float32)), ks
+        results = [one(block) for block in blocks]
+    ks = np.array([k for _, k in results], dtype=int).reshape(len(blocks), len(ns)).T
+    return [spectrum for spectrum, _ in results], ks
 
 
 # --------------------------------------------------------------------------
@@ -379,7 +383,7 @@ def subspace_scores(X: np.ndarray, components: Sequence[np.ndarray], *,
     sizes = [len(b) for b in components]
     starts = np.cumsum([0, *sizes[:-1]])
     X = np.asarray(X, dtype=dtype)
-    kernels = _backend(device)
+    kernels = backend(device)
     out = np.zeros((len(X), len(components)), dtype=np.float64)
     nonempty = np.asarray(sizes) > 0
     for lo in range(0, len(X), rows):

@@ -3,8 +3,11 @@
 The reference is the straightforward method: for each class, `np.cov` of [X_c; −X_c]
 and `np.linalg.eigh` of that d×d matrix in float64, k_c from the cumulative rule, the
 top eigenvector for VeLPIC. The fast path is `fit_spectral_probes(method="fast")`.
-Both fit the same synthetic ReLU slab, timed side by side (interleaved per slab);
-predictions on held-out rows must agree and k_c must be identical.
+Both fit the same synthetic ReLU slab, timed side by side (interleaved per slab; a slab
+both fit in under `REPEAT_BELOW` seconds is timed `REPEATS` times, interleaved, and the
+medians compared, so the small slabs' ratios are not one timer tick); predictions on
+held-out rows must agree and k_c must be identical. The grid includes d = 64, the
+quickstart's width, where both are cheap and the fast path must still not be slower.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from threadpoolctl import threadpool_limits
 from analyze.probes import fit_spectral_probes
 from common import summary_line
 
-FULL_GRID = [(d, n) for d in (512, 2048, 4096) for n in (2000, 20000)]
-QUICK_GRID = [(d, n) for d in (512, 2048) for n in (2000, 8000)]
+FULL_GRID = [(d, n) for d in (64, 512, 2048, 4096) for n in (2000, 20000)]
+QUICK_GRID = [(d, n) for d in (64, 512, 2048) for n in (2000, 8000)]
+REPEAT_BELOW = 1.0
+REPEATS = 9
 N_CLASSES = 10
 N_COMPONENTS = 0.99
 
@@ -84,9 +89,7 @@ def run(quick: bool = False, root: str | None = None, threads: int | None = None
         X_test, X, y = X[n:], X[:n], y[:n]
         with threadpool_limits(threads):
             _set_torch_threads(threads)
-            t_fast, (masc, vel) = _timed(fit_spectral_probes, X, y, N_COMPONENTS,
-                                         method="fast", device=device)
-            t_ref, ref = _timed(reference_fit, X, y)
+            t_fast, t_ref, (masc, vel), ref = _fits(X, y, device)
             t_pred_fast, (p_masc, p_vel) = _timed(
                 lambda: (masc.predict(X_test), vel.predict(X_test)))
             r_masc, r_vel = reference_predict(ref, X_test)
@@ -106,6 +109,20 @@ def run(quick: bool = False, root: str | None = None, threads: int | None = None
     return rows
 
 
+def _fits(X: np.ndarray, y: np.ndarray, device: str | None):
+    """(fast seconds, reference seconds, fast fit, reference fit), the medians of
+    `REPEATS` interleaved fits where one of each takes under `REPEAT_BELOW` s."""
+    t_fast, fast = _timed(fit_spectral_probes, X, y, N_COMPONENTS, method="fast", device=device)
+    t_ref, ref = _timed(reference_fit, X, y)
+    if t_fast + t_ref >= REPEAT_BELOW:
+        return t_fast, t_ref, fast, ref
+    fast_s, ref_s = [t_fast], [t_ref]
+    for _ in range(REPEATS - 1):
+        fast_s.append(_timed(fit_spectral_probes, X, y, N_COMPONENTS, method="fast", device=device)[0])
+        ref_s.append(_timed(reference_fit, X, y)[0])
+    return float(np.median(fast_s)), float(np.median(ref_s)), fast, ref
+
+
 def _set_torch_threads(threads: int) -> None:
     try:
         import torch
@@ -115,21 +132,27 @@ def _set_torch_threads(threads: int) -> None:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """The benchmark lines: the whole grid (>= 5x) and the d > n_c slabs (>= 10x)."""
+    """The benchmark lines: the whole grid (>= 5x), the d > n_c slabs (>= 15x) and the
+    slowest slab relative to its reference (>= 1: the fast path is never the slower)."""
     ok = all(r["k_equal"] and min(r["masc_agree"], r["velpic_agree"]) >= 0.999 for r in rows)
     lines = []
     for name, sub, target in (("probes_grid", rows, ">=5"),
-                              ("probes_d_gt_nc", [r for r in rows if r["d_gt_nc"]], ">=10")):
+                              ("probes_d_gt_nc", [r for r in rows if r["d_gt_nc"]], ">=15")):
         if not sub:
             continue
         ratio = sum(r["ref_s"] for r in sub) / sum(r["fast_s"] for r in sub)
         worst = max(sub, key=lambda r: r["fast_s"])
         note = "predictions or k differ from the reference" if not ok else (
-            f"the fast time is the n_c~{worst['min_class']} slabs' "
-            f"{worst['min_class']}x{worst['min_class']} Gram decompositions (float64 "
-            "eigenvalues + float32 eigenvectors, LAPACK's floor on this CPU): "
+            f"the fast time is the n_c~{worst['min_class']} slabs' deflated "
+            f"{worst['min_class']}x{worst['min_class']} float32 eigendecompositions: "
             f"d={worst['d']}, n={worst['n']} takes {worst['fast_s']:.1f}s of "
             f"{sum(r['fast_s'] for r in sub):.1f}s")
         lines.append(summary_line(name, ratio, target, f"ref/fast fit time over {len(sub)} slabs",
                                   note, valid=ok))
+    if rows:
+        slow = min(rows, key=lambda r: r["ratio"])
+        lines.append(summary_line(
+            "probes_worst_slab", slow["ratio"], ">=1", "min over slabs of ref/fast fit time",
+            f"d={slow['d']}, n={slow['n']}: ref {slow['ref_s']:.3f}s, fast {slow['fast_s']:.3f}s",
+            valid=ok))
     return lines

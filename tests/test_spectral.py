@@ -213,3 +213,80 @@ def test_unknown_method():
     X, y = relu_slab(40, 5)
     with pytest.raises(ValueError, match="method: expected one of exact, fast, got 'fp16'"):
         fit_spectral_probes(X, y, method="fp16")
+
+
+@pytest.mark.parametrize("n_train,d", [(300, 120), (900, 60)])  # Gram side, covariance side
+def test_float32_eigenvalues_of_the_deflated_product_stay_within_the_margin(monkeypatch, n_train, d):
+    """Where the float32 eigenvalues of the deflated product decide k (MARGIN and
+    EIG_SAFETY set to 0 here, so they always do), their cumulative energy ratios lie
+    within the margin the fast path allows them, MARGIN + EIG_SAFETY·u·√m·λ'₁/‖X_c‖²_F,
+    of the float64 reference's (λ'₁ the deflated product's largest eigenvalue: the
+    second of the spectrum, the first being the deflated direction's)."""
+    X, y = relu_slab(n_train, d, seed=3)
+    allowed = {}
+    for c in np.unique(y):
+        Xc = X[y == c].astype(np.float64)
+        T = float(np.sum(Xc * Xc))
+        exact = np.linalg.eigvalsh(Xc @ Xc.T if len(Xc) < d else Xc.T @ Xc)[::-1]
+        allowed[c] = (np.cumsum(exact) / T, T, min(Xc.shape))
+    monkeypatch.setattr(spectral, "MARGIN", 0.0)
+    monkeypatch.setattr(spectral, "EIG_SAFETY", 0)
+    out, _ = spectral.fast_class_spectra(X, y, np.unique(y), 0.99)
+    u = np.finfo(np.float32).eps / 2
+    for c, (lam, V) in zip(np.unique(y), out):
+        ratio, T, m = allowed[c]
+        r = len(lam)
+        assert r >= 0.5 * m and lam[0] / T > 0.5  # resolved, and a dominant direction deflated
+        margin = 4 * np.finfo(np.float32).eps + 20 * u * np.sqrt(m) * lam[1] / T
+        shift = np.abs(np.cumsum(lam) / T - ratio[:r]).max()
+        assert shift <= margin, (c, shift, margin)
+
+
+def test_no_dominant_direction_is_not_deflated():
+    """Orthogonal rows of energies 1, 0.99, 0.98, ...: power iteration gains a factor
+    0.99 a step and does not converge in POWER_STEPS, the class is not deflated, and k
+    still is the reference's."""
+    X = np.zeros((6, 10), dtype=np.float32)
+    X[np.arange(6), np.arange(6)] = np.sqrt(1 - 0.01 * np.arange(6))
+    assert spectral._leading_pair(X) is None
+    for n in (0.3, 0.99, 2):
+        masc, _ = fit_spectral_probes(X, np.zeros(6, int), n, method="fast")
+        np.testing.assert_array_equal(masc.n_components_, reference(X, np.zeros(6, int), n)[0])
+
+
+def test_leading_pair_is_the_top_singular_pair():
+    X, _ = relu_slab(200, 40, seed=4)
+    theta, v, resid, _ = spectral._leading_pair(X)
+    s, Vt = np.linalg.svd(X.astype(np.float64), full_matrices=False)[1:]
+    # θ within the residual (‖r‖ ≥ min_i |λ_i − θ|, and the rest of the spectrum is far
+    # below) plus float64 rounding of the products; v within ‖r‖/(θ − λ₂) of ±v₁
+    assert abs(theta - s[0] ** 2) <= resid + 4 * gamma(np.float64, X.size) * s[0] ** 2
+    sin = np.sqrt(max(0.0, 1 - float(v @ Vt[0]) ** 2))
+    assert sin <= resid / (theta - s[1] ** 2) + 1e-12, sin
+
+
+@pytest.mark.parametrize("eig_safety", [0, 20, 10 ** 12])  # float32 decides / default / float64 does
+def test_every_level_gives_the_reference_k(monkeypatch, eig_safety):
+    monkeypatch.setattr(spectral, "EIG_SAFETY", eig_safety)
+    X, y = relu_slab(700, 90, seed=5)
+    for n in (0.5, 0.9, 0.99):
+        masc, _ = fit_spectral_probes(X, y, n, method="fast")
+        np.testing.assert_array_equal(masc.n_components_, reference(X, y, n)[0])
+
+
+def test_classes_side_by_side_equal_one_at_a_time(monkeypatch):
+    """Two worker threads, each on one BLAS thread, give bit for bit what one thread
+    gives on one BLAS thread: the same kernels on the same blocks."""
+    from analyze import spectral_kernels
+
+    X, y = relu_slab(900, 150, n_classes=5, seed=6)
+    classes = np.unique(y)
+    monkeypatch.setattr(spectral, "class_workers", lambda device, n: 2)
+    pooled, ks_pooled = spectral.fast_class_spectra_multi(X, y, classes, [0.9, 0.99])
+    monkeypatch.setattr(spectral, "class_workers", lambda device, n: 1)
+    with spectral_kernels.one_blas_thread():
+        alone, ks_alone = spectral.fast_class_spectra_multi(X, y, classes, [0.9, 0.99])
+    np.testing.assert_array_equal(ks_pooled, ks_alone)
+    for (lam_p, V_p), (lam_a, V_a) in zip(pooled, alone):
+        np.testing.assert_array_equal(lam_p, lam_a)
+        np.testing.assert_array_equal(V_p, V_a)
