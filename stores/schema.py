@@ -148,7 +148,8 @@ def version_message(path: str, version: Any) -> str:
         return f"{path}: not a latentgen run store (no schema_version attribute)"
     if isinstance(version, int) and not isinstance(version, bool) and version > max(READABLE_VERSIONS):
         return (f"{path}: written by a newer latentgen (schema_version {version}); this one reads "
-                f"schema_version {', '.join(map(str, READABLE_VERSIONS))}: upgrade latentgen to use this store")
+                f"schema_version {' and '.join(map(str, READABLE_VERSIONS))}: upgrade latentgen to use "
+                "this store")
     return (f"{path}: expected schema_version {' or '.join(map(str, READABLE_VERSIONS))}, "
             f"got {version!r}")
 
@@ -181,6 +182,35 @@ def check_metric_name(name: Any) -> str:
         raise StoreError(f"metrics: the name {name!r} is taken by the epoch coordinate "
                          "(metrics/epoch); choose another")
     return name
+
+
+def metric_value(name: str, value: Any) -> float:
+    """A metric's value as a float (None: NaN).
+
+    Parameters
+    ----------
+    name : str
+        The metric, for the message.
+    value : object
+        What was reported: a number (NaN and infinities as they are) or None.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    StoreError
+        Naming the metric, for a value that is not a number.
+    """
+    if value is None:
+        return float("nan")
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise StoreError(f"metrics/{name}: expected a number, got {value!r}") from None
 
 
 def lost_commits(committed, schedule: list[int], committed_epochs) -> list[int]:

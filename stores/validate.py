@@ -82,10 +82,10 @@ def validate(path: str, flags_lost: bool = False) -> Report:
         report.n_arrays += 1
         if name not in copies:
             _check_chunks(path, name, array, report, valid_copies, strict_metrics)
-    for name, what, kind in coordinate_problems(root):
-        report.add(name, None, what, kind)
     if schema.EPOCHS in root and schema.METRICS in root:
         _check_commits(root, report, flags_lost)
+    for name, what, kind in coordinate_problems(root):  # what a plain reader is shown
+        report.add(name, None, what, kind)
     _check_analysis(root, report)
     partial = [p for p in location.glob(path, "**/*.partial") if location.is_file(p)]
     if partial:

@@ -53,6 +53,7 @@ class RunWriter:
         self._metric_names: list[str] | None = None  # the store's, listed at first need
         self._reported: dict[int, set[str]] = {}  # slot -> the metrics written there
         self._record: tuple[np.ndarray, np.ndarray] | None = None  # `_commit_record`
+        self._copies: list[zarr.Array] | None = None  # the epoch-coordinate copies
         self._shards = ShardWriter(path)  # the shards of version-2 stores being written
 
     # ---------------------------------------------------------------- opening
@@ -255,7 +256,7 @@ class RunWriter:
             For a name that does not match `schema.METRIC_NAME` or a value that is not a
             number (nothing of `metrics` is written then).
         """
-        values = {schema.check_metric_name(name): _number(name, value)
+        values = {schema.check_metric_name(name): schema.metric_value(name, value)
                   for name, value in metrics.items()}
         for name, value in values.items():
             node = f"{schema.METRICS}/{name}"
@@ -331,7 +332,10 @@ class RunWriter:
         # Then the copies a plain xarray reader indexes by (`stores.coordinates`).
         record = self._commit_record()
         record[0][slot], record[1][slot] = True, epoch
-        coordinates.write_copies(self._group, *record)
+        if self._copies is None:
+            self._copies = [self._array(n) for n in coordinates.epoch_copies(self._group)
+                            if self._has(n)]
+        coordinates.write_copies(self._group, *record, arrays=self._copies)
 
     def _commit_record(self) -> tuple[np.ndarray, np.ndarray]:
         """The commit flags and epoch numbers, read once (this writer is the store's only
@@ -383,15 +387,3 @@ class RunWriter:
         committed = self._group[f"{schema.EPOCHS}/committed"][:]
         epochs = self._group[f"{schema.EPOCHS}/epoch"][:][committed]
         return epochs, self._group[name][:][committed]
-
-
-def _number(name: str, value) -> float:
-    """A metric's value as a float (None: NaN), or StoreError naming the metric."""
-    if value is None:
-        return float("nan")
-    try:
-        if isinstance(value, (str, bytes)):
-            raise TypeError
-        return float(value)
-    except (TypeError, ValueError):
-        raise StoreError(f"metrics/{name}: expected a number, got {value!r}") from None

@@ -115,7 +115,7 @@ def mnist(**data) -> Callable[[Env], list[str]]:
 def newer_schema(cli: str) -> Callable[[Env], list[str]]:
     def setup(env: Env) -> list[str]:
         group = zarr.open_group(str(env.store), mode="r+")
-        group.attrs["schema_version"] = 2
+        group.attrs["schema_version"] = 3
         return _on_store(env, cli)
     return setup
 
@@ -461,11 +461,11 @@ STORE_CASES = [
     Case("store-locked", "capture", locked,
          r"is being written by another process \(capture, pid \d+ on .*\); wait for it to end"),
     Case("newer-schema-capture", "capture", newer_schema("capture"),
-         r"written by a newer latentgen \(schema_version 2\); this one reads schema_version 1: upgrade"),
+         r"written by a newer latentgen \(schema_version 3\); this one reads schema_version 1 and 2: upgrade"),
     Case("newer-schema-analyze", "analyze", newer_schema("analyze"),
-         r"written by a newer latentgen \(schema_version 2\)"),
+         r"written by a newer latentgen \(schema_version 3\)"),
     Case("newer-schema-show", "stores", newer_schema("stores"),
-         r"written by a newer latentgen \(schema_version 2\)"),
+         r"written by a newer latentgen \(schema_version 3\)"),
     Case("truncated-chunk-analyze", "analyze", truncated_chunk("analyze"),
          r"activations/relu1/values chunk \(1, 0, 0\) is damaged .*: run `python -m stores validate"),
     Case("run-name-escapes-root", "capture", edit(put("sweep", {"data.root": ["../../escaped"]})),

@@ -133,14 +133,18 @@ def test_a_metric_laid_out_at_its_first_write_is_laid_out_like_a_declared_one(tm
     assert not Path(tmp_path, "run.zarr", "metrics", "later").exists()
     writer.write_metrics(1, {"later": 0.25})
     doc = lambda name: json.loads(Path(tmp_path, "run.zarr", "metrics", name, "zarr.json").read_text())  # noqa: E731
-    assert doc("later") == doc("declared")
+    later, declared = doc("later"), doc("declared")
+    assert later.pop("attributes")["long_name"] == "metric later"  # named after itself
+    assert declared.pop("attributes")["long_name"] == "metric declared"
+    assert later == declared
     assert validate(str(tmp_path / "run.zarr")).ok
 
 
 def test_the_built_in_layout_declares_every_metric_up_front(tmp_path):
     writer = RunWriter.create(str(tmp_path / "run.zarr"), attrs={}, schedule=[0, 1], samples=probe_samples()[1],
                               layers=[], params={}, metrics=schema.METRIC_NAMES)
-    assert sorted(p.name for p in Path(writer.path, "metrics").iterdir() if p.is_dir()) == sorted(schema.METRIC_NAMES)
+    arrays = sorted(p.name for p in Path(writer.path, "metrics").iterdir() if p.is_dir())
+    assert arrays == sorted([*schema.METRIC_NAMES, schema.EPOCH_COORD])  # and the epoch coordinate
 
 
 # ------------------------------------------------------------------ validate
@@ -149,7 +153,7 @@ def test_a_users_store_validates_without_false_alarms(tmp_path, capsys):
     path = user_store(tmp_path / "run.zarr", schedule=(0, 1, 2, 3, 4, 5), recorded=(0, 1, 3), declared=())
     code, out = validate_cli(capsys, path)
     assert code == 0, out
-    assert "ok (schema_version 1" in out and "3 epochs committed" in out
+    assert f"ok (schema_version {schema.SCHEMA_VERSION}" in out and "3 epochs committed" in out
     assert list(stores.open_run(path).epoch.values) == [0, 1, 3]
 
 
