@@ -106,7 +106,7 @@ def test_newer_schema_is_one_line(store, capsys):
     code, out, err = run(capsys, "validate", path)
     assert code == 2 and out == ""
     assert err.strip() == (f"error: {path}: written by a newer latentgen (schema_version 7); this one "
-                           "reads schema_version 1, 2: upgrade latentgen to use this store")
+                           "reads schema_version 1 and 2: upgrade latentgen to use this store")
 
 
 def test_repair_uncommits_damaged_epochs_and_resume_rewrites_them(reference, store, capsys):
