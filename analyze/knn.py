@@ -194,9 +194,9 @@ class KNeighborsCosine(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "_fit_X")
         X = validate_data(self, X, dtype=np.float32, order="C", reset=False)
         fit_rows = np.asarray(fit_rows, dtype=bool)
+        step = max(1, self.n_samples_fit_ // 64)  # a sample of the rows: no copy of them all
         if fit_rows.shape != (len(X),) or fit_rows.sum() != self.n_samples_fit_ or not np.array_equal(
-                X[fit_rows][:: max(1, self.n_samples_fit_ // 64)],
-                self._fit_X[:: max(1, self.n_samples_fit_ // 64)]):
+                X[np.flatnonzero(fit_rows)[::step]], self._fit_X[::step]):
             raise ValueError("fit_rows: expected a mask selecting the training rows of X, in order")
         pred = np.empty(len(X), dtype=self.classes_.dtype)
         pred[fit_rows] = self._vote(self._fit_neighbors()[1])
