@@ -188,8 +188,6 @@ def lay_out(root: zarr.Group, samples: Mapping[str, np.ndarray], layers: list[st
                 dimension_names=["sample"], attributes=cf.array_attrs(name),
                 compressors=schema.compressors(schema.COMPRESSED))
             _write(array, values.astype(str) if kind == "str" else values.astype(kind))
-        values = root[f"{schema.ACTIVATIONS}/{layer}/{schema.VALUES}"]
-        values.attrs["coordinates"] = " ".join(schema.SAMPLE_COORDS)
 
 
 def _write(array: zarr.Array, values: np.ndarray) -> None:

@@ -194,9 +194,6 @@ def lay_out(path: str, *, attrs: Mapping, schedule: list[int], samples: Mapping[
     group = root.create_group(schema.METRICS)
     for name in metrics:  # the declared ones; another is laid out at its first write
         create_metric(group, name, n_slots, codecs)
-    for name in [f"{schema.ACTIVATIONS}/{l.name}/{schema.VALUES}" for l in layers] + [
-            f"{schema.WEIGHTS}/{p}/{schema.VALUES}" for p in params]:
-        root[name].attrs.update(cf.array_attrs(name))
     coordinates.lay_out(root, samples, [l.name for l in layers], n_slots, codecs)
     return root
 
@@ -263,31 +260,31 @@ def _create_epochs(root: zarr.Group, schedule: list[int], n_slots: int, codecs: 
 
 def _create_layer(root: zarr.Group, layer: LayerSpec, n_slots: int, n_samples: int, dtype: str,
                   codecs: list) -> None:
-    group = root.require_group(schema.ACTIVATIONS).create_group(layer.name)
-    group.attrs.update(
-        {
-            "reduction": layer.reduction,
-            "original_shape": list(layer.original_shape),
-            "penultimate": bool(layer.penultimate),
-            **({"projection_seed": layer.projection_seed} if layer.projection_seed is not None else {}),
-        }
-    )
+    group = root.require_group(schema.ACTIVATIONS).create_group(layer.name, attributes={
+        "reduction": layer.reduction,
+        "original_shape": list(layer.original_shape),
+        "penultimate": bool(layer.penultimate),
+        **({"projection_seed": layer.projection_seed} if layer.projection_seed is not None else {}),
+    })
+    name = f"{schema.ACTIVATIONS}/{layer.name}/{schema.VALUES}"
+    # The sample coordinates beside it (`stores.coordinates`) are named by `coordinates`.
+    attrs = {**cf.array_attrs(name), "coordinates": " ".join(schema.SAMPLE_COORDS)}
     # One shard (one file) per slot, of inner chunks of a block of samples (`metadata`).
     shards, chunks = activation_chunks(n_samples, layer.units, dtype)
     make_chunk_dirs(group.create_array(
         schema.VALUES, shape=(n_slots, n_samples, layer.units), shards=shards,
         chunks=chunks, dtype=dtype, fill_value=np.nan,
-        dimension_names=["epoch", "sample", "unit"], compressors=codecs,
+        dimension_names=["epoch", "sample", "unit"], compressors=codecs, attributes=attrs,
     ))
 
 
 def _create_param(root: zarr.Group, name: str, shape: tuple[int, ...], n_slots: int,
                   codecs: list) -> None:
-    group = root.require_group(schema.WEIGHTS).create_group(name)
-    group.attrs.update({"shape": list(shape)})
+    group = root.require_group(schema.WEIGHTS).create_group(name, attributes={"shape": list(shape)})
     shards, chunks = weight_chunks(shape)  # one shard per slot, cut along the first axis
     make_chunk_dirs(group.create_array(
         schema.VALUES, shape=(n_slots, *shape), shards=shards, chunks=chunks,
         dtype=schema.WEIGHT_DTYPE, fill_value=np.nan,
         dimension_names=["epoch", *schema.weight_dims(len(shape))], compressors=codecs,
+        attributes=cf.array_attrs(f"{schema.WEIGHTS}/{name}/{schema.VALUES}"),
     ))
