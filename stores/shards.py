@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import google_crc32c
 import numpy as np
@@ -219,18 +218,18 @@ class ShardFile:
         flags = os.O_WRONLY | os.O_CREAT | (0 if self.done else os.O_TRUNC)
         fd = os.open(self.partial, flags, 0o644)
         try:
-            # The data go to the page cache in another thread (the GIL released in the
-            # system call) while this one computes their checksums, which follow.
-            offsets = [(first + i) * self.encoded for i in range(len(chunks))]
-            job = _writer().submit(_write_each, fd, chunks, offsets)
-            try:
-                crcs = [crc32c(pieces) for pieces in chunks]
-            finally:
-                job.result()
-            for offset, crc in zip(offsets, crcs):
-                _pwritev_all(fd, [memoryview(crc)], offset + self.chunk_nbytes)
+            # One pwritev per hand-over, straight from the caller's buffers: each inner
+            # chunk's pieces, then its checksum (consecutive chunks are contiguous in the
+            # shard), and after the last one the index.
+            views = []
+            for pieces in chunks:
+                views += pieces
+                views.append(memoryview(crc32c(pieces)))
             self.done.update(range(first, first + len(chunks)))
-            if self.complete:
+            if self.complete and first + len(chunks) == self.n_inner:
+                views.append(memoryview(dense_index(self.n_inner, self.encoded)))
+            _pwritev_all(fd, views, first * self.encoded)
+            if self.complete and first + len(chunks) < self.n_inner:  # completed out of order
                 _pwritev_all(fd, [memoryview(dense_index(self.n_inner, self.encoded))],
                              self.n_inner * self.encoded)
         finally:
@@ -238,24 +237,6 @@ class ShardFile:
         if self.complete:  # the shard appears whole under its name
             os.replace(self.partial, self.path)
         return self.complete
-
-
-_POOL: dict[int, ThreadPoolExecutor] = {}  # process id -> its writer thread
-
-
-def _writer() -> ThreadPoolExecutor:
-    """The one thread of this process that writes shards' data (made at first need,
-    again in a forked child, which inherits no threads)."""
-    pid = os.getpid()
-    if pid not in _POOL:
-        _POOL.clear()
-        _POOL[pid] = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")
-    return _POOL[pid]
-
-
-def _write_each(fd: int, chunks: list[list[memoryview]], offsets: list[int]) -> None:
-    for pieces, offset in zip(chunks, offsets):
-        _pwritev_all(fd, pieces, offset)
 
 
 def _pwritev_all(fd: int, views: list[memoryview], offset: int) -> None:
