@@ -3,8 +3,10 @@
 `analyse(pipeline, root)` fits every probe of the pipeline's `analysis:` block on every
 (run, epoch, layer) of its stores, writes the results back into each store and writes
 the report. The probes are scikit-learn estimators (`MASC`, `VeLPIC`,
-`NearestMeanCosine`, `QDA` and the baseline factories; `make_probe` builds one by
-name); `fit_spectral_probes` and `fit_masc_family` fit MASC and VeLPIC from one
+`NearestMeanCosine`, `QDA` and the baseline factories; the tasks' fast baselines
+`KNeighborsCosine`, `StandardizedLogisticRegression`, `LinearDiscriminantAnalysis`,
+`QuadraticDiscriminantAnalysis`, and the authors' `AdamLogisticRegression`;
+`make_probe` builds one by name); `fit_spectral_probes` and `fit_masc_family` fit MASC and VeLPIC from one
 per-class decomposition (`class_spectra` is its float64 reference). `fit_probes` fits
 and scores them over every slab of any activations DataArray (lazily over Dask), as the
 pipeline's tasks (`run_task`) do for a store's slab. The submodules load
@@ -15,11 +17,16 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["MASC", "NearestMeanCosine", "QDA", "VeLPIC", "analyse", "class_spectra",
+__all__ = ["AdamLogisticRegression", "KNeighborsCosine", "LinearDiscriminantAnalysis", "MASC",
+           "NearestMeanCosine", "QDA", "QuadraticDiscriminantAnalysis",
+           "StandardizedLogisticRegression", "VeLPIC", "analyse", "class_spectra",
            "fit_masc_family", "fit_probes", "fit_spectral_probes", "knn_cosine", "lda",
            "list_tasks", "logistic_regression", "make_probe", "run_task"]
 
-_HOMES = {"MASC": "probes", "QDA": "baselines", "NearestMeanCosine": "probes", "VeLPIC": "probes",
+_HOMES = {"AdamLogisticRegression": "linear", "KNeighborsCosine": "knn",
+          "LinearDiscriminantAnalysis": "discriminant",
+          "QuadraticDiscriminantAnalysis": "discriminant",
+          "StandardizedLogisticRegression": "linear", "MASC": "probes", "QDA": "baselines", "NearestMeanCosine": "probes", "VeLPIC": "probes",
           "analyse": "pipeline", "class_spectra": "spectral", "fit_masc_family": "probes",
           "fit_probes": "arrays", "fit_spectral_probes": "probes", "knn_cosine": "baselines",
           "lda": "baselines", "list_tasks": "grid", "logistic_regression": "baselines",
