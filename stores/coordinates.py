@@ -192,11 +192,12 @@ def lay_out(root: zarr.Group, samples: Mapping[str, np.ndarray], layers: list[st
 
 def _write(array: zarr.Array, values: np.ndarray) -> None:
     """The whole array (one chunk): straight to its file where the layout is plain
-    (`chunkio`, a third of a commit's time saved), else through zarr, storing the chunk
-    even where it equals the fill value (an all-False `corrupted`, an all-uncommitted
-    epoch copy), so that validate can tell a missing chunk."""
+    (`chunkio`, a third of a commit's time saved), overwritten in place (a copy torn by
+    a crash is unreadable, and repair writes it again), else through zarr, storing the
+    chunk even where it equals the fill value (an all-False `corrupted`, an
+    all-uncommitted epoch copy), so that validate can tell a missing chunk."""
     values = np.asarray(values, dtype=array.dtype)
-    if not write_chunk(array, (0,) * values.ndim, values):
+    if not write_chunk(array, (0,) * values.ndim, values, atomic=False):
         array.with_config({"write_empty_chunks": True})[:] = values
 
 
@@ -219,6 +220,21 @@ def write_copies(root: zarr.Group, committed, epochs, arrays: list | None = None
         _write(array, values)
 
 
+def uncommitted(n_slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """The commit record of a store with no slot committed (`commit_record`'s form).
+
+    Parameters
+    ----------
+    n_slots : int
+
+    Returns
+    -------
+    committed, epochs : numpy.ndarray
+        (n_slots,) False and `schema.NOT_COMMITTED`.
+    """
+    return np.zeros(n_slots, dtype=bool), np.full(n_slots, schema.NOT_COMMITTED, dtype=np.int64)
+
+
 def commit_record(root: zarr.Group) -> tuple[np.ndarray, np.ndarray]:
     """The commit flags and epoch numbers, slot by slot; a slot whose flag or number
     cannot be read counts as not committed.
@@ -237,8 +253,7 @@ def commit_record(root: zarr.Group) -> tuple[np.ndarray, np.ndarray]:
     try:
         committed, epochs = root[COMMITTED][:], root[EPOCHS][:]
     except Exception:  # noqa: BLE001  (a damaged chunk: read slot by slot)
-        committed = np.zeros(n_slots, dtype=bool)
-        epochs = np.full(n_slots, schema.NOT_COMMITTED, dtype=np.int64)
+        committed, epochs = uncommitted(n_slots)
         for slot in range(n_slots):
             try:
                 committed[slot], epochs[slot] = bool(root[COMMITTED][slot]), int(root[EPOCHS][slot])

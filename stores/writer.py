@@ -176,7 +176,10 @@ class RunWriter:
         -------
         RunWriter
         """
-        return cls(lay_out(path, **layout), path)
+        writer = cls(lay_out(path, **layout), path)
+        # Nothing is committed yet: the commit record is known without reading it.
+        writer._record = coordinates.uncommitted(writer._array(coordinates.COMMITTED).shape[0])
+        return writer
 
     # ----------------------------------------------------------------- writing
     def _array(self, path: str) -> zarr.Array:
@@ -323,14 +326,14 @@ class RunWriter:
         # (`stores.validate`). The built-in capture reports all of its metrics each time;
         # a slot committed already keeps what it holds.
         reported = self._reported.pop(slot, set())
-        if not self._group[f"{schema.EPOCHS}/committed"][slot]:
+        record = self._commit_record()
+        if not record[0][slot]:
             for name in self._metrics():
                 if name not in reported:
                     self._put(f"{schema.METRICS}/{name}", slot, np.nan)
         self._put(f"{schema.EPOCHS}/epoch", slot, epoch)
         self._put(f"{schema.EPOCHS}/committed", slot, True)
         # Then the copies a plain xarray reader indexes by (`stores.coordinates`).
-        record = self._commit_record()
         record[0][slot], record[1][slot] = True, epoch
         if self._copies is None:
             self._copies = [self._array(n) for n in coordinates.epoch_copies(self._group)

@@ -53,3 +53,11 @@ def digest(path: str | Path) -> str:
         h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()
+
+
+def inner_chunks(raw: bytes, n_inner: int) -> list[bytes]:
+    """Each inner chunk of a shard file as stored (its checksum included), found by the
+    shard's index: what zarr reads, wherever in the file the writer put it."""
+    from stores import shards
+
+    return [raw[o : o + n] for o, n in shards.decode_index(raw, n_inner).tolist()]
