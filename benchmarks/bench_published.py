@@ -55,7 +55,6 @@ from analyze.moments import shared_moments
 from analyze.tasks import Samples, make_probe
 from bench_probes import reference_fit, reference_predict
 from common import summary_line
-from stores.config import AnalysisConfig
 
 FULL = (("mnist_mlp", 60_000, 10_000, 2048), ("cifar10_cnn", 50_000, 10_000, 1024))
 QUICK = (("mnist_mlp", 12_000, 2_000, 512), ("cifar10_cnn", 10_000, 2_000, 256))  # n_c > d: QDA fits

@@ -20,7 +20,6 @@ import numpy as np
 import zarr
 
 from . import cf, coordinates, location, schema
-from .chunkio import make_chunk_dirs
 from .config import RunConfig, run_config_from_dict
 from .errors import StoreError
 from .groups import open_group
@@ -271,20 +270,22 @@ def _create_layer(root: zarr.Group, layer: LayerSpec, n_slots: int, n_samples: i
     attrs = {**cf.array_attrs(name), "coordinates": " ".join(schema.SAMPLE_COORDS)}
     # One shard (one file) per slot, of inner chunks of a block of samples (`metadata`).
     shards, chunks = activation_chunks(n_samples, layer.units, dtype)
-    make_chunk_dirs(group.create_array(
+    # (Their directories are made as the first file of each is written: by the writer,
+    # beside training, rather than all of them here, before it.)
+    group.create_array(
         schema.VALUES, shape=(n_slots, n_samples, layer.units), shards=shards,
         chunks=chunks, dtype=dtype, fill_value=np.nan,
         dimension_names=["epoch", "sample", "unit"], compressors=codecs, attributes=attrs,
-    ))
+    )
 
 
 def _create_param(root: zarr.Group, name: str, shape: tuple[int, ...], n_slots: int,
                   codecs: list) -> None:
     group = root.require_group(schema.WEIGHTS).create_group(name, attributes={"shape": list(shape)})
     shards, chunks = weight_chunks(shape)  # one shard per slot, cut along the first axis
-    make_chunk_dirs(group.create_array(
+    group.create_array(
         schema.VALUES, shape=(n_slots, *shape), shards=shards, chunks=chunks,
         dtype=schema.WEIGHT_DTYPE, fill_value=np.nan,
         dimension_names=["epoch", *schema.weight_dims(len(shape))], compressors=codecs,
         attributes=cf.array_attrs(f"{schema.WEIGHTS}/{name}/{schema.VALUES}"),
-    ))
+    )

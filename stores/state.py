@@ -41,7 +41,7 @@ from zarr.storage import LocalStore
 
 from . import schema
 from .cf import array_attrs
-from .chunkio import write_chunk
+from .chunkio import write_chunk, write_plain
 from .errors import StoreError
 
 # State arrays are one chunk each, checksummed, with zarr's default chunk keys; a copy
@@ -235,23 +235,9 @@ def _write_array(group: zarr.Group | None, key: str, value: np.ndarray, dim_pref
 
 def _overwrite(path: str, value: np.ndarray) -> None:
     """Replace a chunk file of a plain array (little-endian bytes, then their CRC-32C)
-    in place: opened without truncating it, since truncating an existing file costs ten
-    times the write on the file systems measured (README, Performance), and cut to size
-    only if its size was another (it never is where the copy's layout is unchanged)."""
-    data = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
-    crc = np.frombuffer(np.uint32(google_crc32c.extend(0, data)).astype("<u4").tobytes(), np.uint8)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        offset = 0
-        for piece in (data, crc):
-            view = memoryview(piece)
-            while len(view):  # a write may take fewer bytes than it was given
-                n = os.pwrite(fd, view, offset)
-                view, offset = view[n:], offset + n
-        if os.fstat(fd).st_size != offset:
-            os.ftruncate(fd, offset)
-    finally:
-        os.close(fd)
+    in place (`chunkio.write_plain`): truncating or replacing an existing file costs
+    ten times the write on the file systems measured (README, Performance)."""
+    write_plain(path, np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")), atomic=False)
 
 
 def candidates(root: zarr.Group) -> list[dict]:

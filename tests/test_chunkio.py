@@ -9,7 +9,7 @@ import pytest
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from stores.chunkio import make_chunk_dirs, write_chunk
+from stores.chunkio import write_chunk
 
 from .storecmp import inner_chunks
 
@@ -63,20 +63,19 @@ def test_other_layouts_are_left_to_zarr(tmp_path):
     assert _chunk_files(tmp_path / "plain") == {} and _chunk_files(tmp_path / "zstd") == {}
 
 
-def test_make_chunk_dirs_adds_no_chunks(tmp_path):
+def test_chunk_and_shard_directories_are_made_by_the_first_write(tmp_path):
+    from stores.shardio import ShardWriter
+
     array = _array(tmp_path / "a", (3, 10, 3), (1, 4, 3))
-    make_chunk_dirs(array)
-    assert (tmp_path / "a" / "c" / "2" / "2").is_dir()
-    assert array.nchunks_initialized == 0
-    assert np.isnan(array[:]).all()
-
-
-def test_make_chunk_dirs_of_a_sharded_array_makes_one_per_shard(tmp_path):
-    array = zarr.create_array(str(tmp_path / "a"), shape=(3, 10, 3), shards=(1, 12, 3),
-                              chunks=(1, 4, 3), dtype="float16", fill_value=np.nan)
-    make_chunk_dirs(array)
-    assert sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a/c").rglob("*")) == [
-        "c/0", "c/0/0", "c/1", "c/1/0", "c/2", "c/2/0"]
+    assert not (tmp_path / "a" / "c").exists()
+    assert write_chunk(array, (2, 1, 0), np.ones((1, 4, 3), np.float16))
+    np.testing.assert_array_equal(array[2, 4:8], 1)
+    sharded = zarr.create_array(str(tmp_path / "s"), shape=(3, 10, 3), shards=(1, 12, 3),
+                                chunks=(1, 4, 3), dtype="float16", fill_value=np.nan)
+    assert ShardWriter("s").write("s", sharded, 1, 0, np.ones((10, 3), np.float16))
+    assert sorted(str(p.relative_to(tmp_path / "s")) for p in (tmp_path / "s/c").rglob("*")) == [
+        "c/1", "c/1/0", "c/1/0/0"]
+    np.testing.assert_array_equal(sharded[1], 1)
 
 
 def test_state_copy_rewritten_in_place_equals_a_fresh_copy(tmp_path):
