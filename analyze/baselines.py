@@ -80,7 +80,10 @@ class QDA(ClassifierMixin, BaseEstimator):
     such a fit is done instead by the remedy its error names, `solver="eigen"` with
     shrinkage: Ledoit-Wolf's (`"auto"`), or, where that estimate is too small to make a
     class covariance definite (a unit constant within a class of many samples), the
-    smallest of `SHRINKAGES` that does. No parameters.
+    smallest of `SHRINKAGES` that does; where none does because the activations are
+    small (the solver's rank check is absolute), the same on the units divided by their
+    RMS spread (`scale_`; that solver is not scale-invariant, so this is a last resort
+    that keeps the task from failing). No parameters.
 
     Attributes
     ----------
@@ -88,6 +91,9 @@ class QDA(ClassifierMixin, BaseEstimator):
         The fitted scikit-learn estimator.
     shrunk_ : str, float or None
         The shrinkage used (None: none).
+    scale_ : float
+        The one factor the remedy's fit and predictions multiply every unit by (1.0
+        where the default fitted).
     classes_ : ndarray of shape (n_classes,)
         The class labels.
     n_features_in_ : int
@@ -102,26 +108,38 @@ class QDA(ClassifierMixin, BaseEstimator):
         """Fit with scikit-learn's defaults (by `analyze.discriminant`, float32 X kept as
         it is), or its shrinkage remedy where they fail; returns self."""
         X, y = validate_data(self, X, y, dtype=(np.float32, np.float64))
-        self.shrunk_ = None
+        self.shrunk_, self.scale_ = None, 1.0
         try:
             self.estimator_ = FastQDA().fit(X, y)
         except np.linalg.LinAlgError:
-            for shrinkage in self.SHRINKAGES:
-                try:
-                    self.estimator_ = QuadraticDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage).fit(X, y)
-                except np.linalg.LinAlgError:
-                    if shrinkage == self.SHRINKAGES[-1]:
-                        raise
-                    continue
-                self.shrunk_ = shrinkage
-                break
+            self.estimator_, self.shrunk_, self.scale_ = self._remedy(X, y)
         self.classes_ = self.estimator_.classes_
         return self
+
+    def _remedy(self, X: np.ndarray, y: np.ndarray) -> tuple:
+        """(estimator, shrinkage, scale): the first of `SHRINKAGES` that fits, on X as it
+        is, else on X / (its RMS deviation from the mean): the eigen solver's rank check
+        (eigenvalues above an absolute tol) refuses a layer of small activations at
+        every shrinkage. A last resort rather than a crash of the task: that solver's
+        predictions change with the scale of the units."""
+        spread = float(np.sqrt(np.mean(np.var(X, axis=0, dtype=np.float64))))
+        scales = (1.0,) + ((1.0 / spread,) if 0 < spread != 1.0 else ())
+        for scale in scales:
+            Xs = X if scale == 1.0 else X * X.dtype.type(scale)
+            for shrinkage in self.SHRINKAGES:
+                try:
+                    fitted = QuadraticDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage).fit(Xs, y)
+                except np.linalg.LinAlgError:
+                    if scale == scales[-1] and shrinkage == self.SHRINKAGES[-1]:
+                        raise
+                    continue
+                return fitted, shrinkage, scale
 
     def predict(self, X: Any) -> np.ndarray:
         """The fitted estimator's predictions."""
         check_is_fitted(self, "estimator_")
-        return self.estimator_.predict(X)
+        X = validate_data(self, X, reset=False, dtype=(np.float32, np.float64))
+        return self.estimator_.predict(X if self.scale_ == 1.0 else X * X.dtype.type(self.scale_))
 
 
 def fast_logistic_regression(random_state: int | None = 0, solver: str = "lbfgs") -> Any:

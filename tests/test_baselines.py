@@ -124,6 +124,24 @@ def test_qda_equals_scikit_learns_default_and_refuses_where_it_does():
     np.testing.assert_array_equal(probe.predict(X), want)
 
 
+def test_qda_remedy_does_not_depend_on_the_scale_of_the_units():
+    """A layer of small activations: scikit-learn's eigen solver refuses it at every
+    shrinkage (its rank check is absolute); the probe fits the units divided by their
+    RMS spread instead of failing the task."""
+    X, y = _relu(3000, 6, k=3, seed=4, spread=0.5)
+    X[y == 1, 2] = 0.5  # the default refuses: the remedy is taken
+    assert QDA().fit(X, y).scale_ == 1.0  # where shrinkage works, as before
+    small = X * np.float32(1e-4)
+    with pytest.raises(np.linalg.LinAlgError):
+        QuadraticDiscriminantAnalysis(solver="eigen", shrinkage=1.0).fit(small, y)
+    probe = QDA().fit(small, y)
+    spread = np.sqrt(np.mean(np.var(small, axis=0, dtype=np.float64)))
+    assert probe.shrunk_ == "auto" and probe.scale_ == pytest.approx(1 / spread)
+    rescaled = small * np.float32(probe.scale_)
+    want = QuadraticDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(rescaled, y)
+    np.testing.assert_array_equal(probe.predict(small), want.predict(rescaled))
+
+
 def test_logistic_regression_reaches_scikit_learns_optimum():
     X, y = _relu(1500, 20, k=3, seed=5, spread=0.3)
     X[:, 7] = 1.0  # constant: StandardScaler's scale 1
