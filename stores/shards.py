@@ -11,7 +11,7 @@ inner chunks all have one encoded size, so each one has a fixed place in the fil
 they arrive, appends the index after the last one and renames the file into place, so
 a reader never sees half a shard. Inner chunks of 1 MiB or more start on a page
 boundary (zeros pad the few bytes after each checksum; the index says where each one
-is, so zarr reads them as any other shard): the page cache then copies them a third
+is, so zarr reads them as any other shard): the page cache then copies them about a fifth
 faster. Their checksums are computed on a second thread, without the GIL, while the
 chunks are being written. `inner_damage` checks every inner chunk's checksum of a
 stored shard (`python -m stores validate`).
