@@ -36,7 +36,17 @@ PAGE = 4096  # inner chunks of ALIGN_FROM bytes or more start at a multiple of P
 ALIGN_FROM = 1 << 20  # (the padding then costs at most 0.4% of a shard)
 THREAD_FROM = 1 << 20  # hand-overs of this many bytes or more: checksums on a thread
 _ZEROS = memoryview(bytes(PAGE))
-_checksummer = ThreadPoolExecutor(1, thread_name_prefix="latentgen-crc32c")
+_POOL: dict[int, ThreadPoolExecutor] = {}  # process id -> its checksum thread
+
+
+def _checksummer() -> ThreadPoolExecutor:
+    """The one thread of this process that computes shards' checksums (made at first
+    need, and again in a forked child, which inherits the executor but not its thread)."""
+    pid = os.getpid()
+    if pid not in _POOL:
+        _POOL.clear()
+        _POOL[pid] = ThreadPoolExecutor(1, thread_name_prefix="latentgen-crc32c")
+    return _POOL[pid]
 
 
 def crc32c(pieces) -> bytes:
@@ -243,16 +253,18 @@ class ShardFile:
         if first + len(chunks) > self.n_inner:
             raise StoreError(f"{self.path}: inner chunks {first}.. beyond its {self.n_inner}")
         flags = os.O_WRONLY | os.O_CREAT | (0 if self.done else os.O_TRUNC)
-        self.done.update(range(first, first + len(chunks)))
-        last = self.complete and first + len(chunks) == self.n_inner
+        done = self.done | set(range(first, first + len(chunks)))
+        complete = len(done) == self.n_inner
+        last = complete and first + len(chunks) == self.n_inner
         fd = open_creating(self.partial, flags)
         try:
             self._write(fd, first, chunks, index=last)
-            if self.complete and not last:  # completed out of order
+            if complete and not last:  # completed out of order
                 _pwritev_all(fd, [memoryview(dense_index(self.n_inner, self.encoded))],
                              self.n_inner * self.stride)
         finally:
             os.close(fd)
+        self.done = done  # (only once written: a failed write leaves them missing)
         if self.complete:  # the shard appears whole under its name
             os.replace(self.partial, self.path)
         return self.complete
@@ -269,7 +281,7 @@ class ShardFile:
         if index:
             views.append(memoryview(dense_index(self.n_inner, self.encoded)))
         threaded = len(chunks) * self.chunk_nbytes >= THREAD_FROM
-        sums = _checksummer.submit(_checksums, chunks) if threaded else None
+        sums = _checksummer().submit(_checksums, chunks) if threaded else None
         try:
             _pwritev_all(fd, views, first * self.stride)
         finally:  # (the thread may still read the caller's buffers)

@@ -278,3 +278,18 @@ def test_a_version_1_store_is_written_on_one_file_per_chunk(tmp_path):
     root = zarr.open_group(str(path), mode="r", use_consolidated=False)
     np.testing.assert_array_equal(root["activations/fc1/values"][3], values)
     assert root["activations/fc1/values"].shards is None
+
+
+def test_a_failed_write_leaves_its_inner_chunks_missing(tmp_path, monkeypatch):
+    shard = shards.ShardFile(str(tmp_path / "c" / "0"), 2, 8)
+    chunk = [np.arange(2, dtype=np.float32)]
+
+    def full(*args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(shards, "_pwritev_all", full)
+    with pytest.raises(OSError):
+        shard.write(0, [chunk, chunk])
+    assert shard.missing() == [0, 1] and not shard.complete
+    monkeypatch.undo()
+    assert shard.write(0, [chunk, chunk]) and (tmp_path / "c" / "0").is_file()
