@@ -122,18 +122,26 @@ class QDA(ClassifierMixin, BaseEstimator):
         (eigenvalues above an absolute tol) refuses a layer of small activations at
         every shrinkage. A last resort rather than a crash of the task: that solver's
         predictions change with the scale of the units."""
-        spread = float(np.sqrt(np.mean(np.var(X, axis=0, dtype=np.float64))))
-        scales = (1.0,) + ((1.0 / spread,) if 0 < spread != 1.0 else ())
-        for scale in scales:
-            Xs = X if scale == 1.0 else X * X.dtype.type(scale)
-            for shrinkage in self.SHRINKAGES:
-                try:
-                    fitted = QuadraticDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage).fit(Xs, y)
-                except np.linalg.LinAlgError:
-                    if scale == scales[-1] and shrinkage == self.SHRINKAGES[-1]:
-                        raise
-                    continue
-                return fitted, shrinkage, scale
+        found = self._shrunk(X, y)
+        if found is not None:
+            return (*found, 1.0)
+        spread = float(np.sqrt(np.mean(np.var(X, axis=0, dtype=np.float64))))  # (only here)
+        scale = 1.0 / spread if 0 < spread != 1.0 else 1.0
+        found = self._shrunk(X * X.dtype.type(scale), y) if scale != 1.0 else None
+        if found is None:
+            raise np.linalg.LinAlgError(
+                "QDA: no class covariance of this layer is definite at any shrinkage of "
+                f"{self.SHRINKAGES}, on the units as they are or rescaled")
+        return (*found, scale)
+
+    def _shrunk(self, X: np.ndarray, y: np.ndarray) -> tuple | None:
+        """(estimator, shrinkage) for the first of `SHRINKAGES` that fits X; None."""
+        for shrinkage in self.SHRINKAGES:
+            try:
+                return QuadraticDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage).fit(X, y), shrinkage
+            except np.linalg.LinAlgError:
+                continue
+        return None
 
     def predict(self, X: Any) -> np.ndarray:
         """The fitted estimator's predictions."""
