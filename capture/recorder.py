@@ -39,7 +39,7 @@ from .background import BackgroundWriter
 from .epoch import EpochCapture
 from .points import capture_layers, find_head, find_penultimate, resolve_points
 from .probeset import ProbeSet
-from .resume import fresh, remove_partial_files, resume_point, restore, snapshot
+from .resume import fresh, resume_point, restore, snapshot
 
 __all__ = ["Recorder"]
 
@@ -184,7 +184,7 @@ class Recorder:
             raise StoreError(f"{path}: the unfinished store has the schedule "
                              f"{attrs.get('schedule')}, not {self.schedule}: pass overwrite=True "
                              "to start it again")
-        remove_partial_files(path)
+        location.remove_partial_files(path)
         self.resume = resume = resume_point(path)
         if attrs.get("device") != str(self.device):
             log.warning("%s was started on %s and resumes on %s: the result may differ from an "

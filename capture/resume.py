@@ -19,20 +19,18 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from stores import StoreError, location, schema
+from stores import StoreError, schema
 from stores.coordinates import metric_arrays
 from stores.groups import open_group
 from stores.state import TrainingState, candidates, read_state
 
 log = logging.getLogger(__name__)
 
-_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")  # zarr's atomic-write temporaries
 
 
 # ------------------------------------------------------------------ snapshot / restore
@@ -233,24 +231,3 @@ def resume_point(path: str) -> Resume:
         log.warning("%s: no intact training state for the committed epochs; retraining from "
                     "initialization (committed epochs are recomputed, not rewritten)", path)
     return Resume(None, committed, metrics, epochs)
-
-
-def remove_partial_files(path: str) -> int:
-    """Delete the temporaries of writes a kill interrupted (they hold nothing committed).
-
-    Parameters
-    ----------
-    path : str
-        The store.
-
-    Returns
-    -------
-    int
-        How many files were removed.
-    """
-    removed = 0
-    for file in location.glob(path, "**/*.partial"):
-        if _PARTIAL.search(location.name(file)) and location.is_file(file):
-            location.remove(file)
-            removed += 1
-    return removed

@@ -92,8 +92,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_repair(args: argparse.Namespace) -> int:
     report, result = repair(args.store)
+    if result.temporaries:
+        print(f"removed {result.temporaries} leftover temporary file(s) of interrupted writes")
     if report.ok:
-        print(f"{args.store}: nothing to repair")
+        print(f"{args.store}: nothing {'else ' if result.temporaries else ''}to repair")
         return 0
     for name in result.rebuilt:
         print(f"rebuilt the metadata of {name} from {result.sources.get(name, 'the schema')}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from pathlib import Path
 from typing import IO
 
@@ -166,3 +167,22 @@ def size_bytes(location: str | Path) -> int:
     """Bytes under `location` (0 if nothing is there)."""
     fs, path = filesystem(location)
     return int(fs.du(path, total=True)) if fs.exists(path) else 0
+
+
+# The temporaries of latentgen's and zarr's atomic writes: `<name>.<uuid4 hex>.partial`.
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+def partial_files(location: str | Path) -> list[str]:
+    """The temporaries that interrupted writes left under the store `location`
+    (half-written shards, chunks and copies: nothing committed names them)."""
+    return [f for f in glob(location, "**/*.partial") if _PARTIAL.search(name(f)) and is_file(f)]
+
+
+def remove_partial_files(location: str | Path) -> int:
+    """Delete `partial_files(location)` and return how many there were. Only the store's
+    writer may call this: it holds the write lock, so no write of its own is under way."""
+    found = partial_files(location)
+    for file in found:
+        remove(file)
+    return len(found)

@@ -6,7 +6,8 @@ marks the store running, removes its analysis results (`python -m analyze` recom
 them) and only then un-commits exactly the epochs that have a problem; commits again
 the epochs whose flags were lost (only those whose every chunk exists and decodes);
 marks damaged training-state copies invalid and removes broken analysis groups; writes
-the coordinate copies again from the commit record and the probe set. A
+the coordinate copies again from the commit record and the probe set; and deletes the
+temporaries (`*.partial`) that interrupted writes left, healthy store or not. A
 resumed capture then replays training from the latest intact state before the first
 un-committed epoch (from initialization if there is none), recomputing the epochs it
 passes and writing only the un-committed ones: on CPU they come out bit for bit as they
@@ -55,6 +56,8 @@ class Repair:
         The coordinate copies written again from what they copy.
     marked_running : bool
         Whether the store was marked running (so that a resumed capture completes it).
+    temporaries : int
+        How many leftover temporaries of interrupted writes (`*.partial`) were deleted.
     unrepairable : list of Problem
         What cannot be repaired from what the store holds.
     """
@@ -67,6 +70,7 @@ class Repair:
     removed: list[str] = field(default_factory=list)  # analysis groups
     rewritten: list[str] = field(default_factory=list)  # coordinate copies
     marked_running: bool = False
+    temporaries: int = 0
     unrepairable: list[Problem] = field(default_factory=list)
 
 
@@ -94,7 +98,7 @@ def repair(path: str) -> tuple[Report, Repair]:
     """
     with StoreLock(path, purpose="repair"), StoreLock(path, purpose="repair", which=ANALYSIS_LOCK):
         report = validate(path)
-        result = Repair()
+        result = Repair(temporaries=location.remove_partial_files(path))
         if report.ok:
             return report, result
         found = report  # what was wrong (the caller's to show); `report`: what is left

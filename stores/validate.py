@@ -87,10 +87,10 @@ def validate(path: str, flags_lost: bool = False) -> Report:
     for name, what, kind in coordinate_problems(root):  # what a plain reader is shown
         report.add(name, None, what, kind)
     _check_analysis(root, report)
-    partial = [p for p in location.glob(path, "**/*.partial") if location.is_file(p)]
+    partial = location.partial_files(path)
     if partial:
         report.notes.append(f"{len(partial)} leftover temporary file(s) of interrupted writes "
-                            "(harmless; a resumed capture removes them)")
+                            "(harmless; `python -m stores repair` and a resumed capture remove them)")
     return report
 
 

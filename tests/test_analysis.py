@@ -26,6 +26,7 @@ from stores import cf, load_pipeline, location, slabs
 from stores.config import AnalysisConfig
 
 from .conftest import REPO, tiny_pipeline_yaml
+from .storecmp import walk_arrays
 from .tolerance import clear_argmax, relu_mlp_atol, unit_roundoff
 from .tolerance import gamma as gamma_n
 
@@ -144,13 +145,6 @@ def test_velpic_weight_puts_rows_at_class_indices():
     assert not w[[1, 4, 6]].any() and np.allclose(np.linalg.norm(w[[0, 2, 3, 5]], axis=1), 1)
 
 
-def _arrays(group, prefix=""):
-    for name, array in group.arrays():
-        yield f"{prefix}{name}", array
-    for name, sub in group.groups():
-        yield from _arrays(sub, f"{prefix}{name}/")
-
-
 def test_analyse_writes_results_readable_by_plain_xarray(tiny_root):
     pipelines, root = tiny_root
     report = Path(analyse(load_pipeline("quickstart", pipelines), str(root), client=None, progress=False))
@@ -175,7 +169,7 @@ def test_analyse_writes_results_readable_by_plain_xarray(tiny_root):
     # Schema version 2: every array, captured, training state or analysis, says what it is,
     # and plain xarray selects an epoch by its number.
     root = zarr.open_group(path, mode="r")
-    named = [(name, a) for name, a in _arrays(root)]
+    named = [(name, a) for name, a in walk_arrays(root)]
     assert {n.split("/")[0] for n, _ in named} >= {"activations", "weights", "metrics", "state", "analysis"}
     assert [n for n, a in named if cf.missing(dict(a.attrs))] == []
     h = stores.activations(run, "relu2")

@@ -17,6 +17,8 @@ from stores import LayerSpec, RunWriter, StoreError, cf, coordinates, schema
 from stores.repair import repair
 from stores.validate import validate
 
+from .storecmp import walk_arrays
+
 V1_FIXTURE = Path(__file__).parent / "fixtures" / "v1_store.zarr"
 SCHEDULE = [0, 1, 5, 10]
 
@@ -80,7 +82,7 @@ def test_plain_xarray_selects_each_committed_epoch(tmp_path):
 def test_every_array_has_cf_attributes_and_names_its_dims(tmp_path):
     _store(tmp_path / "s.zarr")
     root = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
-    arrays = list(_walk(root))
+    arrays = list(walk_arrays(root))
     assert len(arrays) > 20
     for name, array in arrays:
         assert not cf.missing(dict(array.attrs)), name
@@ -88,13 +90,6 @@ def test_every_array_has_cf_attributes_and_names_its_dims(tmp_path):
     tree = _plain(tmp_path / "s.zarr")
     assert tree["activations/a/values"].attrs["long_name"] == "activations of a"
     assert tree["metrics"]["test_acc"].attrs["units"] == "1"
-
-
-def _walk(group, prefix=""):
-    for name, array in group.arrays():
-        yield f"{prefix}{name}", array
-    for name, sub in group.groups():
-        yield from _walk(sub, f"{prefix}{name}/")
 
 
 def test_a_kill_between_the_flag_and_the_copies_hides_the_epoch_until_synced(tmp_path):

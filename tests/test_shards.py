@@ -228,7 +228,7 @@ def test_a_kill_in_the_middle_of_a_shard_then_resume_gives_the_uninterrupted_sto
     import sys
     import time
 
-    from capture.resume import remove_partial_files
+    from stores.location import remove_partial_files
 
     reference, path = tmp_path / "ref.zarr", tmp_path / "killed.zarr"
     acts, weights = _store(reference)

@@ -10,6 +10,8 @@ import zarr
 import stores
 from stores import LayerSpec, RunWriter, StoreError, slabs
 
+from .storecmp import walk_arrays
+
 
 def _make_store(path, rng):
     n_train, n_test, units = 30, 10, 7
@@ -72,15 +74,8 @@ def test_plain_xarray_reads_store_with_dims(tmp_path):
     assert tree["epochs/committed"].values.tolist() == [True, False, False, False]
     # Every array in the store names its dims.
     group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
-    for path, array in _walk(group):
+    for path, array in walk_arrays(group):
         assert array.metadata.dimension_names is not None, path
-
-
-def _walk(group, prefix=""):
-    for name, array in group.arrays():
-        yield f"{prefix}{name}", array
-    for name, sub in group.groups():
-        yield from _walk(sub, f"{prefix}{name}/")
 
 
 def test_existing_store_is_not_overwritten(tmp_path):

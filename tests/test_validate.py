@@ -151,6 +151,26 @@ def test_repair_waits_for_no_one(store, capsys):
     assert code == 2 and "being written by another process (capture, pid" in err
 
 
+def test_repair_deletes_the_temporaries_of_interrupted_writes_and_nothing_else(reference, store, capsys):
+    _, path = store
+    shard = next(p for p in sorted(Path(path, "activations").rglob("c/1/**/*")) if p.is_file())
+    leftover = shard.with_name(f"{shard.name}.{'0' * 31}a.partial")  # as a kill leaves one
+    leftover.write_bytes(shard.read_bytes()[:100])
+    mine = Path(path, "notes.partial")  # not a latentgen or zarr temporary: not touched
+    mine.write_text("a user's file")
+    code, out, err = run(capsys, "validate", path)
+    assert code == 0 and err == ""
+    assert out.splitlines()[0] == ("note: 1 leftover temporary file(s) of interrupted writes (harmless; "
+                                   "`python -m stores repair` and a resumed capture remove them)")
+    code, out, err = run(capsys, "repair", path)
+    assert code == 0 and err == ""
+    assert out.splitlines() == ["removed 1 leftover temporary file(s) of interrupted writes",
+                                f"{path}: nothing else to repair"]
+    assert not leftover.exists() and mine.read_text() == "a user's file"
+    mine.unlink()
+    assert differences(reference[1], path) == []
+
+
 def test_validate_reads_every_chunk(store):
     _, path = store
     report = validate(path)
