@@ -32,7 +32,6 @@ from stores.state import TrainingState, candidates, read_state
 log = logging.getLogger(__name__)
 
 
-
 # ------------------------------------------------------------------ snapshot / restore
 def _host(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to("cpu", copy=True).numpy()

@@ -107,3 +107,12 @@ def consolidate(path: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(path)
+
+
+def walk_arrays(group: zarr.Group, prefix: str = ""):
+    """(path, array) for every array under `group`, depth first and sorted by name, the
+    paths relative to it (`activations/relu1/values`)."""
+    for name, array in sorted(group.arrays(), key=lambda t: t[0]):
+        yield f"{prefix}{name}", array
+    for name, sub in sorted(group.groups(), key=lambda t: t[0]):
+        yield from walk_arrays(sub, f"{prefix}{name}/")

@@ -97,8 +97,8 @@ def repair(path: str) -> tuple[Report, Repair]:
         What the repair did.
     """
     with StoreLock(path, purpose="repair"), StoreLock(path, purpose="repair", which=ANALYSIS_LOCK):
-        report = validate(path)
         result = Repair(temporaries=location.remove_partial_files(path))
+        report = validate(path)
         if report.ok:
             return report, result
         found = report  # what was wrong (the caller's to show); `report`: what is left

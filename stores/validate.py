@@ -29,7 +29,7 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 from . import location, schema
 from .chunkcheck import chunk_damage, slot_epochs
 from .chunkio import storage_grid
-from .groups import open_group, open_plain
+from .groups import open_group, open_plain, walk_arrays
 from .metadata import Layout, expected_metadata, layout_of, metadata_differences
 from .coordinates import coordinate_arrays
 from .coordinates import problems as coordinate_problems
@@ -78,7 +78,7 @@ def validate(path: str, flags_lost: bool = False) -> Report:
     valid_copies = _valid_state_copies(root)
     strict_metrics = "config" in root.attrs  # a pipeline's store: see `_check_chunks`
     copies = coordinate_arrays(root)  # checked against what they copy, below
-    for name, array in _walk(root):
+    for name, array in walk_arrays(root):
         report.n_arrays += 1
         if name not in copies:
             _check_chunks(path, name, array, report, valid_copies, strict_metrics)
@@ -135,13 +135,6 @@ def _unreadable(doc) -> Exception | None:
     except (ValueError, TypeError, KeyError) as err:
         return err
     return None
-
-
-def _walk(group: zarr.Group, prefix: str = ""):
-    for name, array in sorted(group.arrays(), key=lambda t: t[0]):
-        yield f"{prefix}{name}", array
-    for name, sub in sorted(group.groups(), key=lambda t: t[0]):
-        yield from _walk(sub, f"{prefix}{name}/")
 
 
 def _committed(root: zarr.Group) -> np.ndarray:

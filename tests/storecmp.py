@@ -61,11 +61,3 @@ def inner_chunks(raw: bytes, n_inner: int) -> list[bytes]:
     from stores import shards
 
     return [raw[o : o + n] for o, n in shards.decode_index(raw, n_inner).tolist()]
-
-
-def walk_arrays(group, prefix: str = ""):
-    """(path, array) for every array under a zarr group, depth first, paths relative to it."""
-    for name, array in group.arrays():
-        yield f"{prefix}{name}", array
-    for name, sub in group.groups():
-        yield from walk_arrays(sub, f"{prefix}{name}/")

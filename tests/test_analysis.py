@@ -24,9 +24,9 @@ from analyze.probes import VeLPIC
 from analyze.tasks import BLAS_THREADS, run_task
 from stores import cf, load_pipeline, location, slabs
 from stores.config import AnalysisConfig
+from stores.groups import walk_arrays
 
 from .conftest import REPO, tiny_pipeline_yaml
-from .storecmp import walk_arrays
 from .tolerance import clear_argmax, relu_mlp_atol, unit_roundoff
 from .tolerance import gamma as gamma_n
 

@@ -14,10 +14,9 @@ import zarr
 
 import stores
 from stores import LayerSpec, RunWriter, StoreError, cf, coordinates, schema
+from stores.groups import walk_arrays
 from stores.repair import repair
 from stores.validate import validate
-
-from .storecmp import walk_arrays
 
 V1_FIXTURE = Path(__file__).parent / "fixtures" / "v1_store.zarr"
 SCHEDULE = [0, 1, 5, 10]

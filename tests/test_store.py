@@ -9,8 +9,7 @@ import zarr
 
 import stores
 from stores import LayerSpec, RunWriter, StoreError, slabs
-
-from .storecmp import walk_arrays
+from stores.groups import walk_arrays
 
 
 def _make_store(path, rng):
