@@ -31,7 +31,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 __all__ = ["BLOCK", "GROUP", "KNeighborsCosine"]
 
 BLOCK = 4096  # rows per block of each product: a 4096 x 4096 float32 tile is 64 MiB
-GROUP = 64  # columns per group whose minima bound a row's k-th smallest value
+GROUP = 64  # entries per group: the groups' minima bound a row's k-th smallest value
 
 
 def _unit(X: np.ndarray, norms: np.ndarray) -> np.ndarray:
@@ -41,41 +41,70 @@ def _unit(X: np.ndarray, norms: np.ndarray) -> np.ndarray:
     return X / safe[:, None]
 
 
-def _negated_similarity(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """-A Bᵀ for unit rows, in `out`: ordered as the cosine distance 1 - A Bᵀ is."""
-    S = np.matmul(A, B.T, out=out[: len(A), : len(B)])
+def _padded(n: int) -> int:
+    """n rounded up to whole GROUPs."""
+    return -(-n // GROUP) * GROUP
+
+
+def _tile_buffer() -> np.ndarray:
+    """Room for one padded tile: `_negated_similarity` lays each product out in it."""
+    return np.empty(_padded(BLOCK) ** 2, dtype=np.float32)
+
+
+def _negated_similarity(A: np.ndarray, B: np.ndarray, buffer: np.ndarray) -> np.ndarray:
+    """-A Bᵀ for unit rows (ordered as the cosine distance 1 - A Bᵀ is), laid out in
+    `buffer` with both sides padded by +inf to whole GROUPs (no limit passes +inf)."""
+    a, b = len(A), len(B)
+    N = buffer[: _padded(a) * _padded(b)].reshape(_padded(a), _padded(b))
+    S = np.matmul(A, B.T, out=N[:a, :b])
     np.negative(S, out=S)
-    return S
+    N[:a, b:] = np.inf
+    N[a:] = np.inf
+    return N
 
 
-def _threshold(N: np.ndarray, k: int, axis: int) -> np.ndarray:
-    """Per row of N (per column where `axis` is 0), a value with at least k entries at or
-    below it: the k-th smallest of the minima of GROUP-wide groups (k distinct entries are
-    each at or below it), so that only a few entries pass and none of the k smallest is
-    missed."""
-    mins = np.minimum.reduceat(N, np.arange(0, N.shape[1 - axis], GROUP), axis=1 - axis)
-    if mins.shape[1 - axis] < k:
-        return N.max(axis=1 - axis)
-    return np.partition(mins, k - 1, axis=1 - axis).take(k - 1, axis=1 - axis)
+def _groups(N: np.ndarray, n: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """(view, minima) of the first n rows of N along `axis` (0: its rows; 1: its columns),
+    each row's entries split into groups by position modulo the group count g (entry j is
+    member j // g of group j % g): view[row, member, group] as (n, GROUP, g), and the
+    minima (n, g) of every group, by one elementwise minimum per member over N's own
+    layout (a reduction across short groups runs at a fraction of that rate)."""
+    if axis == 0:
+        members = N[:n].reshape(n, GROUP, -1).transpose(1, 0, 2)  # (GROUP, n, g)
+    else:
+        members = N[:, :n].reshape(GROUP, -1, n)  # (GROUP, g, n)
+    mins = members[0].copy()
+    for member in members[1:]:
+        np.minimum(mins, member, out=mins)
+    if axis == 0:
+        return members.transpose(1, 0, 2), mins
+    return members.transpose(2, 0, 1), mins.T
 
 
-def _merge(best: tuple[np.ndarray, np.ndarray], first: int, N: np.ndarray, base: int, k: int,
-           axis: int = 0) -> None:
-    """Fold a tile of negated similarities into the running top-k of the rows it holds
-    along `axis` (0: its rows; 1: its columns, for the transposed half of a symmetric
-    product), those rows numbered from `first`, the other side from training index
-    `base`; each top-k is kept sorted by (value, index). Tiles reach each row in
-    increasing index order, so a value equal to a row's current k-th never displaces it:
-    an entry is a candidate when it is below the row's k-th and at or below the tile's
-    `_threshold`, which together keep every entry that can enter the top-k."""
-    n = N.shape[axis]
+def _merge(best: tuple[np.ndarray, np.ndarray], first: int, n: int, N: np.ndarray, base: int,
+           k: int, axis: int = 0) -> None:
+    """Fold a padded tile of negated similarities into the running top-k of the n rows it
+    holds along `axis` (0: its rows; 1: its columns, for the transposed half of a
+    symmetric product), those rows numbered from `first`, the other side from training
+    index `base`; each top-k is kept sorted by (value, index).
+
+    A row's k-th smallest entry is at most the k-th smallest of its group minima (k
+    distinct groups each hold an entry at or below it), so only the groups whose minimum
+    is at or below that bound are searched, and of them only the entries at or below it
+    and below the row's current k-th: together they keep every entry that can enter the
+    top-k. Tiles reach each row in increasing index order, so a value equal to a row's
+    current k-th never displaces it."""
     kept_v, kept_i = best[0][first:first + n], best[1][first:first + n]
-    limit = np.minimum(_threshold(N, k, axis), np.nextafter(kept_v[:, -1], -np.inf))
-    hits = np.nonzero(N <= np.expand_dims(limit, 1 - axis))
-    r, c = hits[axis], hits[1 - axis]
-    row = np.concatenate([r, np.repeat(np.arange(n), k)])
-    value = np.concatenate([N[hits], kept_v.ravel()])
-    index = np.concatenate([c + base, kept_i.ravel()])
+    view, mins = _groups(N, n, axis)
+    bound = (np.partition(mins, k - 1, axis=1)[:, k - 1] if mins.shape[1] >= k
+             else np.full(n, np.inf, dtype=np.float32))
+    limit = np.minimum(bound, np.nextafter(kept_v[:, -1], -np.inf))
+    r, group = np.nonzero(mins <= limit[:, None])
+    values = view[r, :, group]  # (candidate groups, GROUP)
+    p, member = np.nonzero(values <= limit[r, None])
+    row = np.concatenate([r[p], np.repeat(np.arange(n), k)])
+    value = np.concatenate([values[p, member], kept_v.ravel()])
+    index = np.concatenate([member * mins.shape[1] + group[p] + base, kept_i.ravel()])
     order = np.lexsort((index, value, row))
     counts = np.bincount(row, minlength=n)
     take = order[(np.cumsum(counts) - counts)[:, None] + np.arange(k)]
@@ -144,12 +173,12 @@ class KNeighborsCosine(ClassifierMixin, BaseEstimator):
         X = validate_data(self, X, dtype=np.float32, order="C", reset=False)
         k = self._k()
         best = _empty(len(X), k)
-        tile = np.empty((BLOCK, BLOCK), dtype=np.float32)
+        tile = _tile_buffer()
         q_norms = np.sqrt(np.einsum("ij,ij->i", X, X))
         for i in range(0, len(X), BLOCK):
             Q = _unit(X[i:i + BLOCK], q_norms[i:i + BLOCK])
             for j, T in self._train_blocks():
-                _merge(best, i, _negated_similarity(Q, T, tile), j, k)
+                _merge(best, i, len(Q), _negated_similarity(Q, T, tile), j, k)
         return _distances(best)
 
     def _fit_neighbors(self) -> tuple[np.ndarray, np.ndarray]:
@@ -157,7 +186,7 @@ class KNeighborsCosine(ClassifierMixin, BaseEstimator):
         equal to a training row has it), from the upper triangle of the symmetric product."""
         k = self._k()
         best = _empty(self.n_samples_fit_, k)
-        tile = np.empty((BLOCK, BLOCK), dtype=np.float32)
+        tile = _tile_buffer()
         blocks = list(range(0, self.n_samples_fit_, BLOCK))
         X, norms = self._fit_X, self._fit_norms
         for i in blocks:
@@ -165,9 +194,9 @@ class KNeighborsCosine(ClassifierMixin, BaseEstimator):
             for j in (b for b in blocks if b >= i):
                 B = A if j == i else _unit(X[j:j + BLOCK], norms[j:j + BLOCK])
                 N = _negated_similarity(A, B, tile)
-                _merge(best, i, N, j, k)
+                _merge(best, i, len(A), N, j, k)
                 if j != i:
-                    _merge(best, j, N, i, k, axis=1)
+                    _merge(best, j, len(B), N, i, k, axis=1)
         return _distances(best)
 
     def _vote(self, ind: np.ndarray) -> np.ndarray:

@@ -33,8 +33,9 @@ def _relu(n: int, d: int, k: int = 4, seed: int = 0, spread: float = 1.0):
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    """Blocks of 7 rows and groups of 3 columns: every path of the blocked merge runs."""
-    monkeypatch.setattr(knn, "BLOCK", 7)
+    """Blocks of 20 rows (a last one of 10) and groups of 3 entries, so that k = 1 and 5
+    search the groups under their bound, k = 8 (above the 7 groups of a tile) every entry."""
+    monkeypatch.setattr(knn, "BLOCK", 20)
     monkeypatch.setattr(knn, "GROUP", 3)
 
 
@@ -51,6 +52,22 @@ def test_knn_equals_scikit_learns_brute_cosine(small_blocks, k):
     np.testing.assert_array_equal(ind, ref_ind)
     # distances agree to float32 round-off of a d-term product of unit rows
     np.testing.assert_allclose(dist, ref_dist, atol=4 * 16 * EPS32)
+
+
+def test_knn_at_its_own_block_and_group_sizes_equals_scikit_learns():
+    # two training blocks, the second (100 rows) padded to whole groups; k above and
+    # below the 2 groups of that padded tile
+    X, y = _relu(knn.BLOCK + 100 + 300, 12, seed=3)
+    train = np.arange(len(X)) < knn.BLOCK + 100
+    for k in (1, 5):
+        ref = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(X[train], y[train])
+        ours = knn.KNeighborsCosine(n_neighbors=k).fit(X[train], y[train])
+        # rows whose k + 1 nearest are apart by more than the products' round-off
+        ref_dist, ref_ind = ref.kneighbors(X, n_neighbors=k + 1)
+        clear = np.diff(ref_dist, axis=1).min(axis=1) > 8 * 12 * EPS32
+        assert clear.mean() > 0.9
+        np.testing.assert_array_equal(ours.kneighbors(X)[1][clear], ref_ind[clear, :k])
+        np.testing.assert_array_equal(ours.predict_with_fit_rows(X, train)[clear], ref.predict(X)[clear])
 
 
 def test_knn_breaks_vote_ties_as_scikit_learn_and_distance_ties_by_index(small_blocks):
