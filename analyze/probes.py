@@ -28,7 +28,8 @@ from stores.config import PROBES as PROBE_NAMES
 from stores.config import SPECTRAL_METHODS
 
 from .baselines import QDA, knn_cosine, lda, logistic_regression
-from .spectral import Spectrum, class_spectra, fast_class_spectra_multi, n_kept, subspace_scores
+from .spectral import Spectrum, class_spectra, fast_class_spectra_multi, n_kept
+from .subspace import Tail, complement_form, subspace_scores
 
 __all__ = [
     "MASC",
@@ -149,9 +150,12 @@ class MASC(_ArgmaxClassifier):
         masc._validate_params()
         return masc._keep(spectra, classes, validate_data(masc, X, dtype=None))
 
-    def _keep(self, spectra: Sequence[Spectrum], classes: Any, X: np.ndarray, ks: Any = None) -> "MASC":
+    def _keep(self, spectra: Sequence[Spectrum], classes: Any, X: np.ndarray, ks: Any = None,
+              tails: Sequence[Tail | None] | None = None) -> "MASC":
         """Keep the top-k_c directions of each class's spectrum (k_c from the spectrum
-        unless given) for the validated training X; returns self."""
+        unless given) for the validated training X, and how to score each class: from
+        those directions, or from the rest of its eigenbasis (`tails`, from the fast
+        path) where that is shorter (`analyze.subspace.complement_form`); returns self."""
         self.classes_ = np.asarray(classes)
         self.n_features_in_ = X.shape[1]
         if ks is None:
@@ -159,6 +163,9 @@ class MASC(_ArgmaxClassifier):
             ks = [n_kept(lam, n) for lam, _ in spectra]
         self.n_components_ = np.asarray(ks, dtype=int)
         self.components_ = [V[:k].copy() for (_, V), k in zip(spectra, ks)]
+        tails = [None] * len(spectra) if tails is None else tails
+        self._forms = [complement_form(V, tail, k) if tail is not None else B
+                       for (_, V), k, tail, B in zip(spectra, ks, tails, self.components_)]
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -173,7 +180,7 @@ class MASC(_ArgmaxClassifier):
         for the fast path of `fit_spectral_probes`)."""
         if any(B.dtype != np.float64 for B in getattr(self, "components_", [])):
             X = _validate_predict(self, X, dtype=np.float32)
-            proj = np.sqrt(subspace_scores(X, self.components_))
+            proj = np.sqrt(subspace_scores(X, getattr(self, "_forms", self.components_)))
             norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
             return _safe_divide(proj, norms[:, None])
         X = _validate_predict(self, X)
@@ -292,10 +299,11 @@ def fit_masc_family(X: Any, y: Any, ns: Sequence[float], *, method: str = "exact
     velpic = VeLPIC()
     X, y, classes = _validate_fit(velpic, X, y, dtype=np.float64 if method == "exact" else np.float32)
     if method == "exact":
-        spectra, ks = class_spectra(X, y, classes), [None] * len(ns)
+        spectra, ks, tails = class_spectra(X, y, classes), [None] * len(ns), None
     else:
-        spectra, ks = fast_class_spectra_multi(X, y, classes, [float(n) for n in ns], device=device)
-    family = [MASC(n_components=n)._keep(spectra, classes, X, k) for n, k in zip(ns, ks)]
+        spectra, ks, tails = fast_class_spectra_multi(X, y, classes, [float(n) for n in ns],
+                                                      device=device, tails=True)
+    family = [MASC(n_components=n)._keep(spectra, classes, X, k, tails) for n, k in zip(ns, ks)]
     return family, velpic._keep(spectra, classes, X)
 
 

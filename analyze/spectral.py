@@ -16,8 +16,9 @@ eigensolver's rounding scale, of n (or in the float32 noise floor) has its k_c d
 on the float64 eigenvalues of the same product, and if still too close on the float64
 product by the reference's rule; a class smaller than `EXACT_BELOW` is done by the
 reference. Classes are decomposed side by side, each on one BLAS thread
-(`analyze.spectral_kernels.class_workers`). `subspace_scores` scores every class's
-subspace in one product per block of rows.
+(`analyze.spectral_kernels.class_workers`). A class decomposed on its d × d side can also
+give the rest of its eigenbasis (`analyze.subspace.Tail`), from which MASC scores the
+complement where that is the smaller side.
 
 Kernels run on NumPy by default, or through torch on a device (`device="cuda"`,
 `"cpu"`): the same operations, so a GPU runs them where there is one. Pure functions on
@@ -33,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from .spectral_kernels import backend, class_workers, one_blas_thread
+from .subspace import Tail
 
 __all__ = [
     "EIG_SAFETY",
@@ -43,7 +45,6 @@ __all__ = [
     "fast_class_spectra",
     "fast_class_spectra_multi",
     "n_kept",
-    "subspace_scores",
 ]
 
 # One (eigvals, V) pair per class: eigvals (r,) descending, V (r, d) orthonormal rows.
@@ -67,8 +68,6 @@ POWER_TOL = 1e-10
 # Classes whose smaller side is below this are decomposed in float64 throughout:
 # there the reference costs next to nothing, so nothing is gained by rounding.
 EXACT_BELOW = 128
-# Rows scored per block in `subspace_scores` (bounds the (rows, Σk) intermediate).
-SCORE_ROWS = 2048
 
 
 # --------------------------------------------------------------------------
@@ -229,9 +228,10 @@ def _fast_spectrum(kernels, block: np.ndarray, ns: Sequence[float]):
         work = _deflate(X64, v)
         del lead, X64
     M = kernels.gram(work, gram_side)
-    w, U = kernels.eigh32(M)
+    w, U_all = kernels.eigh32(M)
+    U_all = U_all[:, ::-1]
     drop = 0 if theta is None else 1  # the deflated direction's zero, the smallest
-    lam32, U = w[::-1][: len(w) - drop].astype(np.float64), U[:, ::-1][:, : len(w) - drop]
+    lam32, U = w[::-1][: len(w) - drop].astype(np.float64), U_all[:, : len(w) - drop]
 
     def merged(lam: np.ndarray) -> np.ndarray:
         lam = lam[lam > max(lam[0], 0.0) * np.sqrt(max(n_c, d)) * _EPS32] if len(lam) else lam
@@ -252,7 +252,19 @@ def _fast_spectrum(kernels, block: np.ndarray, ns: Sequence[float]):
         ks = [n_kept(lam, n) for n in ns]
     m = min(max(max(ks), 1), len(lam), U.shape[1] + drop)
     pos = None if theta is None else int(np.count_nonzero(lam32 > theta))
-    return (lam, _basis(kernels, work, U, m, gram_side, v, pos)), ks
+    V = _basis(kernels, work, U, m, gram_side, v, pos)
+    return (lam, V), ks, _tail(U_all, m, gram_side, pos)
+
+
+def _tail(U_all: np.ndarray, m: int, gram_side: bool, pos: int | None) -> Tail | None:
+    """The eigenvectors of the d × d product after the m - 1 or m in the basis (as float32
+    rows), where they are fewer than the basis's rows: MASC's complement (None on the
+    Gram side, whose eigenvectors do not span the units)."""
+    lead = pos if pos is not None and pos < m else None
+    used = m - (lead is not None)
+    if gram_side or U_all.shape[1] - used + 1 >= m:
+        return None
+    return Tail(np.ascontiguousarray(U_all[:, used:].T, dtype=np.float32), lead)
 
 
 def _basis(kernels, work: np.ndarray, U: np.ndarray, m: int, gram_side: bool,
@@ -305,7 +317,7 @@ def fast_class_spectra(X: np.ndarray, y: np.ndarray, classes: Sequence, n_compon
 
 def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
                              ns: Sequence[float], *, device: str | None = None,
-                             exact_below: int | None = None) -> tuple[list, np.ndarray]:
+                             exact_below: int | None = None, tails: bool = False) -> tuple:
     """`fast_class_spectra` for several n at once (MASC's n ablation), from one
     decomposition per class; on NumPy, `class_workers` classes at a time, each on one
     BLAS thread.
@@ -316,6 +328,8 @@ def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
         As for `fast_class_spectra`.
     ns : sequence of float
         Every n (each an explained fraction in (0, 1) or a count >= 1).
+    tails : bool, default False
+        Also return each class's `analyze.subspace.Tail`.
 
     Returns
     -------
@@ -323,6 +337,9 @@ def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
         Per class, V cut to the largest k_c over `ns` (at least one row).
     ks : ndarray of shape (len(ns), n_classes)
         The reference's k_c of each class for every n.
+    tails : list of Tail or None
+        Only with ``tails=True``: per class, the rest of its d × d eigenbasis where that
+        is shorter than V (None elsewhere: the Gram side, small classes).
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
@@ -337,7 +354,7 @@ def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
         # are kept, so small slabs fit exactly as `fit` does)
         lam, V = _uncentered_pca(block.astype(np.float64))
         k = [n_kept(lam, n) for n in ns]
-        return (lam, V[: max(max(k), 1)]), k
+        return (lam, V[: max(max(k), 1)]), k, None
 
     big = sum(min(block.shape) >= floor for block in blocks)
     workers = class_workers(device, len(blocks))
@@ -349,47 +366,6 @@ def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
             results = [one(block) for block in blocks]
     else:
         results = [one(block) for block in blocks]
-    ks = np.array([k for _, k in results], dtype=int).reshape(len(blocks), len(ns)).T
-    return [spectrum for spectrum, _ in results], ks
-
-
-# --------------------------------------------------------------------------
-# MASC scores
-# --------------------------------------------------------------------------
-
-
-def subspace_scores(X: np.ndarray, components: Sequence[np.ndarray], *,
-                    device: str | None = None, rows: int = SCORE_ROWS) -> np.ndarray:
-    """Squared projection norms ‖B_c x‖² of every row on every class's subspace.
-
-    Parameters
-    ----------
-    X : array-like of shape (n_samples, n_features)
-        The rows to score.
-    components : sequence of ndarray, each of shape (k_c, n_features)
-        Each class's orthonormal rows B_c.
-    device : str or None, default None
-        A torch device for the products; None runs them on NumPy.
-    rows : int, default SCORE_ROWS
-        Rows per block: every class is scored in one product per block.
-
-    Returns
-    -------
-    ndarray of shape (n_samples, n_classes)
-        ‖B_c x‖², float64, computed in the components' precision (float32 for fast fits).
-    """
-    dtype = np.result_type(*[B.dtype for B in components], np.float32)
-    B = np.concatenate([np.asarray(b, dtype=dtype) for b in components], axis=0)
-    sizes = [len(b) for b in components]
-    starts = np.cumsum([0, *sizes[:-1]])
-    X = np.asarray(X, dtype=dtype)
-    kernels = backend(device)
-    out = np.zeros((len(X), len(components)), dtype=np.float64)
-    nonempty = np.asarray(sizes) > 0
-    for lo in range(0, len(X), rows):
-        P = kernels.matmul_t(X[lo : lo + rows], B)
-        np.square(P, out=P)
-        if nonempty.any():
-            sums = np.add.reduceat(P, starts[nonempty], axis=1)
-            out[lo : lo + rows, nonempty] = sums
-    return out
+    ks = np.array([k for _, k, _ in results], dtype=int).reshape(len(blocks), len(ns)).T
+    spectra = [spectrum for spectrum, _, _ in results]
+    return (spectra, ks, [tail for _, _, tail in results]) if tails else (spectra, ks)

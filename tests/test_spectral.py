@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyze import spectral
+from analyze import spectral, subspace
 from analyze.probes import MASC, VeLPIC, fit_spectral_probes
 
 from .tolerance import clear_argmax, eigenspace_atol, eigh_perturbation, gamma, ritz_sin_theta
@@ -181,7 +181,7 @@ def test_subspace_scores_equal_per_class_norms():
     rng = np.random.default_rng(1)
     X = rng.standard_normal((50, 7))
     comps = [np.linalg.qr(rng.standard_normal((7, k)))[0].T for k in (3, 0, 1, 5)]
-    got = spectral.subspace_scores(X, comps, rows=16)
+    got = subspace.subspace_scores(X, comps, rows=16)
     want = np.stack([np.sum((X @ B.T) ** 2, axis=1) for B in comps], axis=1)
     # float64 both (one concatenated product in blocks of 16 rows there, one per class
     # here): the projections within 2·γ_7·(|X||B|ᵀ) of each other, squared (twice the
