@@ -28,8 +28,8 @@ from stores.config import PROBES as PROBE_NAMES
 from stores.config import SPECTRAL_METHODS
 
 from .baselines import QDA, knn_cosine, lda, logistic_regression
-from .spectral import Spectrum, class_spectra, fast_class_spectra_multi, n_kept
-from .subspace import Tail, complement_form, subspace_scores
+from .spectral import Spectrum, class_spectra, fast_class_spectra_multi, leading_spectra, n_kept
+from .subspace import SCORE_ROWS, Tail, complement_form, subspace_scores
 
 __all__ = [
     "MASC",
@@ -216,6 +216,14 @@ class VeLPIC(_ArgmaxClassifier):
         velpic._validate_params()
         return velpic._keep(spectra, classes, validate_data(velpic, X, dtype=(np.float64, np.float32)))
 
+    @classmethod
+    def fast(cls, X: Any, y: Any) -> "VeLPIC":
+        """Fitted VeLPIC by itself, the fast way: each class's top direction by float64
+        power iteration (`analyze.spectral.leading_spectra`), no whole decomposition."""
+        velpic = cls()
+        X, y, classes = _validate_fit(velpic, X, y, dtype=np.float32)
+        return velpic._keep(leading_spectra(X, y, classes), classes, X)
+
     def _keep(self, spectra: Sequence[Spectrum], classes: Any, X: np.ndarray) -> "VeLPIC":
         """coef_[c] = ±V_c[0], the sign chosen on the validated training X; returns self."""
         coef = np.zeros((len(spectra), X.shape[1]))
@@ -238,9 +246,13 @@ class VeLPIC(_ArgmaxClassifier):
         return self._keep(class_spectra(X, y, classes), classes, X)
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """(n_samples, n_classes) raw scores X @ coef_ᵀ."""
-        X = _validate_predict(self, X)
-        return X @ self.coef_.T
+        """(n_samples, n_classes) raw scores X @ coef_ᵀ, in float64 (float32 X converted a
+        block of rows at a time)."""
+        X = _validate_predict(self, X, dtype=(np.float64, np.float32))
+        out = np.empty((len(X), len(self.coef_)))
+        for lo in range(0, len(X), SCORE_ROWS):
+            out[lo:lo + SCORE_ROWS] = np.asarray(X[lo:lo + SCORE_ROWS], dtype=np.float64) @ self.coef_.T
+        return out
 
 
 def fit_spectral_probes(X: Any, y: Any, n_components: float = 0.99, *, method: str = "exact",

@@ -44,6 +44,7 @@ __all__ = [
     "class_spectra",
     "fast_class_spectra",
     "fast_class_spectra_multi",
+    "leading_spectra",
     "n_kept",
 ]
 
@@ -205,6 +206,22 @@ def _leading_pair(X: np.ndarray):
             return theta, v, resid, X64
         v = w
     return None
+
+
+def leading_spectra(X: np.ndarray, y: np.ndarray, classes: Sequence) -> list[Spectrum]:
+    """Per class only its top pair, what VeLPIC needs: ([θ], [v]) by float64 power
+    iteration (`POWER_STEPS`, `POWER_TOL`: v within POWER_TOL·θ/(θ − λ₂) of the
+    reference's), or the reference's own top pair where that does not converge."""
+    out = []
+    for c in classes:
+        block = np.asarray(X[y == c])
+        lead = _leading_pair(block) if block.size else None
+        if lead is None:
+            lam, V = _uncentered_pca(block.astype(np.float64))
+            out.append((lam[:1], V[:1]))
+        else:
+            out.append((np.array([lead[0]]), lead[1][None]))
+    return out
 
 
 def _deflate(X64: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -177,6 +177,25 @@ def test_cut_rule():
     assert spectral._cut(lam, 10.0, 9) == (4, False)  # more than resolved: ask float64
 
 
+def test_velpic_alone_by_power_iteration_is_the_fits_top_direction():
+    X, y = relu_slab(800, 40)
+    # a fifth class whose two leading singular values are 0.5% apart: 30 power steps do
+    # not reach POWER_TOL, so its pair is the reference's own
+    extra = np.zeros((100, 40), np.float32)
+    extra[::2, 0], extra[1::2, 1] = 1.0, np.sqrt(0.99)
+    X, y = np.vstack([X, extra]), np.append(y, np.full(100, 4))
+    fast, ref = VeLPIC.fast(X, y), VeLPIC().fit(X, y)
+    np.testing.assert_array_equal(fast.coef_[4], ref.coef_[4])
+    assert fast.coef_.dtype == np.float64 and fast.classes_.tolist() == ref.classes_.tolist()
+    # the others as in the test above: ‖v̂ − v‖ ≤ |‖v̂‖ − 1| + √2·(sin θ̂ + the reference's)
+    for c in range(4):
+        Xc = X[y == c]
+        bound = (abs(np.linalg.norm(fast.coef_[c]) - 1)
+                 + np.sqrt(2) * (ritz_sin_theta(Xc, fast.coef_[c][None])[0] + eigenspace_atol(Xc, 1)))
+        np.testing.assert_allclose(fast.coef_[c], ref.coef_[c], rtol=0, atol=bound)
+    np.testing.assert_array_equal(fast.predict(X), ref.predict(X))
+
+
 def test_subspace_scores_equal_per_class_norms():
     rng = np.random.default_rng(1)
     X = rng.standard_normal((50, 7))
