@@ -20,7 +20,8 @@ from threadpoolctl import threadpool_limits
 
 from stores.config import AnalysisConfig, replace_checked
 
-from .tasks import BLAS_THREADS, SCORES, Samples, score_probes
+from .samples import SCORES, Samples
+from .tasks import BLAS_THREADS, score_probes
 
 CORE_DIMS = ("sample", "unit")  # one slab: the probe set's rows and the layer's units
 NEW_DIMS = ("probe", "score")  # what a slab's accuracies are indexed by
@@ -66,7 +67,7 @@ def fit_probes(activations: xr.DataArray, *, labels: str = "label_observed",
     -------
     xarray.DataArray
         `accuracy`, dims (*leading, probe, score) with `probe` and `score` coordinates
-        (`analyze.tasks.SCORES`; NaN where a score has no rows); the leading dims' own
+        (`analyze.samples.SCORES`; NaN where a score has no rows); the leading dims' own
         coordinates kept. Dask-backed (nothing computed yet) when `activations` is.
 
     Raises

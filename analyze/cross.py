@@ -17,7 +17,7 @@ import numpy as np
 import stores
 from stores import slabs
 
-from .tasks import Samples
+from .samples import Samples
 
 log = logging.getLogger(__name__)
 

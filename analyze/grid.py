@@ -20,7 +20,8 @@ from stores.config import AnalysisConfig
 
 from .edit import VARIANTS
 from .relabel import relabel
-from .tasks import MASC_LABELS, SCORES, Samples, Task, TaskResult, run_task
+from .samples import SCORES, Samples
+from .tasks import MASC_LABELS, Task, TaskResult, run_task
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import xarray as xr
 
 from stores.config import AnalysisConfig
 
-from .tasks import SCORES
+from .samples import SCORES
 
 
 def usable(results: dict[str, xr.Dataset], settings: AnalysisConfig) -> bool:

@@ -19,7 +19,8 @@ from stores.results import consolidate_if_stale, recover_analysis, stored_analys
 from . import grid, incremental, modular, report, report_modular
 from .cross import cross_sources
 from .crosscheck import crosscheck_edit
-from .tasks import Samples, TaskResult
+from .samples import Samples
+from .tasks import TaskResult
 
 log = logging.getLogger(__name__)
 

@@ -83,6 +83,13 @@ def _row_norms(X: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", X, X))
 
 
+def _by_blocks(X: np.ndarray, f: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """f of float64 copies of X's rows, SCORE_ROWS at a time (never a float64 copy of
+    all of a float32 X), stacked."""
+    return np.concatenate([f(np.asarray(X[lo:lo + SCORE_ROWS], dtype=np.float64))
+                           for lo in range(0, max(len(X), 1), SCORE_ROWS)])
+
+
 def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den with 0 wherever den == 0 (cosine of a zero vector is defined as 0)."""
     out = np.zeros(np.broadcast_shapes(num.shape, den.shape))
@@ -248,11 +255,8 @@ class VeLPIC(_ArgmaxClassifier):
     def decision_function(self, X: Any) -> np.ndarray:
         """(n_samples, n_classes) raw scores X @ coef_ᵀ, in float64 (float32 X converted a
         block of rows at a time)."""
-        X = _validate_predict(self, X, dtype=(np.float64, np.float32))
-        out = np.empty((len(X), len(self.coef_)))
-        for lo in range(0, len(X), SCORE_ROWS):
-            out[lo:lo + SCORE_ROWS] = np.asarray(X[lo:lo + SCORE_ROWS], dtype=np.float64) @ self.coef_.T
-        return out
+        return _by_blocks(_validate_predict(self, X, dtype=(np.float64, np.float32)),
+                          lambda B: B @ self.coef_.T)
 
 
 def fit_spectral_probes(X: Any, y: Any, n_components: float = 0.99, *, method: str = "exact",
@@ -341,16 +345,16 @@ class NearestMeanCosine(_ArgmaxClassifier):
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any) -> "NearestMeanCosine":
         """Store the class means μ_c in classes_ order; returns self."""
-        X, y, classes = _validate_fit(self, X, y)
+        X, y, classes = _validate_fit(self, X, y, dtype=(np.float64, np.float32))
         self.classes_ = classes
-        self.means_ = np.stack([X[y == c].mean(axis=0) for c in classes])
+        self.means_ = np.stack([X[y == c].mean(axis=0, dtype=np.float64) for c in classes])
         return self
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """(n_samples, n_classes) cosines cos(x, μ_c)."""
-        X = _validate_predict(self, X)
-        den = _row_norms(X)[:, None] * _row_norms(self.means_)[None, :]
-        return _safe_divide(X @ self.means_.T, den)
+        """(n_samples, n_classes) cosines cos(x, μ_c), in float64."""
+        X = _validate_predict(self, X, dtype=(np.float64, np.float32))
+        norms = _row_norms(self.means_)[None, :]
+        return _by_blocks(X, lambda B: _safe_divide(B @ self.means_.T, _row_norms(B)[:, None] * norms))
 
 
 _FACTORIES: dict[str, Callable[..., Any]] = {

@@ -360,11 +360,12 @@ def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
-    blocks = [np.ascontiguousarray(X[y == c]) for c in classes]
+    sizes = [int(np.count_nonzero(y == c)) for c in classes]
     kernels = backend(device)
     floor = max(EXACT_BELOW if exact_below is None else exact_below, 1)
 
-    def one(block: np.ndarray):
+    def one(c):  # each class's rows copied only while it is decomposed
+        block = np.ascontiguousarray(X[y == c])
         if min(block.shape) >= floor:
             return _fast_spectrum(kernels, block, ns)
         # small: the float64 reference costs nothing here (and its float64 vectors
@@ -373,16 +374,16 @@ def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
         k = [n_kept(lam, n) for n in ns]
         return (lam, V[: max(max(k), 1)]), k, None
 
-    big = sum(min(block.shape) >= floor for block in blocks)
-    workers = class_workers(device, len(blocks))
+    big = sum(min(n_c, X.shape[1]) >= floor for n_c in sizes)
+    workers = class_workers(device, len(classes))
     if workers > 1 and big > 1:
         with one_blas_thread(), ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(one, blocks))
+            results = list(pool.map(one, classes))
     elif workers > 1 and not big:  # small classes only: one thread, no pool
         with one_blas_thread():
-            results = [one(block) for block in blocks]
+            results = [one(c) for c in classes]
     else:
-        results = [one(block) for block in blocks]
-    ks = np.array([k for _, k, _ in results], dtype=int).reshape(len(blocks), len(ns)).T
+        results = [one(c) for c in classes]
+    ks = np.array([k for _, k, _ in results], dtype=int).reshape(len(classes), len(ns)).T
     spectra = [spectrum for spectrum, _, _ in results]
     return (spectra, ks, [tail for _, _, tail in results]) if tails else (spectra, ks)

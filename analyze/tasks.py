@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -20,15 +21,10 @@ from stores.config import AnalysisConfig
 from . import edit
 from .baselines import FAST
 from .moments import shared_moments
-from .probes import fit_masc_family, fit_spectral_probes
+from .probes import fit_masc_family
 from .probes import make_probe as named_probe
+from .samples import Breakdown, Samples, accuracies, breakdown
 
-# What each accuracy averages over: the train split against the observed labels (what
-# the model was fitted to) and against the true ones, the test split (true labels), and
-# the training rows split by whether their observed label differs from the true one
-# (flipped: memorized against observed, latent against true) or not (unflipped, where
-# the two labels agree).
-SCORES = ("train_observed", "train_true", "test", "flipped_observed", "flipped_true", "unflipped")
 MASC_LABELS = ("observed", "true")  # which training labels build MASC's subspaces
 # BLAS threads inside a task. One: parallelism comes from tasks, and a fixed thread count
 # keeps floating-point sums (so lbfgs paths) identical on every path.
@@ -72,22 +68,6 @@ class Task:
 
 
 @dataclass
-class Breakdown:
-    """One predictor's accuracies.
-
-    Attributes
-    ----------
-    scores : dict
-        score (SCORES) -> accuracy.
-    per_class : ndarray of shape (n_classes,)
-        Test accuracy per true class.
-    """
-
-    scores: dict[str, float]
-    per_class: np.ndarray
-
-
-@dataclass
 class TaskResult:
     """What one task sends back: small results only (accuracies, k per class, the edit).
 
@@ -96,7 +76,7 @@ class TaskResult:
     task : Task
         The task.
     accuracy : dict
-        probe -> score (SCORES) -> accuracy; `class_accuracy`: probe -> (class,).
+        probe -> score (`analyze.samples.SCORES`) -> accuracy; `class_accuracy`: probe -> (class,).
     masc_k : ndarray or None
         MASC's components kept per class (primary n, observed labels).
     edit_accuracy, edit_class_accuracy, edit_weight, edit_predictions
@@ -127,95 +107,6 @@ class TaskResult:
     masc_predictions: np.ndarray | None = None
     model_predictions: np.ndarray | None = None
     shrunk: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Samples:
-    """The probe set's masks and labels, as every score reads them.
-
-    Attributes
-    ----------
-    train, test : ndarray of bool, shape (sample,)
-        The splits.
-    observed, true : ndarray of int, shape (sample,)
-        The labels trained on and the true ones.
-    n_classes : int
-        Number of classes.
-    """
-
-    train: np.ndarray
-    test: np.ndarray
-    observed: np.ndarray
-    true: np.ndarray
-    n_classes: int
-
-    @classmethod
-    def of(cls, table: dict[str, np.ndarray], observed: np.ndarray | None = None,
-           n_classes: int | None = None) -> "Samples":
-        """From a store's sample table; `observed` replaces its observed labels (another
-        run's, for the cross-run control)."""
-        y_obs = table["label_observed"] if observed is None else observed
-        y_true = table["label_true"]
-        k = n_classes or int(max(y_true.max(), y_obs.max())) + 1
-        return cls(table["split"] == "train", table["split"] == "test", y_obs, y_true, k)
-
-    @property
-    def flipped(self) -> np.ndarray:
-        """(sample,) the training rows whose observed label is not the true one."""
-        return self.train & (self.observed != self.true)
-
-    def masks(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Score -> (rows it averages over, the labels it compares against)."""
-        flipped = self.flipped
-        return {
-            "train_observed": (self.train, self.observed),
-            "train_true": (self.train, self.true),
-            "test": (self.test, self.true),
-            "flipped_observed": (flipped, self.observed),
-            "flipped_true": (flipped, self.true),
-            "unflipped": (self.train & ~flipped, self.true),
-        }
-
-    def counts(self) -> dict[str, int]:
-        """Score -> how many rows it averages over."""
-        return {name: int(rows.sum()) for name, (rows, _) in self.masks().items()}
-
-    def class_counts(self) -> np.ndarray:
-        """(class,) test rows per true class."""
-        return np.bincount(self.true[self.test], minlength=self.n_classes)[: self.n_classes]
-
-
-def _mean(a: np.ndarray) -> float:
-    return float(np.mean(a)) if len(a) else float("nan")
-
-
-def _scores(pred: np.ndarray, samples: Samples) -> dict[str, float]:
-    """Accuracy of probe-set predictions on every score's rows (NaN where it has none)."""
-    return {name: _mean(pred[rows] == labels[rows]) for name, (rows, labels) in samples.masks().items()}
-
-
-def breakdown(pred: np.ndarray, samples: Samples) -> Breakdown:
-    """A predictor's accuracies.
-
-    Parameters
-    ----------
-    pred : ndarray of shape (sample,)
-        Predictions on every sample of the probe set.
-    samples : Samples
-        The masks and labels to score them against.
-
-    Returns
-    -------
-    Breakdown
-        Every score, and the test accuracy per true class (NaN for a class without test
-        rows).
-    """
-    hit = (pred == samples.true) & samples.test
-    counts = samples.class_counts()
-    per_class = np.bincount(samples.true[hit], minlength=samples.n_classes)[: samples.n_classes]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_class = np.where(counts > 0, per_class / np.maximum(counts, 1), np.nan)
-    return Breakdown(_scores(pred, samples), per_class)
 
 
 def make_probe(name: str, **params):
@@ -268,8 +159,11 @@ def run_task(task: Task, settings: AnalysisConfig) -> TaskResult:
         return _run_task(task, settings)
 
 
-def _spectral(x_train, y_train, n: float, settings: AnalysisConfig):
-    return fit_spectral_probes(x_train, y_train, n, method=settings.spectral, device=settings.device)
+def _family(x_train, y_train, ns, settings: AnalysisConfig) -> tuple[dict, Any]:
+    """({n: MASC} for the primary n and every n of `ns`, VeLPIC), from one decomposition."""
+    ns = list(dict.fromkeys([settings.primary_n, *ns]))
+    family, velpic = fit_masc_family(x_train, y_train, ns, method=settings.spectral, device=settings.device)
+    return dict(zip(ns, family)), velpic
 
 
 @dataclass
@@ -283,6 +177,9 @@ class Scored:
     spectral : dict
         The fitted spectral probes by name (`masc`, `velpic`, `masc_true`), for what else
         a task computes from them.
+    families : dict
+        Per label set ("observed", "true"), MASC at every n asked for, {n: MASC}, from the
+        decomposition the spectral probes came from.
     not_converged, shrunk : tuple of str
         Probes whose solver stopped at its iteration limit (scored as they are); probes
         fitted with their regularised fallback (qda).
@@ -290,12 +187,13 @@ class Scored:
 
     found: dict[str, Breakdown]
     spectral: dict
+    families: dict = field(default_factory=dict)
     not_converged: tuple[str, ...] = ()
     shrunk: tuple[str, ...] = ()
 
 
 def score_probes(x: np.ndarray, samples: Samples, settings: AnalysisConfig, *,
-                 spectral: bool = False) -> Scored:
+                 spectral: bool = False, ns: Sequence[float] = ()) -> Scored:
     """Fit every probe of `settings` on one slab's training rows and score each.
 
     Parameters
@@ -309,6 +207,9 @@ def score_probes(x: np.ndarray, samples: Samples, settings: AnalysisConfig, *,
         The probes, MASC's n (the primary one), k-NN's k, the spectral method and device.
     spectral : bool
         Fit MASC and VeLPIC (on the observed labels) even where `settings` lists neither.
+    ns : sequence of float
+        MASC's other n (the ablation's), fitted beside the primary one from the same
+        decomposition per label set.
 
     Returns
     -------
@@ -317,11 +218,13 @@ def score_probes(x: np.ndarray, samples: Samples, settings: AnalysisConfig, *,
     x_train = x[samples.train]
     labels = {"observed": samples.observed[samples.train], "true": samples.true[samples.train]}
     n = settings.primary_n
-    fits = {}
+    fits, families = {}, {}
     if {"masc", "velpic"} & set(settings.probes) or spectral:
-        fits["masc"], fits["velpic"] = _spectral(x_train, labels["observed"], n, settings)
+        families["observed"], fits["velpic"] = _family(x_train, labels["observed"], ns, settings)
+        fits["masc"] = families["observed"][n]
     if "masc_true" in settings.probes:
-        fits["masc_true"] = _spectral(x_train, labels["true"], n, settings)[0]
+        families["true"] = _family(x_train, labels["true"], ns, settings)[0]
+        fits["masc_true"] = families["true"][n]
     found, not_converged, shrunk = {}, [], []
     with shared_moments():  # LDA, QDA and logreg share one set of class moments
         for name in settings.probes:
@@ -331,14 +234,15 @@ def score_probes(x: np.ndarray, samples: Samples, settings: AnalysisConfig, *,
                 not_converged.append(name)
             if getattr(probe, "shrunk_", None) is not None:
                 shrunk.append(name)
-    return Scored(found, fits, tuple(not_converged), tuple(shrunk))
+    return Scored(found, fits, families, tuple(not_converged), tuple(shrunk))
 
 
 def _run_task(task: Task, settings: AnalysisConfig) -> TaskResult:
     table = slabs.sample_table(task.store)
     x = slabs.slab(task.store, task.layer, task.slot).astype(np.float32)
     samples = Samples.of(table)
-    scored = score_probes(x, samples, settings, spectral=task.penultimate or task.final)
+    scored = score_probes(x, samples, settings, spectral=task.penultimate or task.final,
+                          ns=settings.masc_ns if settings.fits_masc else ())
     spectral = scored.spectral
     result = TaskResult(task, {name: b.scores for name, b in scored.found.items()},
                         not_converged=scored.not_converged, shrunk=scored.shrunk,
@@ -349,10 +253,10 @@ def _run_task(task: Task, settings: AnalysisConfig) -> TaskResult:
     if "masc" in spectral:
         result.masc_k = np.asarray(spectral["masc"].n_components_)
     if settings.fits_masc:
-        result.masc_n = _ablation(x, x_train, labels, samples, spectral, settings)
+        result.masc_n = _ablation(x, x_train, labels, samples, scored.families, settings)
     for rate, _, source in task.cross:
         observed = slabs.sample_table(source)["label_observed"]
-        masc = _spectral(x_train, observed[samples.train], n, settings)[0]
+        masc = _family(x_train, observed[samples.train], (), settings)[0][n]
         result.cross[rate] = breakdown(masc.predict(x), Samples.of(table, observed, samples.n_classes))
     if task.final:
         result.masc_predictions = spectral["masc"].predict(x)
@@ -361,20 +265,16 @@ def _run_task(task: Task, settings: AnalysisConfig) -> TaskResult:
     return result
 
 
-def _ablation(x, x_train, labels, samples: Samples, spectral, settings: AnalysisConfig) -> dict:
-    """MASC at every n of the ablation, from the observed and from the true labels: the
-    primary n's fits are the probes' own; the other n share one decomposition per label
-    set (`fit_masc_family`)."""
+def _ablation(x, x_train, labels, samples: Samples, families: dict, settings: AnalysisConfig) -> dict:
+    """MASC at every n of the ablation, from the observed and from the true labels: from
+    the probes' own decomposition where the task fitted them (`families`), else from one
+    decomposition per label set (`fit_masc_family`)."""
     out = {}
     for which in MASC_LABELS:
-        name = "masc" if which == "observed" else "masc_true"
-        others = [n for n in settings.masc_ns if not (n == settings.primary_n and name in spectral)]
-        family = fit_masc_family(x_train, labels[which], others, method=settings.spectral,
-                                 device=settings.device)[0] if others else []
-        fits = dict(zip(others, family))
+        fits = families.get(which) or _family(x_train, labels[which], settings.masc_ns, settings)[0]
         for n in settings.masc_ns:
-            masc = fits.get(n) or spectral[name]
-            out[(float(n), which)] = (_scores(masc.predict(x), samples), np.asarray(masc.n_components_))
+            masc = fits[n]
+            out[(float(n), which)] = (accuracies(masc.predict(x), samples), np.asarray(masc.n_components_))
     return out
 
 

@@ -17,7 +17,8 @@ from analyze.pipeline import analyse
 from analyze.probes import MASC, QDA, fit_masc_family, fit_spectral_probes
 from analyze.relabel import holdout_mask, relabel
 from analyze.spectral import EXACT_BELOW, fast_class_spectra_multi
-from analyze.tasks import SCORES, Samples, breakdown, run_task
+from analyze.samples import SCORES, Samples, breakdown
+from analyze.tasks import run_task
 from stores import load_pipeline, slabs
 from stores.config import AnalysisConfig
 

@@ -13,7 +13,8 @@ import xarray as xr
 import analyze
 import stores
 from analyze import arrays
-from analyze.tasks import SCORES, Scored, Task, run_task
+from analyze.samples import SCORES
+from analyze.tasks import Scored, Task, run_task
 from stores.config import PROBES, AnalysisConfig
 from stores.errors import ConfigError
 
