@@ -169,7 +169,7 @@ class MASC(_ArgmaxClassifier):
             n = float(self.n_components)
             ks = [n_kept(lam, n) for lam, _ in spectra]
         self.n_components_ = np.asarray(ks, dtype=int)
-        self.components_ = [V[:k].copy() for (_, V), k in zip(spectra, ks)]
+        self.components_ = [V[:k] for (_, V), k in zip(spectra, ks)]  # views: a family shares one V
         tails = [None] * len(spectra) if tails is None else tails
         self._forms = [complement_form(V, tail, k) if tail is not None else B
                        for (_, V), k, tail, B in zip(spectra, ks, tails, self.components_)]
