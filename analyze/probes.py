@@ -169,7 +169,9 @@ class MASC(_ArgmaxClassifier):
             n = float(self.n_components)
             ks = [n_kept(lam, n) for lam, _ in spectra]
         self.n_components_ = np.asarray(ks, dtype=int)
-        self.components_ = [V[:k] for (_, V), k in zip(spectra, ks)]  # views: a family shares one V
+        # The fast path's V is cut to its family's largest k: views share it across the
+        # family; an exact spectrum keeps every pair: copies, so it can go.
+        self.components_ = [V[:k] if tails is not None else V[:k].copy() for (_, V), k in zip(spectra, ks)]
         tails = [None] * len(spectra) if tails is None else tails
         self._forms = [complement_form(V, tail, k) if tail is not None else B
                        for (_, V), k, tail, B in zip(spectra, ks, tails, self.components_)]
