@@ -18,9 +18,9 @@ def _evaluation_atol(x: np.ndarray, R: np.ndarray, dtype) -> np.ndarray:
     """How far a computed ‖R x‖² (products and sum in `dtype`) can lie from the exact,
     per row of x: each product within ε_j = γ_d·(|x|·|r_j|), so its square within
     2·|p_j|·ε_j + ε_j², and the sum of the squares within γ_(rows+1) of their total."""
-    x, R = np.abs(np.asarray(x, np.float64)), np.asarray(R, np.float64)
-    eps = gamma(dtype, x.shape[1]) * (x @ np.abs(R).T)
-    p = np.abs(np.asarray(x, np.float64) @ R.T)
+    x, R = np.asarray(x, np.float64), np.asarray(R, np.float64)
+    eps = gamma(dtype, x.shape[1]) * (np.abs(x) @ np.abs(R).T)
+    p = np.abs(x @ R.T)
     return np.sum(2 * p * eps + eps ** 2, axis=1) + gamma(dtype, len(R) + 1) * np.sum(p * p, axis=1)
 
 
