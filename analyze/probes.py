@@ -189,7 +189,7 @@ class MASC(_ArgmaxClassifier):
         for the fast path of `fit_spectral_probes`)."""
         if any(B.dtype != np.float64 for B in getattr(self, "components_", [])):
             X = _validate_predict(self, X, dtype=np.float32)
-            proj = np.sqrt(subspace_scores(X, getattr(self, "_forms", self.components_)))
+            proj = np.sqrt(subspace_scores(X, self._forms))
             norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
             return _safe_divide(proj, norms[:, None])
         X = _validate_predict(self, X)

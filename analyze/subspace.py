@@ -96,14 +96,14 @@ def subspace_scores(X: np.ndarray, components: Sequence[np.ndarray | Form], *,
     kernels = backend(device)
     out = np.zeros((len(X), len(forms)), dtype=np.float64)
     nonempty = sizes > 0
-    signed = bool((weights != 1).any())
+    signs = weights.astype(dtype) if (weights != 1).any() else None
     for lo in range(0, len(X), rows):
         block = X[lo : lo + rows]
         if nonempty.any():
             P = kernels.matmul_t(block, B)
             np.square(P, out=P)
-            if signed:
-                P *= weights.astype(P.dtype)
+            if signs is not None:
+                P *= signs
             out[lo : lo + rows, nonempty] = np.add.reduceat(P, starts[nonempty], axis=1)
         if whole.any():
             out[lo : lo + rows] += np.einsum("ij,ij->i", block, block, dtype=np.float64)[:, None] * whole
