@@ -69,6 +69,14 @@ class Samples:
         """(sample,) the training rows whose observed label is not the true one."""
         return self.train & (self.observed != self.true)
 
+    def train_rows(self, x: np.ndarray) -> np.ndarray:
+        """x's training rows: a view where they are one contiguous run (a captured probe
+        set lists its training rows first), else a copy, as ``x[self.train]``."""
+        rows = np.flatnonzero(self.train)
+        if rows.size and rows[-1] - rows[0] + 1 == rows.size:
+            return x[rows[0]: rows[-1] + 1]
+        return x[self.train]
+
     def masks(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Score -> (rows it averages over, the labels it compares against)."""
         flipped = self.flipped

@@ -215,7 +215,7 @@ def score_probes(x: np.ndarray, samples: Samples, settings: AnalysisConfig, *,
     -------
     Scored
     """
-    x_train = x[samples.train]
+    x_train = samples.train_rows(x)
     labels = {"observed": samples.observed[samples.train], "true": samples.true[samples.train]}
     n = settings.primary_n
     fits, families = {}, {}
@@ -247,7 +247,7 @@ def _run_task(task: Task, settings: AnalysisConfig) -> TaskResult:
     result = TaskResult(task, {name: b.scores for name, b in scored.found.items()},
                         not_converged=scored.not_converged, shrunk=scored.shrunk,
                         class_accuracy={name: b.per_class for name, b in scored.found.items()})
-    x_train = x[samples.train]
+    x_train = samples.train_rows(x)
     labels = {"observed": samples.observed[samples.train], "true": samples.true[samples.train]}
     n = settings.primary_n
     if "masc" in spectral:

@@ -149,7 +149,7 @@ def _fast_task(x: np.ndarray, samples: Samples) -> tuple[dict, dict, float]:
     VeLPIC's is measured by itself after the task by `_setup_rows`; LDA and QDA reuse the
     moments logreg computed first). Returns (seconds, predictions, whole-task seconds)."""
     t_start = time.perf_counter()
-    X = x[samples.train]  # the task's own training copy
+    X = samples.train_rows(x)  # the task's training rows (a view: they come first)
     labels = {"masc": samples.observed[samples.train], "masc_true": samples.true[samples.train]}
     times, preds, families = {}, {}, {}
     for name, y in labels.items():
@@ -185,14 +185,14 @@ def _straight(X, samples: Samples, x: np.ndarray, given: dict) -> dict:
 
 
 def _setup_rows(setup: str, x: np.ndarray, samples: Samples, given: dict) -> list[dict]:
-    X = x[samples.train]
+    X = x[samples.train]  # the straightforward versions' own copy
     straight = _straight(X, samples, x, given)
     del X
     tracemalloc.start()
     times, preds, t_task = _fast_task(x, samples)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    X, obs = x[samples.train], samples.observed[samples.train]
+    X, obs = samples.train_rows(x), samples.observed[samples.train]
     times["velpic"], preds["velpic"] = _timed(lambda: VeLPIC.fast(X, obs).predict(x))
     del X
     times["logreg_adam"], preds["logreg_adam"] = _timed(

@@ -18,9 +18,9 @@ from analyze.probes import MASC, QDA, fit_masc_family, fit_spectral_probes
 from analyze.relabel import holdout_mask, relabel
 from analyze.spectral import EXACT_BELOW, fast_class_spectra_multi
 from analyze.samples import SCORES, Samples, breakdown
-from analyze.tasks import run_task
+from analyze.tasks import run_task, score_probes
 from stores import load_pipeline, slabs
-from stores.config import AnalysisConfig
+from stores.config import PROBES, AnalysisConfig
 
 from .test_probes import ref_masc_predict
 from .tolerance import clear_argmax, eigenspace_atol, gamma
@@ -120,6 +120,27 @@ def test_per_class_and_flipped_accuracies_recombine_to_the_overall_ones(tiny_sto
                 assert mix == pytest.approx(scores[f"train_{which}"], abs=atol), (name, which)
     assert set(result.edit_accuracy) == {"unedited", "edit_zero_bias", "edit_keep_bias"}
     assert list(result.accuracy["masc"]) == list(SCORES)
+
+
+def test_the_training_rows_are_a_view_where_they_come_first_and_no_probe_writes_them(tiny_store):
+    """A captured probe set lists its training rows first: the task reads them as a view
+    of the slab (no training copy), and every probe leaves them as they were (the slab is
+    read-only here, so a write into it raises); scattered training rows are copied."""
+    x = slabs.slab(tiny_store, "relu2", 0).astype(np.float32)
+    samples = Samples.of(slabs.sample_table(tiny_store))
+    assert samples.train[: samples.train.sum()].all()  # capture's order: train, then test
+    view = samples.train_rows(x)
+    assert np.shares_memory(view, x)
+    np.testing.assert_array_equal(view, x[samples.train])
+    x.flags.writeable = False
+    scored = score_probes(x, samples, AnalysisConfig())  # every probe (the default)
+    assert set(scored.found) == set(PROBES)
+    order = np.random.default_rng(0).permutation(len(x))
+    shuffled = Samples(samples.train[order], samples.test[order], samples.observed[order],
+                       samples.true[order], samples.n_classes)
+    rows = shuffled.train_rows(x[order])
+    assert not np.shares_memory(rows, x[order])
+    np.testing.assert_array_equal(rows, x[order][shuffled.train])
 
 
 def test_the_n_ablation_shares_one_decomposition_and_equals_separate_fits(tiny_store):
