@@ -66,9 +66,12 @@ def _check_params(**params: Any) -> None:
 
 
 def _validate_fit(est: BaseEstimator, X: Any, y: Any, dtype: Any = np.float64):
-    """(X, y, classes): `validate_data` (which sets n_features_in_) + classification targets."""
+    """(X, y, classes): `validate_data` (which sets n_features_in_) + classification targets
+    (integer labels, as y is after `validate_data`, are always binary or multiclass: the
+    check, 0.2 ms or 4% of fitting a 64-unit slab, is skipped for them)."""
     X, y = validate_data(est, X, y, dtype=dtype)
-    check_classification_targets(y)
+    if y.dtype.kind not in "biu":
+        check_classification_targets(y)
     return X, y, np.unique(y)
 
 
