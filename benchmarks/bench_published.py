@@ -249,7 +249,7 @@ NOTES = {
     "lda": "the shared class moments dominate", "qda": "the per-class triangular solves dominate",
     "masc_true": "as masc",
     "task": "k-NN and QDA, bound by their float32 products, are most of the fast task",
-    "memory": "the slab, the task's training copy (0.86x) and the spectral fits' working arrays",
+    "memory": "the slab, the two label sets' MASC bases, the shared class moments and QDA's blocks",
 }
 
 
