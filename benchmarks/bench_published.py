@@ -196,7 +196,7 @@ def _setup_rows(setup: str, x: np.ndarray, samples: Samples, given: dict) -> lis
     times["velpic"], preds["velpic"] = _timed(lambda: VeLPIC.fast(X, obs).predict(x))
     del X
     times["logreg_adam"], preds["logreg_adam"] = _timed(
-        lambda: AdamLogisticRegression(random_state=0).fit(x[samples.train], samples.observed[samples.train]).predict(x))
+        lambda: AdamLogisticRegression(random_state=0).fit(samples.train_rows(x), samples.observed[samples.train]).predict(x))
     straight["logreg_adam"] = straight["logreg"]
     rows = []
     for probe in (*PROBES[:5], "logreg", "logreg_adam", "lda", "qda"):

@@ -138,9 +138,10 @@ def test_the_training_rows_are_a_view_where_they_come_first_and_no_probe_writes_
     order = np.random.default_rng(0).permutation(len(x))
     shuffled = Samples(samples.train[order], samples.test[order], samples.observed[order],
                        samples.true[order], samples.n_classes)
-    rows = shuffled.train_rows(x[order])
-    assert not np.shares_memory(rows, x[order])
-    np.testing.assert_array_equal(rows, x[order][shuffled.train])
+    x_shuffled = x[order]
+    rows = shuffled.train_rows(x_shuffled)
+    assert not np.shares_memory(rows, x_shuffled)
+    np.testing.assert_array_equal(rows, x_shuffled[shuffled.train])
 
 
 def test_the_n_ablation_shares_one_decomposition_and_equals_separate_fits(tiny_store):
