@@ -1,9 +1,9 @@
-"""Per-class spectra behind MASC and VeLPIC, and MASC's scores: the float64 reference
-and the fast path that gives the same k per class at less cost.
+"""Per-class spectra behind MASC and VeLPIC: the fast path that gives the float64
+reference's k per class at less cost.
 
-`class_spectra` is the reference: the uncentered PCA of each class (one float64
-eigendecomposition on the smaller of its Gram and covariance sides, every numerically
-nonzero eigenpair kept), and `n_kept` the rule that turns a spectrum into MASC's k_c.
+The reference, `class_spectra` (the uncentered PCA of each class in float64) and `n_kept`
+(the rule that turns a spectrum into MASC's k_c), lives in `analyze.spectral_exact` and
+is re-exported here.
 `fast_class_spectra` (`fast_class_spectra_multi` for several n at once) arranges the
 same mathematics to cost less. The class's dominant direction (ReLU activations have
 one: the uncentered top pair carries 85% of the energy on the benchmark's slabs) is
@@ -15,8 +15,9 @@ in float64. A class whose cut lies within `MARGIN`, plus `EIG_SAFETY` times the 
 eigensolver's rounding scale, of n (or in the float32 noise floor) has its k_c decided
 on the float64 eigenvalues of the same product, and if still too close on the float64
 product by the reference's rule; a class smaller than `EXACT_BELOW` is done by the
-reference. Classes are decomposed side by side, each on one BLAS thread
-(`analyze.spectral_kernels.class_workers`). A class decomposed on its d × d side can also
+reference (a slab of small classes only by `analyze.spectral_exact.small_class_spectra`:
+their products stacked, split over the workers). Classes are decomposed side by side,
+each on one BLAS thread (`analyze.spectral_kernels.class_workers`). A class decomposed on its d × d side can also
 give the rest of its eigenbasis (`analyze.subspace.Tail`), from which MASC scores the
 complement where that is the smaller side.
 
@@ -28,11 +29,13 @@ in-memory arrays, no I/O. The measurements behind these choices are in the READM
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
 
+from .spectral_exact import Spectrum, class_spectra, n_kept, small_class_spectra, uncentered_pca
 from .spectral_kernels import backend, class_workers, one_blas_thread
 from .subspace import Tail
 
@@ -47,9 +50,6 @@ __all__ = [
     "leading_spectra",
     "n_kept",
 ]
-
-# One (eigvals, V) pair per class: eigvals (r,) descending, V (r, d) orthonormal rows.
-Spectrum = tuple[np.ndarray, np.ndarray]
 
 # A cumulative energy ratio this close to n is decided in float64: four float32 ulps,
 # about 25 times what the float32 products (the deflated one included) were measured
@@ -69,98 +69,6 @@ POWER_TOL = 1e-10
 # Classes whose smaller side is below this are decomposed in float64 throughout:
 # there the reference costs next to nothing, so nothing is gained by rounding.
 EXACT_BELOW = 128
-
-
-# --------------------------------------------------------------------------
-# The float64 reference
-# --------------------------------------------------------------------------
-
-
-def _uncentered_pca(Xc: np.ndarray) -> Spectrum:
-    """Uncentered PCA of one class block Xc (n, d).
-
-    Returns eigenvalues λ_i = s_i² (squared singular values of Xc, descending)
-    and the right singular vectors V (r, d) for the numerically nonzero λ.
-    Equivalent to PCA of [Xc; −Xc], whose mean is zero by construction.
-    """
-    n, d = Xc.shape
-    if n == 0 or d == 0:
-        return np.zeros(0), np.zeros((0, d))
-    gram_side = n < d
-    # Work on the smaller of XcXcᵀ (n×n) and XcᵀXc (d×d): same nonzero spectrum.
-    M = Xc @ Xc.T if gram_side else Xc.T @ Xc
-    lam, W = np.linalg.eigh(M)
-    lam, W = lam[::-1], W[:, ::-1]  # eigh is ascending; we want descending
-    tol = max(lam[0], 0.0) * max(n, d) * np.finfo(np.float64).eps
-    keep = lam > tol  # drop numerically-zero directions so V stays orthonormal
-    lam, W = lam[keep], W[:, keep]
-    if gram_side:
-        # Xc = U S Vᵀ  ⇒  V = Xcᵀ U S⁻¹ (columns), returned as rows.
-        V = _reorthonormalise(Xc.T @ W / np.sqrt(lam)).T
-    else:
-        V = W.T
-    return lam, np.ascontiguousarray(V)
-
-
-def _reorthonormalise(Vt: np.ndarray) -> np.ndarray:
-    """Orthonormalise the columns of Vt in order, keeping each column's sign.
-
-    The Gram route squares the condition number, so columns with small s lose
-    orthogonality at the eps·(s_max/s)² level.  QR is Gram–Schmidt in
-    column order: leading (accurate) columns are unchanged up to round-off,
-    trailing ones are cleaned against them.
-    """
-    Q, R = np.linalg.qr(Vt)
-    return Q * np.where(np.diag(R) < 0, -1.0, 1.0)
-
-
-def class_spectra(X: np.ndarray, y: np.ndarray, classes: Sequence) -> list[Spectrum]:
-    """Per-class uncentered PCA in float64, every numerically nonzero eigenpair kept.
-
-    Parameters
-    ----------
-    X : array-like of shape (n_samples, n_features)
-        Activations (converted to float64).
-    y : array-like of shape (n_samples,)
-        Class labels.
-    classes : sequence
-        The classes to decompose, in order; X_c = X[y == c].
-
-    Returns
-    -------
-    list of (eigvals, V)
-        Per class: eigvals (r,) the squared singular values of X_c, descending, and V
-        (r, n_features) the matching right singular vectors as orthonormal rows, the
-        numerically zero ones (λ ≤ λ_max · max(n_c, d) · eps) dropped.
-    """
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y)
-    return [_uncentered_pca(X[y == c]) for c in classes]
-
-
-def n_kept(eigvals: np.ndarray, n: float) -> int:
-    """MASC's number of components kept for one class.
-
-    Parameters
-    ----------
-    eigvals : ndarray of shape (r,)
-        The class's eigenvalues, descending.
-    n : float
-        In (0, 1): the explained fraction to exceed; >= 1: a count.
-
-    Returns
-    -------
-    int
-        0 < n < 1: k = #{i : Σ_{j≤i} λ_j / Σ_j λ_j ≤ n} + 1 (the smallest k whose
-        explained fraction exceeds n); n ≥ 1: k = int(n). Capped at r.
-    """
-    r = len(eigvals)
-    if r == 0:
-        return 0
-    if n >= 1:
-        return min(int(n), r)
-    ratio = np.cumsum(eigvals) / eigvals.sum()
-    return min(int(np.count_nonzero(ratio <= n)) + 1, r)
 
 
 # --------------------------------------------------------------------------
@@ -217,7 +125,7 @@ def leading_spectra(X: np.ndarray, y: np.ndarray, classes: Sequence) -> list[Spe
         block = np.asarray(X[y == c])
         lead = _leading_pair(block) if block.size else None
         if lead is None:
-            lam, V = _uncentered_pca(block.astype(np.float64))
+            lam, V = uncentered_pca(block.astype(np.float64))
             out.append((lam[:1], V[:1]))
         else:
             out.append((np.array([lead[0]]), lead[1][None]))
@@ -370,7 +278,7 @@ def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
             return _fast_spectrum(kernels, block, ns)
         # small: the float64 reference costs nothing here (and its float64 vectors
         # are kept, so small slabs fit exactly as `fit` does)
-        lam, V = _uncentered_pca(block.astype(np.float64))
+        lam, V = uncentered_pca(block.astype(np.float64))
         k = [n_kept(lam, n) for n in ns]
         return (lam, V[: max(max(k), 1)]), k, None
 
@@ -379,9 +287,10 @@ def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
     if workers > 1 and big > 1:
         with one_blas_thread(), ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(one, classes))
-    elif workers > 1 and not big:  # small classes only: one thread, no pool
-        with one_blas_thread():
-            results = [one(c) for c in classes]
+    elif not big:  # small classes only: stacked, a share of them on each worker
+        with one_blas_thread() if workers > 1 else contextlib.nullcontext():
+            results = [(spectrum, k, None) for spectrum, k in small_class_spectra(
+                [X[y == c] for c in classes], ns, workers)]
     else:
         results = [one(c) for c in classes]
     ks = np.array([k for _, k, _ in results], dtype=int).reshape(len(classes), len(ns)).T
