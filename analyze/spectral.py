@@ -15,8 +15,8 @@ in float64. A class whose cut lies within `MARGIN`, plus `EIG_SAFETY` times the 
 eigensolver's rounding scale, of n (or in the float32 noise floor) has its k_c decided
 on the float64 eigenvalues of the same product, and if still too close on the float64
 product by the reference's rule; a class smaller than `EXACT_BELOW` is done by the
-reference (a slab of small classes only by `analyze.spectral_exact.small_class_spectra`:
-their products stacked, split over the workers). Classes are decomposed side by side,
+reference (a slab of small classes only on one thread, their products stacked:
+`analyze.spectral_exact.small_class_spectra`). Classes are decomposed side by side,
 each on one BLAS thread (`analyze.spectral_kernels.class_workers`). A class decomposed on its d × d side can also
 give the rest of its eigenbasis (`analyze.subspace.Tail`), from which MASC scores the
 complement where that is the smaller side.
@@ -287,10 +287,10 @@ def fast_class_spectra_multi(X: np.ndarray, y: np.ndarray, classes: Sequence,
     if workers > 1 and big > 1:
         with one_blas_thread(), ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(one, classes))
-    elif not big:  # small classes only: stacked, a share of them on each worker
+    elif not big:  # small classes only: their products stacked, on one thread, no pool
         with one_blas_thread() if workers > 1 else contextlib.nullcontext():
             results = [(spectrum, k, None) for spectrum, k in small_class_spectra(
-                [X[y == c] for c in classes], ns, workers)]
+                [X[y == c] for c in classes], ns)]
     else:
         results = [one(c) for c in classes]
     ks = np.array([k for _, k, _ in results], dtype=int).reshape(len(classes), len(ns)).T

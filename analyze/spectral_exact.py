@@ -6,17 +6,13 @@ classes at once.
 eigendecomposition on the smaller of its Gram and covariance sides, every numerically
 nonzero eigenpair kept), and `n_kept` the rule that turns a spectrum into MASC's k_c.
 `small_class_spectra` gives the same spectra, bit for bit, for classes whose products
-are small (the fast path's classes below `analyze.spectral.EXACT_BELOW`): their products
-of one size stacked into one batched `eigh`, the stacks split over `workers` threads. A
-64 × 64 eigensolver is a chain of tiny BLAS-2 calls that a second BLAS thread barely
-helps, while a second thread with its own share of the classes does (README,
-Performance). Pure functions on in-memory arrays, no I/O.
+are small (the fast path's classes below `analyze.spectral.EXACT_BELOW`), their products
+of one size stacked into one batched `eigh`. Pure functions on in-memory arrays, no I/O.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -118,35 +114,12 @@ def n_kept(eigvals: np.ndarray, n: float) -> int:
     return min(int(np.count_nonzero(ratio <= n)) + 1, r)
 
 
-def _side_by_side(fn: Callable, parts: list) -> list:
-    """[fn(part) for part in parts], the first on the calling thread and each other on a
-    thread of its own (a pool costs more to start and stop than these take); the first
-    exception is raised once all have finished."""
-    results, errors = [None] * len(parts), []
-
-    def run(i: int) -> None:
-        try:
-            results[i] = fn(parts[i])
-        except BaseException as err:  # re-raised on the calling thread below
-            errors.append(err)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(1, len(parts))]
-    for thread in threads:
-        thread.start()
-    run(0)
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
-
-
-def small_class_spectra(blocks: Sequence[np.ndarray], ns: Sequence[float],
-                        workers: int = 1) -> list[tuple[Spectrum, list[int]]]:
+def small_class_spectra(blocks: Sequence[np.ndarray],
+                        ns: Sequence[float]) -> list[tuple[Spectrum, list[int]]]:
     """`uncentered_pca` of every block, bit for bit, and MASC's k_c for each n of `ns`:
-    the products of one size stacked into batched `eigh` calls split over `workers`
-    threads (the caller limits BLAS to one thread per worker). For small blocks only:
-    the stacks hold every product at once.
+    the products of one size stacked into one batched `eigh` (one LAPACK call per matrix
+    as `uncentered_pca` makes, without a Python round trip each). For small blocks only:
+    the stack holds every product at once.
 
     Returns
     -------
@@ -159,16 +132,10 @@ def small_class_spectra(blocks: Sequence[np.ndarray], ns: Sequence[float],
     for i, b in enumerate(blocks):
         if b.size:
             sizes.setdefault(products[i].shape, []).append(i)
-    stacks = [chunk for members in sizes.values()
-              for chunk in np.array_split(members, min(workers, len(members)))]
-    parts = [stacks[w::workers] for w in range(min(workers, len(stacks)))]
-    decomposed = _side_by_side(
-        lambda part: [np.linalg.eigh(np.stack([products[i] for i in chunk])) for chunk in part],
-        parts) if parts else []
     pairs = {}
-    for part, results in zip(parts, decomposed):
-        for chunk, (lam, W) in zip(part, results):
-            pairs.update({int(i): (lam[j], W[j]) for j, i in enumerate(chunk)})
+    for members in sizes.values():
+        lam, W = np.linalg.eigh(np.stack([products[i] for i in members]))
+        pairs.update({i: (lam[j], W[j]) for j, i in enumerate(members)})
     out = []
     for i, b in enumerate(blocks):
         lam, V = _from_eigh(b, *pairs[i]) if i in pairs else uncentered_pca(b)

@@ -1,14 +1,12 @@
 """The float64 reference's batched form: `small_class_spectra` gives each block's
 `uncentered_pca` bit for bit (the same LAPACK call on the same product, only stacked),
-whatever the mix of block shapes and the number of worker threads, and checks that
-reference against an explicit eigendecomposition of [X_c; −X_c]ᵀ[X_c; −X_c]."""
+whatever the mix of block shapes; and that reference against an explicit
+eigendecomposition of [X_c; −X_c]ᵀ[X_c; −X_c]."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from analyze import spectral_exact
 from analyze.spectral_exact import n_kept, small_class_spectra, uncentered_pca
 
 
@@ -23,11 +21,10 @@ def _blocks(seed=0):
     return blocks
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3, 8])
-def test_small_class_spectra_are_uncentered_pca_bit_for_bit(workers):
+def test_small_class_spectra_are_uncentered_pca_bit_for_bit():
     blocks = _blocks()
     ns = (0.5, 0.99, 4)
-    got = small_class_spectra(blocks, ns, workers)
+    got = small_class_spectra(blocks, ns)
     assert len(got) == len(blocks)
     for block, ((lam, V), ks) in zip(blocks, got):
         lam_ref, V_ref = uncentered_pca(block.astype(np.float64))
@@ -53,14 +50,3 @@ def test_uncentered_pca_against_the_eigh_of_the_signed_stack():
         # the same leading subspace: the projectors agree (signs are arbitrary)
         k = min(3, len(lam))
         np.testing.assert_allclose(V[:k].T @ V[:k], W[:, :k] @ W[:, :k].T, rtol=0, atol=1e-8)
-
-
-def test_a_worker_error_reaches_the_caller():
-    def fail_on_odd(part):
-        if part % 2:
-            raise ValueError(f"part {part}")
-        return part
-
-    assert spectral_exact._side_by_side(lambda p: p * 2, [1, 2, 3]) == [2, 4, 6]
-    with pytest.raises(ValueError, match="part 1"):
-        spectral_exact._side_by_side(fail_on_odd, [0, 1, 2])
